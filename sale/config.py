@@ -1,0 +1,76 @@
+"""SaleConfig: every knob of the SALE pipeline in one frozen dataclass."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+GRANULARITIES = ("per_token", "per_group")
+SELECTION_MODES = ("two_pass",)  # "one_pass" (statistics grown from kept blocks) is not built yet
+BACKENDS = ("reference", "triton")
+
+
+@dataclasses.dataclass(frozen=True)
+class SaleConfig:
+    """Configuration of SALE sparse attention (defaults are the paper's).
+
+    Attributes:
+        block_q: query rows per block of the mask. Default 64.
+        block_k: keys per block of the mask. Default 32.
+        local_window: tokens before a query block's first row whose key blocks are always
+            computed (with the blocks up to the diagonal). Default 128.
+        sink_blocks: leading key blocks always computed (attention sinks). Default 1.
+        granularity: 4-bit quantization scale granularity, ``"per_token"`` (one scale per row of
+            q_c and of k_s, the default) or ``"per_group"`` (one scale per ``q_group_size`` query
+            rows and per ``k_group_size`` keys).
+        q_group_size: query rows sharing a scale with ``granularity="per_group"``. Default 16.
+        k_group_size: keys sharing a scale with ``granularity="per_group"``. Default 32.
+        selection: ``"two_pass"`` (statistics from the sink and local blocks only). The paper's
+            ``"one_pass"`` variant is reserved and raises NotImplementedError.
+        softmax_scale: scale of q.k inside the softmax; None means 1/sqrt(D).
+        backend: ``"reference"`` (pure PyTorch, any device) or ``"triton"`` (CUDA Hopper kernels;
+            also runs in the Triton interpreter with TRITON_INTERPRET=1).
+        check_finite: reject NaN/Inf in q, k, v (one reduction and a host sync per tensor).
+            Benchmarks turn it off so that timings hold kernels only.
+    """
+
+    block_q: int = 64
+    block_k: int = 32
+    local_window: int = 128
+    sink_blocks: int = 1
+    granularity: str = "per_token"
+    q_group_size: int = 16
+    k_group_size: int = 32
+    selection: str = "two_pass"
+    softmax_scale: float | None = None
+    backend: str = "reference"
+    check_finite: bool = True
+
+    def __post_init__(self):
+        for name in ("block_q", "block_k", "q_group_size", "k_group_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"SaleConfig.{name} must be a positive int, got {value!r}")
+        for name in ("local_window", "sink_blocks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"SaleConfig.{name} must be a non-negative int, got {value!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"SaleConfig.granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.selection == "one_pass":
+            raise NotImplementedError("SaleConfig.selection='one_pass' is not implemented yet; use 'two_pass'")
+        if self.selection not in SELECTION_MODES:
+            raise ValueError(f"SaleConfig.selection must be one of {SELECTION_MODES}, got {self.selection!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"SaleConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.softmax_scale is not None:
+            s = self.softmax_scale
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+                raise ValueError(f"SaleConfig.softmax_scale must be a positive finite float or None, got {s!r}")
+
+    def scale_for(self, head_dim: int) -> float:
+        """The softmax scale used for head dimension ``head_dim``."""
+        return float(self.softmax_scale) if self.softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+
+    def replace(self, **changes) -> "SaleConfig":
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)

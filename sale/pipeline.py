@@ -1,0 +1,56 @@
+"""SALE end to end: quantize -> select -> attend, with optional statistics."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ._validation import check_config, check_qkv, thresholds_tensor
+from .attend import _attend
+from .config import SaleConfig
+from .metrics import density
+from .quantize import _quantize
+
+
+@dataclasses.dataclass
+class SaleStats:
+    """What ``sale_attention(..., return_stats=True)`` returns beside the output.
+
+    Attributes:
+        mask: torch.bool [B, Hq, nqb, nkb], the computed blocks.
+        density: float32 [B, Hq], kept causal blocks over causal blocks.
+        thresholds: float32 [Hq], the thresholds used.
+    """
+
+    mask: torch.Tensor
+    density: torch.Tensor
+    thresholds: torch.Tensor
+
+
+def sale_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, thresholds,
+                   config: SaleConfig | None = None, return_stats: bool = False):
+    """SALE sparse causal attention: 4-bit estimate, block selection, block-sparse attention.
+
+    Args:
+        q: [B, Hq, N, D] float16/bfloat16/float32 (float64 with the reference backend;
+            float16/bfloat16 and D in {64, 128} with the triton backend).
+        k, v: [B, Hkv, N, D], same dtype and device; Hq a multiple of Hkv.
+        thresholds: tau per query head: a float, or a sequence / 1-d tensor of Hq floats >= 0.
+            0 makes a head dense.
+        config: SaleConfig; default SaleConfig().
+        return_stats: also return a SaleStats with the mask and the density per head.
+
+    Returns:
+        out [B, Hq, N, D] in q's dtype, or (out, SaleStats) with return_stats.
+    """
+    from .select import select_blocks
+    config = check_config(config)
+    check_qkv(q, k, v, config)
+    tau = thresholds_tensor(thresholds, q.shape[1], q.device)
+    unchecked = config.replace(check_finite=False)  # inputs were checked once above
+    quantized = _quantize(q, k, unchecked)
+    mask = select_blocks(q, k, tau, unchecked, quantized=quantized)
+    out = _attend(q, k, v, mask, unchecked)
+    if not return_stats:
+        return out
+    return out, SaleStats(mask=mask, density=density(mask, q.shape[2], config), thresholds=tau)
