@@ -49,8 +49,14 @@ def sale_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, thresholds
     tau = thresholds_tensor(thresholds, q.shape[1], q.device)
     unchecked = config.replace(check_finite=False)  # inputs were checked once above
     quantized = _quantize(q, k, unchecked)
-    mask = select_blocks(q, k, tau, unchecked, quantized=quantized)
-    out = _attend(q, k, v, mask, unchecked)
+    if config.backend == "triton":  # the selection kernel's compact kept lists feed the computation pass
+        from .triton.attend_kernel import attend_triton
+        from .triton.select_kernel import select_triton
+        mask, _, kept = select_triton(q, k, tau, unchecked, quantized, return_kept=True)
+        out = attend_triton(q, k, v, mask, unchecked, kept=kept)
+    else:
+        mask = select_blocks(q, k, tau, unchecked, quantized=quantized)
+        out = _attend(q, k, v, mask, unchecked)
     if not return_stats:
         return out
     return out, SaleStats(mask=mask, density=density(mask, q.shape[2], config), thresholds=tau)

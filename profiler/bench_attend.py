@@ -1,0 +1,128 @@
+"""Benchmark of SALE's computation pass (block-sparse attention) and of SALE end to end on Hopper.
+
+    python -m profiler.bench_attend [--lengths 16384 32768 65536 131072] [--densities 1 .5 .25 .1 .05]
+
+For each N: cuDNN (and every other SDPA backend that runs) dense ms; the project's Triton dense
+attention (the same kernel with every causal block kept); for each density, a mask drawn at that
+density (sink and local blocks always kept), its sparse ms and efficiency = density x cuDNN ms /
+sparse ms; then SALE end to end (quantize + select + attend) on the structured workload at several
+thresholds: ms, density, speedup over the fastest dense, and relative L1 error against cuDNN's output.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import uuid
+
+import torch
+
+import sale
+from sale.blocks import always_computed_blocks, candidate_blocks, causal_blocks, mask_to_kept
+from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton
+from sale.workloads import make_qkv
+
+from .bench_select import dense_times
+from .gpu_context import git_commit, nvml_snapshot, software_versions
+from .timing import time_cuda
+
+
+def mask_at_density(density, batch, heads, n, cfg, seed):
+    """Sink and local blocks, plus candidate blocks drawn independently so the expected share of
+    causal blocks kept is `density` (the always-computed share is a floor)."""
+    causal, always, cand = (f(n, cfg, "cuda") for f in (causal_blocks, always_computed_blocks, candidate_blocks))
+    extra = max(0.0, density * causal.sum().item() - always.sum().item()) / max(1, cand.sum().item())
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    drawn = torch.rand(batch, heads, *causal.shape, generator=g, device="cuda") < extra
+    return (drawn & cand) | always
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
+    p.add_argument("--densities", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.1, 0.05])
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
+    p.add_argument("--tiles", nargs="+", default=list(ATTEND_CONFIGS))
+    p.add_argument("--q-heads", type=int, default=32)
+    p.add_argument("--kv-heads", type=int, default=8)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--out", default="traces/bench_attend.jsonl")
+    args = p.parse_args(argv)
+    cfg = sale.SaleConfig(backend="triton", check_finite=False)
+    run_id = uuid.uuid4().hex[:12]
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    common = lambda n: {"run_id": run_id, "git_commit": git_commit(), "gpu": torch.cuda.get_device_name(),
+                        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), "seq_len": n, "batch": 1,
+                        "num_q_heads": args.q_heads, "num_kv_heads": args.kv_heads, "head_dim": args.head_dim,
+                        "dtype": "bfloat16"}
+
+    def emit(rec):
+        with open(args.out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    for n in args.lengths:
+        q = k = v = None
+        try:
+            q, k, v = make_qkv("structured", 1, args.q_heads, args.kv_heads, n, args.head_dim, torch.bfloat16,
+                               "cuda", seed=n)
+            dense = dense_times(q, k, v, budget_s=2.0)
+            cudnn = dense.get("cudnn")
+            fastest, fastest_name = min((t, name) for name, t in dense.items() if t is not None)
+            ref_out = sale.sdpa_attention(q, k, v, fastest_name)
+            print(f"N={n}: sdpa " + "  ".join(f"{b}={t if t is None else round(t, 2)}" for b, t in dense.items()), flush=True)
+            for density in args.densities:
+                mask = mask_at_density(density, 1, args.q_heads, n, cfg, seed=int(density * 1000))
+                kept = mask_to_kept(mask)
+                real_density = float(sale.density(mask, n, cfg).mean())
+                tiles = {}
+                for tile in args.tiles:
+                    try:
+                        tiles[tile] = time_cuda(lambda: attend_triton(q, k, v, mask, cfg, kept=kept, tile=tile),
+                                                budget_s=1.0)["median_ms"]
+                    except Exception as exc:
+                        tiles[tile] = None
+                        print(f"  tile {tile}: {str(exc).splitlines()[0][:120]}")
+                best = min((t, name) for name, t in tiles.items() if t is not None)
+                base = cudnn if cudnn is not None else fastest
+                rec = {"schema": "sale-bench-attend/1", "kind": "sparse_at_density", **common(n),
+                       "density": real_density, "sparse_ms": best[0], "best_tile": best[1], "tiles_ms": tiles,
+                       "dense_ms": dense, "cudnn_ms": cudnn, "efficiency": real_density * base / best[0],
+                       "gpu_context": nvml_snapshot(), "software": software_versions()}
+                emit(rec)
+                print(f"  density {real_density:5.3f}: sparse {best[0]:8.2f} ms [{best[1]}]  efficiency vs cuDNN "
+                      f"{rec['efficiency']:.3f}   tiles " + " ".join(f"{t}={'-' if x is None else round(x, 2)}" for t, x in tiles.items()),
+                      flush=True)
+                del mask, kept
+            for tau in args.thresholds:
+                stages = {}
+                quant = sale.quantize(q, k, cfg)
+                taus = torch.full((args.q_heads,), tau, device="cuda")
+                from sale.triton.select_kernel import select_triton
+                mask, _, kept = select_triton(q, k, taus, cfg, quant, return_kept=True)
+                stages["quantize_ms"] = time_cuda(lambda: sale.quantize(q, k, cfg), budget_s=0.5)["median_ms"]
+                stages["select_ms"] = time_cuda(lambda: select_triton(q, k, taus, cfg, quant), budget_s=0.5)["median_ms"]
+                stages["attend_ms"] = time_cuda(lambda: attend_triton(q, k, v, mask, cfg, kept=kept), budget_s=0.5)["median_ms"]
+                total = time_cuda(lambda: sale.sale_attention(q, k, v, taus, cfg), budget_s=1.0)["median_ms"]
+                out = sale.sale_attention(q, k, v, taus, cfg)
+                dens = float(sale.density(mask, n, cfg).mean())
+                rec = {"schema": "sale-bench-attend/1", "kind": "sale_end_to_end", **common(n), "workload": "structured",
+                       "threshold": tau, **stages, "sale_ms": total, "density": dens, "dense_ms": dense,
+                       "fastest_dense_ms": fastest, "dense_backend": fastest_name, "speedup": fastest / total,
+                       "overhead_pct": 100 * (stages["quantize_ms"] + stages["select_ms"]) / fastest,
+                       "rel_l1_vs_dense": float(sale.relative_l1(out, ref_out).mean()),
+                       "gpu_context": nvml_snapshot(), "software": software_versions()}
+                emit(rec)
+                print(f"  SALE tau={tau}: {total:8.2f} ms (q {stages['quantize_ms']:.2f} + s {stages['select_ms']:.2f} + "
+                      f"a {stages['attend_ms']:.2f})  density {dens:.3f}  speedup {rec['speedup']:.2f}x  "
+                      f"rel.L1 {rec['rel_l1_vs_dense']:.4f}", flush=True)
+                del mask, kept, out, quant
+        except torch.OutOfMemoryError as exc:
+            emit({"schema": "sale-bench-attend/1", "kind": "error", "seq_len": n, "error": f"OOM: {exc}"[:300]})
+            print(f"N={n}: OOM")
+        del q, k, v
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Benchmark of SALE's estimate on Hopper (quantize + select) against the fastest dense attention.
+
+    python -m profiler.bench_select [--lengths 8192 16384 ...] [--tiles default qb1_n128 ...] [--out traces/x.jsonl]
+
+For each N: quantize ms, select ms for each selection tile configuration, every SDPA backend that
+runs (the fastest is the baseline), and ratio = (quantize + select) / fastest dense. Llama-3.1-8B
+attention shapes by default (B=1, 32 query heads, 8 kv heads, D=128, bf16), structured workload.
+It also checks the triton mask against the reference on `--check-heads` query heads (ties counted).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import uuid
+
+import torch
+
+import sale
+from sale.triton.select_kernel import SELECT_CONFIGS, select_triton
+from sale.workloads import make_qkv
+
+from .gpu_context import git_commit, nvml_snapshot, software_versions
+from .timing import time_cuda
+
+DENSE = ("cudnn", "flash", "efficient")
+
+
+def dense_times(q, k, v, budget_s):
+    out = {}
+    for name in DENSE:
+        try:
+            out[name] = time_cuda(lambda: sale.sdpa_attention(q, k, v, name), min_reps=3, budget_s=budget_s)["median_ms"]
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            out[name] = None
+            print(f"  sdpa {name}: not run ({str(exc).splitlines()[0][:100]})")
+        torch.cuda.empty_cache()
+    return out
+
+
+def mask_agreement(q, k, tau, cfg, heads):
+    """Blocks where the triton mask differs from the reference on the first `heads` query heads, and
+    how many of those are ties (|reference margin| < 1e-3)."""
+    group = q.shape[1] // k.shape[1]
+    kv = max(1, math.ceil(heads / group))
+    qs, ks = q[:, : kv * group].contiguous(), k[:, :kv].contiguous()
+    mask_t = sale.select_blocks(qs, ks, tau, cfg.replace(backend="triton"))
+    mask_r, margin_r = sale.select_blocks(qs, ks, tau, cfg.replace(backend="reference"), return_margin=True)
+    differ = mask_t != mask_r
+    return {"blocks": int(differ.numel()), "differ": int(differ.sum()),
+            "ties": int((differ & (margin_r.abs() < 1e-3)).sum())}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
+    p.add_argument("--tiles", nargs="+", default=list(SELECT_CONFIGS))
+    p.add_argument("--q-heads", type=int, default=32)
+    p.add_argument("--kv-heads", type=int, default=8)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--threshold", type=float, default=0.01)
+    p.add_argument("--check-heads", type=int, default=4, help="query heads checked against the reference (0: none)")
+    p.add_argument("--out", default="traces/bench_select.jsonl")
+    args = p.parse_args(argv)
+    cfg = sale.SaleConfig(backend="triton", check_finite=False)
+    run_id = uuid.uuid4().hex[:12]
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    rows = []
+    for n in args.lengths:
+        q = k = v = None
+        try:
+            q, k, v = make_qkv("structured", 1, args.q_heads, args.kv_heads, n, args.head_dim, torch.bfloat16,
+                               "cuda", seed=n)
+            dense = dense_times(q, k, v, budget_s=2.0)
+            fastest = min((t, name) for name, t in dense.items() if t is not None)
+            quant_t = time_cuda(lambda: sale.quantize(q, k, cfg), budget_s=1.0)
+            quant = sale.quantize(q, k, cfg)
+            tau = torch.full((args.q_heads,), args.threshold, device="cuda")
+            selects = {}
+            for tile in args.tiles:
+                try:
+                    selects[tile] = time_cuda(lambda: select_triton(q, k, tau, cfg, quant, tile=tile), budget_s=1.0)
+                except Exception as exc:  # a tile that fails to compile is recorded, not fatal
+                    selects[tile] = {"error": str(exc).splitlines()[0][:200]}
+            best_tile = min((s["median_ms"], t) for t, s in selects.items() if "median_ms" in s)[1]
+            mask = select_triton(q, k, tau, cfg, quant)[0]
+            agreement = mask_agreement(q, k, args.threshold, cfg, args.check_heads) if args.check_heads else None
+            est = quant_t["median_ms"] + selects[best_tile]["median_ms"]
+            rec = {
+                "schema": "sale-bench-select/1", "run_id": run_id, "git_commit": git_commit(),
+                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), "gpu": torch.cuda.get_device_name(),
+                "seq_len": n, "batch": 1, "num_q_heads": args.q_heads, "num_kv_heads": args.kv_heads,
+                "head_dim": args.head_dim, "dtype": "bfloat16", "workload": "structured", "threshold": args.threshold,
+                "quantize_ms": quant_t["median_ms"], "select_ms": {t: s.get("median_ms") for t, s in selects.items()},
+                "select_errors": {t: s["error"] for t, s in selects.items() if "error" in s},
+                "best_tile": best_tile, "dense_ms": dense, "dense_backend": fastest[1], "fastest_dense_ms": fastest[0],
+                "estimate_pct_of_dense": 100 * est / fastest[0],
+                "density": float(sale.density(mask, n, cfg).mean()),
+                "mask_vs_reference": agreement, "gpu_context": nvml_snapshot(), "software": software_versions(),
+            }
+        except torch.OutOfMemoryError as exc:
+            rec = {"schema": "sale-bench-select/1", "run_id": run_id, "seq_len": n, "error": f"OOM: {exc}"[:300]}
+        rows.append(rec)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if "error" not in rec:
+            print(f"N={n:>6} quant {rec['quantize_ms']:7.2f} ms  select[{best_tile}] {selects[best_tile]['median_ms']:7.2f} ms  "
+                  f"dense {fastest[1]} {fastest[0]:8.2f} ms  estimate/dense {rec['estimate_pct_of_dense']:5.1f}%  "
+                  f"density {rec['density']:.3f}  mask diff {agreement}", flush=True)
+            print("         tiles: " + "  ".join(f"{t}={s.get('median_ms', float('nan')):.2f}" for t, s in selects.items())
+                  + "   sdpa: " + "  ".join(f"{b}={t if t is None else round(t, 2)}" for b, t in dense.items()), flush=True)
+        else:
+            print(f"N={n}: {rec['error']}")
+        del q, k, v
+        torch.cuda.empty_cache()
+    return rows
+
+
+if __name__ == "__main__":
+    main()

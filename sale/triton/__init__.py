@@ -1,0 +1,1 @@
+"""Triton kernels for Hopper behind ``SaleConfig(backend="triton")``: one module per stage."""

@@ -1,0 +1,144 @@
+"""Stage 3 on the GPU: block-sparse causal flash attention over the kept key blocks.
+
+One program per (query block, query head), longest rows first. It walks the query block's kept list
+(ascending key-block indices), gathering TB kept blocks of block_k keys into one BLOCK_N = TB *
+block_k tile, so the tile stays wide whatever the kept pattern. Kept blocks wholly before the query
+block's first row need no masking and run in the main loop; the last few (the diagonal blocks, and
+a ragged remainder) run in a masked tail loop. GQA reads K and V of the shared kv head, never
+repeated. With every causal block kept it is the project's dense Triton attention.
+"""
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..blocks import KeptBlocks, causal_blocks, mask_to_kept, num_blocks
+from ._common import interpreting, pow2
+
+
+@triton.jit
+def _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn, stride_vn, N,
+                 scale_log2e, d, BK: tl.constexpr, TB: tl.constexpr, MASKED: tl.constexpr,
+                 INTERPRET: tl.constexpr):
+    BLOCK_N: tl.constexpr = TB * BK
+    slots = p0 + tl.arange(0, TB)
+    if MASKED:
+        blk = tl.load(idx_base + slots, mask=slots < count, other=0)
+    else:
+        blk = tl.load(idx_base + slots)
+    keys = tl.reshape(blk[:, None] * BK + tl.arange(0, BK)[None, :], (BLOCK_N,))
+    if MASKED:
+        slot_ok = tl.reshape(tl.broadcast_to((slots < count)[:, None], (TB, BK)), (BLOCK_N,))
+        key_ok = slot_ok & (keys < N)
+        k = tl.load(k_base + keys[:, None] * stride_kn + d[None, :], mask=key_ok[:, None], other=0.0)
+        v = tl.load(v_base + keys[:, None] * stride_vn + d[None, :], mask=key_ok[:, None], other=0.0)
+    else:
+        k = tl.load(k_base + keys[:, None] * stride_kn + d[None, :])
+        v = tl.load(v_base + keys[:, None] * stride_vn + d[None, :])
+    if INTERPRET:  # the interpreter's dot multiplies the raw bits of 16-bit floats
+        s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)))
+    else:
+        s = tl.dot(q, tl.trans(k))
+    s = s * scale_log2e
+    if MASKED:
+        s = tl.where(key_ok[None, :] & (keys[None, :] <= rows[:, None]), s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_new = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet stay empty
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    p = tl.exp2(s - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    if INTERPRET:
+        acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _attend_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, counts_ptr, idx_ptr,
+    N, HQ, GROUP, NQB, NKB, scale_log2e,
+    stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
+    HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, TB: tl.constexpr, DIAG: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    qb = NQB - 1 - tl.program_id(0)          # longest rows first
+    bh = tl.program_id(1)
+    b = bh // HQ
+    h = bh % HQ
+    kvh = h // GROUP
+    rows = qb * BQ + tl.arange(0, BQ)
+    row_ok = rows < N
+    d = tl.arange(0, HEAD_DIM)
+    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qn + d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    k_base = k_ptr + b * stride_kb + kvh * stride_kh
+    v_base = v_ptr + b * stride_vb + kvh * stride_vh
+    count = tl.load(counts_ptr + bh * NQB + qb)
+    idx_base = idx_ptr + (bh * NQB + qb) * NKB
+    # Kept blocks at or after the first row need the causal mask; they are the last (at most DIAG) entries.
+    tail_slots = count - DIAG + tl.arange(0, DIAG)
+    tail = tl.load(idx_base + tail_slots, mask=tail_slots >= 0, other=-1)
+    n_diag = tl.sum((tail * BK >= qb * BQ).to(tl.int32), axis=0)
+    n_full = ((count - n_diag) // TB) * TB
+    m_i = tl.full((BQ,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BQ,), tl.float32)
+    acc = tl.zeros((BQ, HEAD_DIM), tl.float32)
+    for p0 in range(0, n_full, TB):
+        acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
+                                     stride_vn, N, scale_log2e, d, BK, TB, False, INTERPRET)
+    for p0 in range(n_full, count, TB):
+        acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
+                                     stride_vn, N, scale_log2e, d, BK, TB, True, INTERPRET)
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    tl.store(o_ptr + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + d[None, :],
+             out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
+
+
+# Tile configurations kept as data: (TB kept blocks per tile, num_warps, num_stages).
+ATTEND_CONFIGS = {
+    "default": (2, 4, 3),
+    "tb4_w4": (4, 4, 3),
+    "tb4_w8": (4, 8, 3),
+    "tb2_w4_s4": (2, 4, 4),
+    "tb4_w4_s2": (4, 4, 2),
+}
+
+
+def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: str | None = None):
+    """Triton version of ``reference.attention_reference`` over the blocks of ``mask`` (or of ``kept``,
+    the selection kernel's compact lists, which then must describe the same causal blocks)."""
+    batch, hq, seq_len, head_dim = q.shape
+    bq, bk = config.block_q, config.block_k
+    if bq % bk or bq & (bq - 1) or bk & (bk - 1) or bk < 16:
+        raise ValueError(f"the triton backend needs power-of-two block_k >= 16 dividing block_q, got "
+                         f"block_q={bq}, block_k={bk}")
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.stride(-1) != 1:
+            raise ValueError(f"{name} must be contiguous in the head dimension (stride(-1) == 1)")
+    if kept is None:  # blocks above the diagonal are ignored, as in the reference
+        kept = mask_to_kept(mask & causal_blocks(seq_len, config, mask.device))
+    tb, num_warps, num_stages = ATTEND_CONFIGS[tile or "default"]
+    if interpreting():
+        num_stages = 1
+    nqb, nkb = num_blocks(seq_len, bq), num_blocks(seq_len, bk)
+    out = torch.empty_like(q)
+    grid = (nqb, batch * hq)
+    _attend_kernel[grid](
+        q, k, v, out, kept.counts, kept.indices,
+        seq_len, hq, hq // k.shape[1], nqb, nkb, config.scale_for(head_dim) * math.log2(math.e),
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=tb, DIAG=pow2(bq // bk), INTERPRET=interpreting(),
+        num_warps=num_warps, num_stages=num_stages)
+    return out
+
+
+def dense_kept(batch: int, num_q_heads: int, seq_len: int, config, device) -> KeptBlocks:
+    """Every causal block kept: the kept lists of the project's dense Triton attention."""
+    mask = causal_blocks(seq_len, config, device).expand(batch, num_q_heads, -1, -1).contiguous()
+    return mask_to_kept(mask)

@@ -1,0 +1,94 @@
+"""Stage 1 on the GPU: smoothing and 4-bit quantization of Q (or K), fused with the q_mean . k_s term.
+
+One program quantizes BLOCK_ROWS rows of one head: subtract the sequence mean, take the amax of each
+row (per token) or of each group of rows (per group), x_hat = round_half_even(x * (7 / amax)),
+scale = amax / 7. For K it also writes qmk[h, j] = q_mean[h] . k_s[j] for the GROUP query heads that
+share the kv head, so the selection pass reads one float per key instead of recomputing it.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from ..reference import QuantizedQK
+from ._common import interpreting, pow2
+
+# 1.5 * 2**23: adding then subtracting it rounds a float32 |y| < 2**22 half-to-even, exactly
+# (libdevice.rint has no interpreter implementation).
+_ROUND_MAGIC = 12582912.0
+
+
+@triton.jit
+def _quantize_rows_kernel(
+    x_ptr, mean_ptr, x_hat_ptr, scale_ptr, qmean_ptr, qmk_ptr,
+    N, H, GROUP,
+    stride_xb, stride_xh, stride_xn,
+    HEAD_DIM: tl.constexpr, BLOCK_ROWS: tl.constexpr, ROW_GROUP: tl.constexpr,
+    GROUP_P2: tl.constexpr, WITH_QMK: tl.constexpr, EXACT_DIV: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    rows = pid_n * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    d = tl.arange(0, HEAD_DIM)
+    valid = rows < N
+    x = tl.load(x_ptr + b * stride_xb + h * stride_xh + rows[:, None] * stride_xn + d[None, :],
+                mask=valid[:, None], other=0.0).to(tl.float32)
+    mean = tl.load(mean_ptr + bh * HEAD_DIM + d)
+    xs = tl.where(valid[:, None], x - mean[None, :], 0.0)
+    amax = tl.max(tl.abs(xs), axis=1)
+    if ROW_GROUP > 1:  # one scale per ROW_GROUP rows (groups never straddle programs)
+        g = tl.max(tl.reshape(amax, (BLOCK_ROWS // ROW_GROUP, ROW_GROUP)), axis=1)
+        amax = tl.reshape(tl.broadcast_to(g[:, None], (BLOCK_ROWS // ROW_GROUP, ROW_GROUP)), (BLOCK_ROWS,))
+    if EXACT_DIV:
+        inv = tl.math.div_rn(tl.full((BLOCK_ROWS,), 7.0, tl.float32), amax)
+    else:  # the interpreter's div_rn is not correctly rounded; its plain division is
+        inv = 7.0 / amax
+    inv = tl.where(amax > 0, inv, 0.0)
+    y = xs * inv[:, None]
+    x_hat = (y + 12582912.0) - 12582912.0
+    out = bh * N * HEAD_DIM + rows[:, None] * HEAD_DIM + d[None, :]
+    tl.store(x_hat_ptr + out, x_hat.to(tl.int8), mask=valid[:, None])
+    tl.store(scale_ptr + bh * N + rows, amax / 7.0, mask=valid)
+    if WITH_QMK:  # qmk[b, h*GROUP + gq, j] = q_mean[b, h*GROUP + gq] . k_s[j]
+        gq = tl.arange(0, GROUP_P2)
+        gq_ok = gq < GROUP
+        qm = tl.load(qmean_ptr + (b * H * GROUP + h * GROUP + gq[:, None]) * HEAD_DIM + d[None, :],
+                     mask=gq_ok[:, None], other=0.0)
+        qmk = tl.sum(xs[:, None, :] * qm[None, :, :], axis=2)             # [BLOCK_ROWS, GROUP_P2]
+        tl.store(qmk_ptr + (b * H * GROUP + h * GROUP + gq[None, :]) * N + rows[:, None], qmk,
+                 mask=valid[:, None] & gq_ok[None, :])
+
+
+def _launch(x, mean, group_rows, qmean=None, group=1):
+    batch, heads, seq_len, head_dim = x.shape
+    x_hat = torch.empty((batch, heads, seq_len, head_dim), dtype=torch.int8, device=x.device)
+    scale = torch.empty((batch, heads, seq_len), dtype=torch.float32, device=x.device)
+    with_qmk = qmean is not None
+    qmk = torch.empty((batch, heads * group, seq_len), dtype=torch.float32, device=x.device) if with_qmk else scale
+    block_rows = max(pow2(group_rows), 64 if not interpreting() else 16)
+    grid = (triton.cdiv(seq_len, block_rows), batch * heads)
+    _quantize_rows_kernel[grid](
+        x, mean, x_hat, scale, qmean if with_qmk else mean, qmk,
+        seq_len, heads, group,
+        x.stride(0), x.stride(1), x.stride(2),
+        HEAD_DIM=head_dim, BLOCK_ROWS=block_rows, ROW_GROUP=group_rows, GROUP_P2=pow2(group),
+        WITH_QMK=with_qmk, EXACT_DIV=not interpreting(), num_warps=4)
+    return x_hat, scale, (qmk if with_qmk else None)
+
+
+def quantize_triton(q: torch.Tensor, k: torch.Tensor, config) -> QuantizedQK:
+    """Triton version of ``reference.quantize_reference`` (same layout and results, ties aside)."""
+    if q.stride(-1) != 1 or k.stride(-1) != 1:
+        raise ValueError("q and k must be contiguous in the head dimension (stride(-1) == 1)")
+    per_group = config.granularity == "per_group"
+    for name, size in (("q_group_size", config.q_group_size), ("k_group_size", config.k_group_size)):
+        if per_group and size & (size - 1):
+            raise ValueError(f"SaleConfig.{name} must be a power of two for the triton backend, got {size}")
+    # The sequence means are plain column reductions: PyTorch runs them at memory bandwidth.
+    q_mean = q.mean(2, dtype=torch.float32).contiguous()
+    k_mean = k.mean(2, dtype=torch.float32).contiguous()
+    group = q.shape[1] // k.shape[1]
+    q_hat, q_scale, _ = _launch(q, q_mean, config.q_group_size if per_group else 1)
+    k_hat, k_scale, qmk = _launch(k, k_mean, config.k_group_size if per_group else 1, qmean=q_mean, group=group)
+    return QuantizedQK(q_hat, q_scale, k_hat, k_scale, qmk, q_mean, k_mean)

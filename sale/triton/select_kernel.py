@@ -1,0 +1,205 @@
+"""Stage 2 on the GPU: the two-pass selection, one program per QB query blocks of one query head.
+
+1. Exact statistics m_i, l_i over the sink and local keys j <= i (q . k on 16-bit tensor cores,
+   minus q_i . k_mean in float32, so the inputs stay exact), online as in flash attention.
+2. t_i = m_i + ln(tau * l_i) / scale.
+3. Over the candidate key tiles only (keys before the last query block's local window), the 4-bit
+   estimate on 8-bit tensor cores: s_hat = int8 dot * sq_i * sk_j + qmk_j, minus t_i, max over each
+   block_q x block_k tile, > 0 keeps the block.
+4. The bool mask row and the compact kept list (ascending indices, -1 padding) are written whole,
+   so no element of either is left unwritten.
+"""
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..blocks import KeptBlocks, num_blocks
+from ._common import interpreting, pow2
+
+
+@triton.jit
+def _block_flags(qb, c, N, NQB, NKB, BQ: tl.constexpr, BK: tl.constexpr, WINDOW, SINK_BLOCKS):
+    """(exists, always, candidate) for query blocks qb [QB] x key blocks c [NB]."""
+    last_row = tl.minimum((qb + 1) * BQ, N) - 1
+    exists = (qb[:, None] < NQB) & (c[None, :] < NKB)
+    causal = exists & (c[None, :] * BK <= last_row[:, None])
+    local = (c[None, :] + 1) * BK - 1 >= qb[:, None] * BQ - WINDOW
+    always = causal & (local | (c[None, :] < SINK_BLOCKS))
+    return exists, always, causal & ~always
+
+
+@triton.jit
+def _local_start_key(first_row, WINDOW, BK: tl.constexpr):
+    """First key of the first local block of a query block starting at first_row."""
+    x = first_row - WINDOW + 1
+    return tl.where(x <= 0, 0, (tl.cdiv(x, BK) - 1) * BK)
+
+
+@triton.jit
+def _emit_blocks(keep, cand, blockmax, exists, qb, c, count, mask_row, idx_row, margin_row, NKB,
+                 WRITE_MARGIN: tl.constexpr):
+    """Store one tile of mask entries, append kept indices, return the new counts."""
+    tl.store(mask_row + qb[:, None] * NKB + c[None, :], keep.to(tl.int8), mask=exists)
+    keep_i = (keep & exists).to(tl.int32)
+    pos = count[:, None] + tl.cumsum(keep_i, axis=1) - 1
+    tl.store(idx_row + qb[:, None] * NKB + pos, c[None, :] + 0 * pos, mask=keep_i > 0)
+    if WRITE_MARGIN:
+        tl.store(margin_row + qb[:, None] * NKB + c[None, :], tl.where(cand, blockmax, float("-inf")), mask=exists)
+    return count + tl.sum(keep_i, axis=1)
+
+
+@triton.jit
+def _select_kernel(
+    q_ptr, k_ptr, kmean_ptr, qhat_ptr, khat_ptr, sq_ptr, sk_ptr, qmk_ptr, tau_ptr,
+    mask_ptr, counts_ptr, idx_ptr, margin_ptr,
+    N, HQ, GROUP, NQB, NKB, WINDOW, SINK_BLOCKS, scale, scale_log2e,
+    stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+    HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr,
+    BLOCK_N: tl.constexpr, STATS_N: tl.constexpr, FILL_NB: tl.constexpr, WRITE_MARGIN: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    BLOCK_M: tl.constexpr = QB * BQ
+    NB_T: tl.constexpr = BLOCK_N // BK
+    n_groups = tl.cdiv(NQB, QB)
+    qg = n_groups - 1 - tl.program_id(0)      # longest rows first
+    bh = tl.program_id(1)
+    b = bh // HQ
+    h = bh % HQ
+    kvh = h // GROUP
+    bkv = b * (HQ // GROUP) + kvh
+    rows = qg * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < N
+    d = tl.arange(0, HEAD_DIM)
+    qb = qg * QB + tl.arange(0, QB)
+
+    # ---- 1. exact statistics over sink and local keys -------------------------------------------
+    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qn + d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    kmean = tl.load(kmean_ptr + bkv * HEAD_DIM + d)
+    c_row = tl.sum(q.to(tl.float32) * kmean[None, :], axis=1)           # q_i . k_mean
+    first_row = (rows // BQ) * BQ
+    ls_row = _local_start_key(first_row, WINDOW, BK)                    # [BLOCK_M]
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    k_base = k_ptr + b * stride_kb + kvh * stride_kh
+    sink_end = tl.minimum(SINK_BLOCKS * BK, N)
+    local_lo = _local_start_key(qg * BLOCK_M, WINDOW, BK)
+    local_hi = tl.minimum((qg + 1) * BLOCK_M, N)
+    for part in tl.static_range(2):
+        lo = 0 if part == 0 else local_lo
+        hi = sink_end if part == 0 else local_hi
+        for n0 in range(lo, hi, STATS_N):
+            keys = n0 + tl.arange(0, STATS_N)
+            kt = tl.load(k_base + keys[:, None] * stride_kn + d[None, :], mask=(keys < N)[:, None], other=0.0)
+            if INTERPRET:  # the interpreter's dot multiplies the raw bits of 16-bit floats
+                s = tl.dot(q.to(tl.float32), tl.trans(kt.to(tl.float32))) - c_row[:, None]
+            else:
+                s = tl.dot(q, tl.trans(kt)) - c_row[:, None]
+            ok = (keys[None, :] <= rows[:, None]) & (keys[None, :] < hi)
+            if part == 0:
+                ok = ok & (keys[None, :] < ls_row[:, None])
+            else:
+                ok = ok & (keys[None, :] >= ls_row[:, None])
+            s = tl.where(ok, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            l_i = l_i * tl.exp2((m_i - m_safe) * scale_log2e) + tl.sum(tl.exp2((s - m_safe[:, None]) * scale_log2e), axis=1)
+            m_i = m_new
+
+    # ---- 2. row thresholds ----------------------------------------------------------------------
+    tau = tl.load(tau_ptr + h)
+    t_row = m_i + tl.log(tau * l_i) / scale
+    t_row = tl.where(row_ok, t_row, float("inf"))
+
+    # ---- 3. the 4-bit estimate over candidate tiles ------------------------------------------------
+    hat_rows = bh * N + rows
+    q_hat = tl.load(qhat_ptr + hat_rows[:, None] * HEAD_DIM + d[None, :], mask=row_ok[:, None], other=0)
+    sq = tl.load(sq_ptr + hat_rows, mask=row_ok, other=0.0)
+    last_qb = tl.minimum(qg * QB + QB, NQB) - 1
+    cand_end = _local_start_key(last_qb * BQ, WINDOW, BK)
+    mask_row = mask_ptr + bh * NQB * NKB
+    idx_row = idx_ptr + bh * NQB * NKB
+    margin_row = margin_ptr + bh * NQB * NKB
+    count = tl.zeros((QB,), tl.int32)
+    khat_base = khat_ptr + bkv * N * HEAD_DIM
+    for n0 in range(0, cand_end, BLOCK_N):
+        keys = n0 + tl.arange(0, BLOCK_N)
+        kv_ok = keys < N
+        k_hat = tl.load(khat_base + keys[:, None] * HEAD_DIM + d[None, :], mask=kv_ok[:, None], other=0)
+        sk = tl.load(sk_ptr + bkv * N + keys, mask=kv_ok, other=0.0)
+        qmk = tl.load(qmk_ptr + bh * N + keys, mask=kv_ok, other=0.0)
+        acc = tl.dot(q_hat, tl.trans(k_hat), out_dtype=tl.int32)
+        val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :] - t_row[:, None]
+        blockmax = tl.max(tl.max(tl.reshape(val, (QB, BQ, NB_T, BK)), axis=3), axis=1)
+        c = n0 // BK + tl.arange(0, NB_T)
+        exists, always, cand = _block_flags(qb, c, N, NQB, NKB, BQ, BK, WINDOW, SINK_BLOCKS)
+        keep = always | (cand & (blockmax > 0))
+        count = _emit_blocks(keep, cand, blockmax, exists, qb, c, count, mask_row, idx_row, margin_row, NKB,
+                             WRITE_MARGIN)
+
+    # ---- 4. the rest of the row: sink/local blocks kept, the others (above the diagonal) not -------
+    rest = tl.cdiv(cand_end, BLOCK_N) * BLOCK_N // BK
+    for c0 in range(rest, NKB, FILL_NB):
+        c = c0 + tl.arange(0, FILL_NB)
+        exists, always, cand = _block_flags(qb, c, N, NQB, NKB, BQ, BK, WINDOW, SINK_BLOCKS)
+        count = _emit_blocks(always, cand, tl.full((QB, FILL_NB), float("-inf"), tl.float32), exists, qb, c,
+                             count, mask_row, idx_row, margin_row, NKB, WRITE_MARGIN)
+    qb_ok = qb < NQB
+    tl.store(counts_ptr + bh * NQB + qb, count, mask=qb_ok)
+    for s0 in range(tl.min(count, axis=0), NKB, FILL_NB):      # -1 past each count
+        slot = s0 + tl.arange(0, FILL_NB)
+        pad = qb_ok[:, None] & (slot[None, :] < NKB) & (slot[None, :] >= count[:, None])
+        tl.store(idx_row + qb[:, None] * NKB + slot[None, :], tl.full((QB, FILL_NB), -1, tl.int32), mask=pad)
+
+
+# Tile configurations kept as data: (QB, BLOCK_N, num_warps, num_stages).
+SELECT_CONFIGS = {
+    "default": (2, 128, 8, 3),
+    "qb1_n128": (1, 128, 4, 3),
+    "qb2_n64": (2, 64, 4, 3),
+    "qb2_n128_w4": (2, 128, 4, 3),
+    "qb4_n64": (4, 64, 8, 3),
+}
+
+
+def _check_tile(config, qb_per_prog: int, block_n: int):
+    bq, bk = config.block_q, config.block_k
+    for name, value in (("block_q", bq), ("block_k", bk)):
+        if value & (value - 1) or value < 16:
+            raise ValueError(f"SaleConfig.{name} must be a power of two >= 16 for the triton backend, got {value}")
+    if block_n % bk:
+        raise ValueError(f"tile BLOCK_N={block_n} must be a multiple of block_k={bk}")
+    if config.local_window < (qb_per_prog - 1) * bq:
+        raise ValueError(f"local_window={config.local_window} must be >= (QB-1)*block_q for QB={qb_per_prog}")
+
+
+def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, return_kept=False):
+    """Triton version of ``reference.select_reference``: (mask, margin or None[, KeptBlocks])."""
+    batch, hq, seq_len, head_dim = q.shape
+    nqb, nkb = num_blocks(seq_len, config.block_q), num_blocks(seq_len, config.block_k)
+    qb_per_prog, block_n, num_warps, num_stages = SELECT_CONFIGS[tile or "default"]
+    if interpreting():
+        qb_per_prog, block_n, num_warps, num_stages = 1, max(config.block_k, 32), 4, 1
+    if config.local_window < (qb_per_prog - 1) * config.block_q:
+        qb_per_prog = 1
+    block_n = max(block_n, config.block_k)
+    _check_tile(config, qb_per_prog, block_n)
+    scale = config.scale_for(head_dim)
+    mask = torch.empty((batch, hq, nqb, nkb), dtype=torch.int8, device=q.device)
+    counts = torch.empty((batch, hq, nqb), dtype=torch.int32, device=q.device)
+    indices = torch.empty((batch, hq, nqb, nkb), dtype=torch.int32, device=q.device)
+    margin = torch.empty((batch, hq, nqb, nkb), dtype=torch.float32, device=q.device) if return_margin else mask
+    grid = (triton.cdiv(nqb, qb_per_prog), batch * hq)
+    _select_kernel[grid](
+        q, k, quant.k_mean, quant.q_hat, quant.k_hat, quant.q_scale, quant.k_scale, quant.qmk, tau.float().contiguous(),
+        mask, counts, indices, margin,
+        seq_len, hq, hq // k.shape[1], nqb, nkb, config.local_window, config.sink_blocks,
+        scale, scale * math.log2(math.e),
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, BLOCK_N=block_n,
+        STATS_N=32 if interpreting() else 64, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
+        WRITE_MARGIN=return_margin, INTERPRET=interpreting(), num_warps=num_warps, num_stages=num_stages)
+    out = (mask.view(torch.bool), margin if return_margin else None)
+    return out + (KeptBlocks(counts, indices),) if return_kept else out

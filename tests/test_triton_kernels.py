@@ -1,0 +1,153 @@
+"""Triton kernels against the PyTorch reference: in the interpreter on small shapes (CI), and on the
+GPU at 8K-32K (marked cuda). Masks are compared exactly; only blocks whose reference margin
+max(s_hat - t) lies within rounding of 0 may differ, and the tests count them."""
+import math
+
+import pytest
+import torch
+
+import sale
+from sale.blocks import causal_blocks, num_blocks
+from sale.triton.attend_kernel import attend_triton
+from sale.triton.select_kernel import select_triton
+from sale.workloads import StructuredParams, make_qkv
+
+from helpers import low_precision_bound, rel_err
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TRITON = sale.SaleConfig(backend="triton")
+TIE = 1e-3  # |margin| below this is a tie within float32 rounding of the estimate and thresholds
+
+
+def inputs(n, hq, hkv, d, seed, batch=1, dtype=torch.bfloat16):
+    return make_qkv(num_q_heads=hq, num_kv_heads=hkv, seq_len=n, head_dim=d, dtype=dtype, device=DEVICE,
+                    seed=seed, batch=batch, params=StructuredParams(slash_offsets=(100, 1000)))
+
+
+def check_quantize(q, k, cfg):
+    ref = sale.quantize(q, k, cfg.replace(backend="reference"))
+    out = sale.quantize(q, k, cfg.replace(backend="triton"))
+    for name in ("q_scale", "k_scale", "q_mean", "k_mean", "qmk"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), rtol=1e-5, atol=1e-5)
+    for name in ("q_hat", "k_hat"):
+        a, b = getattr(out, name), getattr(ref, name)
+        flips = (a != b)
+        # a value may round the other way only at a .5 tie reached through a 1-ulp different mean
+        assert int(flips.sum()) <= max(2, a.numel() // 10**6), f"{name}: {int(flips.sum())} values differ"
+        assert ((a.int() - b.int()).abs() <= 1).all()
+
+
+def check_select(q, k, taus, cfg):
+    quant = sale.quantize(q, k, cfg.replace(backend="triton"))
+    _, margin_ref = sale.select_blocks(q, k, taus, cfg.replace(backend="reference"), return_margin=True)
+    mask_ref = sale.select_blocks(q, k, taus, cfg.replace(backend="reference"))
+    tau = torch.as_tensor(taus if not isinstance(taus, float) else [taus] * q.shape[1], dtype=torch.float32,
+                          device=q.device)
+    mask, margin, kept = select_triton(q, k, tau, cfg.replace(backend="triton"), quant, return_margin=True,
+                                       return_kept=True)
+    differ = mask != mask_ref
+    ties = differ & (margin_ref.abs() < TIE)
+    assert int(differ.sum()) == int(ties.sum()), f"{int((differ & ~ties).sum())} blocks differ beyond rounding"
+    assert int(ties.sum()) <= max(2, mask.numel() // 10**5), f"{int(ties.sum())} tied blocks differ"
+    assert torch.equal(torch.isfinite(margin), torch.isfinite(margin_ref))
+    fin = torch.isfinite(margin_ref)
+    if fin.any():
+        assert float((margin[fin] - margin_ref[fin]).abs().max()) < 1e-2 * max(1.0, float(margin_ref[fin].abs().max()))
+    assert torch.equal(sale.kept_to_mask(kept), mask)
+    assert ((kept.indices >= -1) & (kept.indices < mask.shape[-1])).all()
+    return mask
+
+
+CASES = [  # (N, Hq, Hkv, D, batch, granularity)
+    (1, 2, 2, 64, 1, "per_token"),
+    (63, 2, 1, 128, 2, "per_token"),
+    (333, 4, 2, 64, 1, "per_token"),
+    (301, 4, 4, 128, 1, "per_group"),
+    (517, 6, 2, 64, 1, "per_group"),
+]
+
+
+@pytest.mark.parametrize("n, hq, hkv, d, batch, granularity", CASES)
+def test_quantize_matches_reference(n, hq, hkv, d, batch, granularity):
+    q, k, _ = inputs(n, hq, hkv, d, seed=n, batch=batch)
+    check_quantize(q, k, sale.SaleConfig(granularity=granularity))
+
+
+@pytest.mark.parametrize("n, hq, hkv, d, batch, granularity", CASES)
+def test_select_matches_reference(n, hq, hkv, d, batch, granularity):
+    q, k, _ = inputs(n, hq, hkv, d, seed=n + 1, batch=batch)
+    taus = [0.0, 0.003, 0.03, 0.3, math.inf, 0.01][:hq] if hq <= 6 else 0.01
+    mask = check_select(q, k, taus, sale.SaleConfig(granularity=granularity))
+    if n > 300:
+        assert not torch.equal(mask, causal_blocks(n, sale.SaleConfig(), mask.device).expand_as(mask))
+
+
+@pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128)])
+def test_attend_matches_reference_on_random_masks(n, hq, hkv, d):
+    q, k, v = inputs(n, hq, hkv, d, seed=n + 2)
+    cfg = sale.SaleConfig()
+    g = torch.Generator().manual_seed(n)
+    nqb, nkb = num_blocks(n, 64), num_blocks(n, 32)
+    drawn = (torch.rand(1, hq, nqb, nkb, generator=g) < 0.3).to(DEVICE)
+    # empty rows apart from the always-computed blocks, and a hand-made mask with no diagonal
+    for mask in (drawn | sale.always_computed_blocks(n, cfg, DEVICE), sale.always_computed_blocks(n, cfg, DEVICE)
+                 .expand(1, hq, -1, -1).contiguous(), drawn):
+        ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
+        out = torch.full_like(q, math.nan)  # poison: every row must be written
+        out.copy_(attend_triton(q, k, v, mask, TRITON))
+        assert torch.isfinite(out).all()
+        bound = low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
+        assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
+
+
+def test_sale_attention_triton_end_to_end():
+    q, k, v = inputs(260, 4, 2, 64, seed=7)
+    out, stats = sale.sale_attention(q, k, v, [0.0, 0.01, 0.05, 0.2], TRITON, return_stats=True)
+    ref_out, ref_stats = sale.sale_attention(q.float(), k.float(), v.float(), [0.0, 0.01, 0.05, 0.2],
+                                             sale.SaleConfig(), return_stats=True)
+    assert (stats.mask != ref_stats.mask).sum() <= 2
+    ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), stats.mask, sale.SaleConfig())
+    assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
+
+
+# ---- on the GPU: 8K-32K, poisoned outputs -------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16383, 4, 1, 64), (32768, 4, 1, 128)])
+def test_select_on_gpu_matches_reference(n, hq, hkv, d):
+    q, k, _ = inputs(n, hq, hkv, d, seed=11)
+    check_quantize(q, k, sale.SaleConfig())
+    check_select(q, k, 0.01, sale.SaleConfig())
+
+
+@pytest.mark.cuda
+def test_select_on_gpu_writes_every_element():
+    q, k, _ = inputs(8191, 4, 2, 128, seed=12)
+    quant = sale.quantize(q, k, TRITON)
+    tau = torch.full((4,), 0.01, device=DEVICE)
+    torch.cuda.empty_cache()
+    # Poison the allocator's free memory so that unwritten elements would read as garbage.
+    junk = torch.full((4, 8192 // 64 + 1, 8192 // 32 + 1, 3), 0x5A5A5A5A, dtype=torch.int32, device=DEVICE)
+    del junk
+    mask, margin, kept = select_triton(q, k, tau, TRITON, quant, return_margin=True, return_kept=True)
+    assert ((mask.view(torch.int8) == 0) | (mask.view(torch.int8) == 1)).all()
+    assert ((kept.indices >= -1) & (kept.indices < mask.shape[-1])).all()
+    assert torch.equal(sale.kept_to_mask(kept), mask)
+    assert not torch.isnan(margin).any()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16381, 4, 1, 64), (32768, 4, 2, 128)])
+def test_attend_on_gpu(n, hq, hkv, d):
+    q, k, v = inputs(n, hq, hkv, d, seed=13)
+    cfg = sale.SaleConfig()
+    mask = sale.select_blocks(q, k, 0.01, TRITON)
+    out = attend_triton(q, k, v, mask, TRITON)
+    ref = sale.block_sparse_attention(q.float(), k.float(), v.float(), mask, cfg)
+    bound = 2 * rel_err(sale.sdpa_attention(q, k, v, "math"), sale.dense_attention(q, k, v).float()) + 1e-4
+    assert rel_err(out, ref) <= bound
+    full = torch.ones_like(mask)
+    dense = attend_triton(q, k, v, full, TRITON)
+    sdpa = sale.sdpa_attention(q, k, v, "efficient")
+    assert rel_err(dense, sdpa.float()) < 2e-2
+    assert rel_err(dense, sale.dense_attention(q, k, v).float()) <= 2 * rel_err(sdpa, sale.dense_attention(q, k, v).float()) + 1e-3
