@@ -15,11 +15,12 @@ import json
 import math
 import os
 import uuid
+import warnings
 
 import torch
 
 import sale
-from sale.triton.select_kernel import SELECT_CONFIGS, select_triton
+from sale.triton.select_kernel import COMPILED_STATS, PROBE_CONFIGS, SELECT_CONFIGS, select_triton
 from sale.workloads import make_qkv
 
 from .gpu_context import git_commit, nvml_snapshot, software_versions
@@ -29,14 +30,29 @@ DENSE = ("cudnn", "flash", "efficient")
 
 
 def dense_times(q, k, v, budget_s):
+    """Median ms of causal SDPA per backend (None where it cannot run). Backends without GQA support
+    get K and V repeated to Hq heads beforehand (outside the timed region)."""
     out = {}
     for name in DENSE:
-        try:
-            out[name] = time_cuda(lambda: sale.sdpa_attention(q, k, v, name), min_reps=3, budget_s=budget_s)["median_ms"]
-        except (RuntimeError, torch.OutOfMemoryError) as exc:
-            out[name] = None
-            print(f"  sdpa {name}: not run ({str(exc).splitlines()[0][:100]})")
-        torch.cuda.empty_cache()
+        out[name] = None
+        for qkv in ((q, k, v), None):
+            try:
+                if qkv is None:
+                    if q.shape[1] == k.shape[1]:
+                        break
+                    g = q.shape[1] // k.shape[1]
+                    qkv = (q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out[name] = time_cuda(lambda: sale.sdpa_attention(*qkv, name), min_reps=3,
+                                          budget_s=budget_s)["median_ms"]
+                break
+            except (RuntimeError, torch.OutOfMemoryError) as exc:
+                print(f"  sdpa {name}{' (K/V repeated)' if qkv is not None and qkv[1] is not k else ''}: "
+                      f"not run ({str(exc).splitlines()[0][:100]})")
+            finally:
+                qkv = None
+                torch.cuda.empty_cache()
     return out
 
 
@@ -56,7 +72,8 @@ def mask_agreement(q, k, tau, cfg, heads):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
-    p.add_argument("--tiles", nargs="+", default=list(SELECT_CONFIGS))
+    p.add_argument("--tiles", nargs="+", default=list(SELECT_CONFIGS), choices=list(SELECT_CONFIGS) + list(PROBE_CONFIGS),
+                   help="selection tile configurations to time (probe_* give wrong masks: ablation timings only)")
     p.add_argument("--q-heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
@@ -79,13 +96,22 @@ def main(argv=None):
             quant = sale.quantize(q, k, cfg)
             tau = torch.full((args.q_heads,), args.threshold, device="cuda")
             selects = {}
+            mask_default = select_triton(q, k, tau, cfg, quant)[0]
             for tile in args.tiles:
+                print(f"  timing tile {tile}", flush=True)
                 try:
                     selects[tile] = time_cuda(lambda: select_triton(q, k, tau, cfg, quant, tile=tile), budget_s=1.0)
+                    if tile not in PROBE_CONFIGS:  # every real configuration must give the very same mask
+                        selects[tile]["mask_equal_default"] = bool(torch.equal(
+                            select_triton(q, k, tau, cfg, quant, tile=tile)[0], mask_default))
                 except Exception as exc:  # a tile that fails to compile is recorded, not fatal
                     selects[tile] = {"error": str(exc).splitlines()[0][:200]}
-            best_tile = min((s["median_ms"], t) for t, s in selects.items() if "median_ms" in s)[1]
-            mask = select_triton(q, k, tau, cfg, quant)[0]
+            bad = [t for t, s in selects.items() if s.get("mask_equal_default") is False]
+            if bad:
+                print(f"  MASK MISMATCH against the default tile: {bad}")
+            best_tile = min((s["median_ms"], t) for t, s in selects.items()
+                            if "median_ms" in s and s.get("mask_equal_default"))[1]
+            mask = select_triton(q, k, tau, cfg, quant, tile=best_tile)[0]
             agreement = mask_agreement(q, k, args.threshold, cfg, args.check_heads) if args.check_heads else None
             est = quant_t["median_ms"] + selects[best_tile]["median_ms"]
             rec = {
@@ -94,7 +120,10 @@ def main(argv=None):
                 "seq_len": n, "batch": 1, "num_q_heads": args.q_heads, "num_kv_heads": args.kv_heads,
                 "head_dim": args.head_dim, "dtype": "bfloat16", "workload": "structured", "threshold": args.threshold,
                 "quantize_ms": quant_t["median_ms"], "select_ms": {t: s.get("median_ms") for t, s in selects.items()},
+                "select_spread_ms": {t: [s.get("min_ms"), s.get("max_ms")] for t, s in selects.items()},
                 "select_errors": {t: s["error"] for t, s in selects.items() if "error" in s},
+                "select_compiled": dict(COMPILED_STATS),
+                "select_mask_equal_default": {t: s.get("mask_equal_default") for t, s in selects.items()},
                 "best_tile": best_tile, "dense_ms": dense, "dense_backend": fastest[1], "fastest_dense_ms": fastest[0],
                 "estimate_pct_of_dense": 100 * est / fastest[0],
                 "density": float(sale.density(mask, n, cfg).mean()),
@@ -109,7 +138,9 @@ def main(argv=None):
             print(f"N={n:>6} quant {rec['quantize_ms']:7.2f} ms  select[{best_tile}] {selects[best_tile]['median_ms']:7.2f} ms  "
                   f"dense {fastest[1]} {fastest[0]:8.2f} ms  estimate/dense {rec['estimate_pct_of_dense']:5.1f}%  "
                   f"density {rec['density']:.3f}  mask diff {agreement}", flush=True)
-            print("         tiles: " + "  ".join(f"{t}={s.get('median_ms', float('nan')):.2f}" for t, s in selects.items())
+            print("         tiles: " + "  ".join(f"{t}={s.get('median_ms', float('nan')):.2f}"
+                                           f"{'' if t not in COMPILED_STATS else '(r%d,sp%d)' % (COMPILED_STATS[t]['n_regs'], COMPILED_STATS[t]['n_spills'])}"
+                                           for t, s in selects.items())
                   + "   sdpa: " + "  ".join(f"{b}={t if t is None else round(t, 2)}" for b, t in dense.items()), flush=True)
         else:
             print(f"N={n}: {rec['error']}")

@@ -136,18 +136,31 @@ def test_select_on_gpu_writes_every_element():
     assert not torch.isnan(margin).any()
 
 
+def plain_rows_error(q, k, v, mask, rows):
+    """Relative error of a plain bf16 PyTorch block-sparse attention on query rows `rows` against the
+    float64 reference: the bound the kernel is held to (on a slab of rows, to stay small at 32K)."""
+    cfg = sale.SaleConfig()
+    ref = sale.reference.attention_reference(q.double(), k.double(), v.double(), mask, cfg)[:, :, rows]
+    g = q.shape[1] // k.shape[1]
+    kk, vv = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    s = (q[:, :, rows] @ kk.transpose(-1, -2)) * cfg.scale_for(q.shape[3])
+    keep = sale.reference._token_block_mask(mask, rows, q.shape[2], cfg)
+    plain = torch.softmax(s.masked_fill(~keep, -math.inf), dim=-1) @ vv
+    return rel_err(plain, ref), ref
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16381, 4, 1, 64), (32768, 4, 2, 128)])
 def test_attend_on_gpu(n, hq, hkv, d):
     q, k, v = inputs(n, hq, hkv, d, seed=13)
-    cfg = sale.SaleConfig()
-    mask = sale.select_blocks(q, k, 0.01, TRITON)
-    out = attend_triton(q, k, v, mask, TRITON)
-    ref = sale.block_sparse_attention(q.float(), k.float(), v.float(), mask, cfg)
-    bound = 2 * rel_err(sale.sdpa_attention(q, k, v, "math"), sale.dense_attention(q, k, v).float()) + 1e-4
-    assert rel_err(out, ref) <= bound
-    full = torch.ones_like(mask)
-    dense = attend_triton(q, k, v, full, TRITON)
-    sdpa = sale.sdpa_attention(q, k, v, "efficient")
-    assert rel_err(dense, sdpa.float()) < 2e-2
-    assert rel_err(dense, sale.dense_attention(q, k, v).float()) <= 2 * rel_err(sdpa, sale.dense_attention(q, k, v).float()) + 1e-3
+    rows = slice(n - 2048, n)
+    for mask in (sale.select_blocks(q, k, 0.01, TRITON), torch.ones(1, hq, num_blocks(n, 64), num_blocks(n, 32),
+                                                                       dtype=torch.bool, device=DEVICE)):
+        out = torch.full_like(q, math.nan)
+        out.copy_(attend_triton(q, k, v, mask, TRITON))
+        assert torch.isfinite(out).all()  # every row written
+        bound, ref = plain_rows_error(q, k, v, mask, rows)
+        assert rel_err(out[:, :, rows], ref) <= 2 * bound + 1e-6
+    # 100% density against SDPA (cuDNN where it runs, else any backend)
+    sdpa = sale.sdpa_attention(q, k, v, "cudnn" if d == 128 else "flash")
+    assert rel_err(out, sdpa) < 1e-2

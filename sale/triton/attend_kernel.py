@@ -64,10 +64,14 @@ def _attend_kernel(
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, TB: tl.constexpr, DIAG: tl.constexpr,
-    INTERPRET: tl.constexpr,
+    INTERPRET: tl.constexpr, HEADS_FIRST: tl.constexpr,
 ):
-    qb = NQB - 1 - tl.program_id(0)          # longest rows first
-    bh = tl.program_id(1)
+    if HEADS_FIRST:  # launch order: the longest rows of every head first
+        qb = NQB - 1 - tl.program_id(1)
+        bh = tl.program_id(0)
+    else:            # longest rows first within each head
+        qb = NQB - 1 - tl.program_id(0)
+        bh = tl.program_id(1)
     b = bh // HQ
     h = bh % HQ
     kvh = h // GROUP
@@ -99,13 +103,13 @@ def _attend_kernel(
              out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
-# Tile configurations kept as data: (TB kept blocks per tile, num_warps, num_stages).
+# Tile configurations kept as data: (TB kept blocks per tile, num_warps, num_stages, HEADS_FIRST).
 ATTEND_CONFIGS = {
-    "default": (2, 4, 3),
-    "tb4_w4": (4, 4, 3),
-    "tb4_w8": (4, 8, 3),
-    "tb2_w4_s4": (2, 4, 4),
-    "tb4_w4_s2": (4, 4, 2),
+    "default": (2, 4, 3, False),
+    "heads_first": (2, 4, 3, True),
+    "s4": (2, 4, 4, False),
+    "tb4_w4": (4, 4, 3, False),
+    "tb4_w8": (4, 8, 3, False),
 }
 
 
@@ -122,18 +126,18 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
             raise ValueError(f"{name} must be contiguous in the head dimension (stride(-1) == 1)")
     if kept is None:  # blocks above the diagonal are ignored, as in the reference
         kept = mask_to_kept(mask & causal_blocks(seq_len, config, mask.device))
-    tb, num_warps, num_stages = ATTEND_CONFIGS[tile or "default"]
+    tb, num_warps, num_stages, heads_first = ATTEND_CONFIGS[tile or "default"]
     if interpreting():
         num_stages = 1
     nqb, nkb = num_blocks(seq_len, bq), num_blocks(seq_len, bk)
     out = torch.empty_like(q)
-    grid = (nqb, batch * hq)
+    grid = (batch * hq, nqb) if heads_first else (nqb, batch * hq)
     _attend_kernel[grid](
         q, k, v, out, kept.counts, kept.indices,
         seq_len, hq, hq // k.shape[1], nqb, nkb, config.scale_for(head_dim) * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=tb, DIAG=pow2(bq // bk), INTERPRET=interpreting(),
+        HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=tb, DIAG=pow2(bq // bk), INTERPRET=interpreting(), HEADS_FIRST=heads_first,
         num_warps=num_warps, num_stages=num_stages)
     return out
 

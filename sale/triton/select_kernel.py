@@ -6,8 +6,8 @@
 3. Over the candidate key tiles only (keys before the last query block's local window), the 4-bit
    estimate on 8-bit tensor cores: s_hat = int8 dot * sq_i * sk_j + qmk_j, minus t_i, max over each
    block_q x block_k tile, > 0 keeps the block.
-4. The bool mask row and the compact kept list (ascending indices, -1 padding) are written whole,
-   so no element of either is left unwritten.
+4. A pass over the whole row sets keep = always | (candidate & estimate), and writes the bool mask
+   row and the compact kept list (ascending indices, -1 padding) whole: no element is left unwritten.
 """
 import math
 
@@ -38,16 +38,32 @@ def _local_start_key(first_row, WINDOW, BK: tl.constexpr):
 
 
 @triton.jit
-def _emit_blocks(keep, cand, blockmax, exists, qb, c, count, mask_row, idx_row, margin_row, NKB,
-                 WRITE_MARGIN: tl.constexpr):
-    """Store one tile of mask entries, append kept indices, return the new counts."""
-    tl.store(mask_row + qb[:, None] * NKB + c[None, :], keep.to(tl.int8), mask=exists)
-    keep_i = (keep & exists).to(tl.int32)
-    pos = count[:, None] + tl.cumsum(keep_i, axis=1) - 1
-    tl.store(idx_row + qb[:, None] * NKB + pos, c[None, :] + 0 * pos, mask=keep_i > 0)
-    if WRITE_MARGIN:
-        tl.store(margin_row + qb[:, None] * NKB + c[None, :], tl.where(cand, blockmax, float("-inf")), mask=exists)
-    return count + tl.sum(keep_i, axis=1)
+def _estimate_dot(q_hat, khat_base, keys, N, d):
+    """The integer dot products <q_hat_i, k_hat_j> of one key tile on 8-bit tensor cores: int32."""
+    k_hat = tl.load(khat_base + keys[:, None] * q_hat.shape[1] + d[None, :], mask=(keys < N)[:, None], other=0)
+    return tl.dot(q_hat, tl.trans(k_hat), out_dtype=tl.int32)
+
+
+@triton.jit
+def _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N,
+                        QB: tl.constexpr, BQ: tl.constexpr, NB: tl.constexpr, BK: tl.constexpr, EPI: tl.constexpr):
+    """max over each (query block, key block) of s_hat_ij - t_i, [QB, NB], from the tile's dot products.
+    s_hat = dot * sq_i * sk_j + qmk_j in float32, in the reference's order of operations."""
+    kv_ok = keys < N
+    sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
+    qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
+    if EPI == 0:  # every element minus its row threshold, then both maxima
+        val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :] - t_row[:, None]
+        return tl.max(tl.max(tl.reshape(val, (QB, BQ, NB, BK)), axis=3), axis=1)
+    elif EPI == 1:  # max over each row's keys first, then t_i once per (row, block): max(x - t) == max(x) - t
+        val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :]
+        row_max = tl.max(tl.reshape(val, (QB * BQ, NB, BK)), axis=2) - t_row[:, None]
+        return tl.max(tl.reshape(row_max, (QB, BQ, NB)), axis=1)
+    elif EPI == 4:  # probe (wrong masks): the plain port's epilogue, an int max per key block
+        row_max = tl.max(tl.reshape(acc, (QB * BQ, NB, BK)), axis=2).to(tl.float32) - t_row[:, None]
+        return tl.max(tl.reshape(row_max, (QB, BQ, NB)), axis=1)
+    else:  # probe (wrong masks): no epilogue, one max over the tile
+        return tl.zeros((QB, NB), tl.float32) + tl.max(tl.max(acc, axis=1), axis=0).to(tl.float32)
 
 
 @triton.jit
@@ -58,13 +74,17 @@ def _select_kernel(
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr,
     BLOCK_N: tl.constexpr, STATS_N: tl.constexpr, FILL_NB: tl.constexpr, WRITE_MARGIN: tl.constexpr,
-    INTERPRET: tl.constexpr,
+    INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = QB * BQ
     NB_T: tl.constexpr = BLOCK_N // BK
     n_groups = tl.cdiv(NQB, QB)
-    qg = n_groups - 1 - tl.program_id(0)      # longest rows first
-    bh = tl.program_id(1)
+    if HEADS_FIRST:  # launch order: the longest rows of every head first, then shorter ones
+        qg = n_groups - 1 - tl.program_id(1)
+        bh = tl.program_id(0)
+    else:
+        qg = n_groups - 1 - tl.program_id(0)
+        bh = tl.program_id(1)
     b = bh // HQ
     h = bh % HQ
     kvh = h // GROUP
@@ -122,30 +142,39 @@ def _select_kernel(
     mask_row = mask_ptr + bh * NQB * NKB
     idx_row = idx_ptr + bh * NQB * NKB
     margin_row = margin_ptr + bh * NQB * NKB
-    count = tl.zeros((QB,), tl.int32)
     khat_base = khat_ptr + bkv * N * HEAD_DIM
+    # Hot loop: nothing but the estimate and a store of raw keep bits (and margins), with no value
+    # carried between iterations, so that Triton can pipeline the K loads under the MMAs.
+    sk_base = sk_ptr + bkv * N
+    qmk_base = qmk_ptr + bh * N
     for n0 in range(0, cand_end, BLOCK_N):
         keys = n0 + tl.arange(0, BLOCK_N)
-        kv_ok = keys < N
-        k_hat = tl.load(khat_base + keys[:, None] * HEAD_DIM + d[None, :], mask=kv_ok[:, None], other=0)
-        sk = tl.load(sk_ptr + bkv * N + keys, mask=kv_ok, other=0.0)
-        qmk = tl.load(qmk_ptr + bh * N + keys, mask=kv_ok, other=0.0)
-        acc = tl.dot(q_hat, tl.trans(k_hat), out_dtype=tl.int32)
-        val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :] - t_row[:, None]
-        blockmax = tl.max(tl.max(tl.reshape(val, (QB, BQ, NB_T, BK)), axis=3), axis=1)
+        acc = _estimate_dot(q_hat, khat_base, keys, N, d)
+        blockmax = _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQ, NB_T, BK, EPI)
         c = n0 // BK + tl.arange(0, NB_T)
-        exists, always, cand = _block_flags(qb, c, N, NQB, NKB, BQ, BK, WINDOW, SINK_BLOCKS)
-        keep = always | (cand & (blockmax > 0))
-        count = _emit_blocks(keep, cand, blockmax, exists, qb, c, count, mask_row, idx_row, margin_row, NKB,
-                             WRITE_MARGIN)
+        ok = (qb[:, None] < NQB) & (c[None, :] < NKB)
+        tl.store(mask_row + qb[:, None] * NKB + c[None, :], (blockmax > 0).to(tl.int8), mask=ok)
+        if WRITE_MARGIN:
+            tl.store(margin_row + qb[:, None] * NKB + c[None, :], blockmax, mask=ok)
+    tl.debug_barrier()  # the row pass below reads what other threads of this program stored
 
-    # ---- 4. the rest of the row: sink/local blocks kept, the others (above the diagonal) not -------
-    rest = tl.cdiv(cand_end, BLOCK_N) * BLOCK_N // BK
-    for c0 in range(rest, NKB, FILL_NB):
+    # ---- 4. the whole row: keep = always | (candidate & estimate), compact kept list ----------------
+    est_end = tl.cdiv(cand_end, BLOCK_N) * NB_T          # key blocks the hot loop wrote
+    count = tl.zeros((QB,), tl.int32)
+    for c0 in range(0, NKB, FILL_NB):
         c = c0 + tl.arange(0, FILL_NB)
         exists, always, cand = _block_flags(qb, c, N, NQB, NKB, BQ, BK, WINDOW, SINK_BLOCKS)
-        count = _emit_blocks(always, cand, tl.full((QB, FILL_NB), float("-inf"), tl.float32), exists, qb, c,
-                             count, mask_row, idx_row, margin_row, NKB, WRITE_MARGIN)
+        written = exists & (c[None, :] < est_end)
+        est = tl.load(mask_row + qb[:, None] * NKB + c[None, :], mask=written, other=0)
+        keep = always | (cand & (est > 0))
+        tl.store(mask_row + qb[:, None] * NKB + c[None, :], keep.to(tl.int8), mask=exists)
+        keep_i = (keep & exists).to(tl.int32)
+        pos = count[:, None] + tl.cumsum(keep_i, axis=1) - 1
+        tl.store(idx_row + qb[:, None] * NKB + pos, c[None, :] + 0 * pos, mask=keep_i > 0)
+        count += tl.sum(keep_i, axis=1)
+        if WRITE_MARGIN:
+            margin = tl.load(margin_row + qb[:, None] * NKB + c[None, :], mask=written & cand, other=float("-inf"))
+            tl.store(margin_row + qb[:, None] * NKB + c[None, :], tl.where(cand, margin, float("-inf")), mask=exists)
     qb_ok = qb < NQB
     tl.store(counts_ptr + bh * NQB + qb, count, mask=qb_ok)
     for s0 in range(tl.min(count, axis=0), NKB, FILL_NB):      # -1 past each count
@@ -154,14 +183,22 @@ def _select_kernel(
         tl.store(idx_row + qb[:, None] * NKB + slot[None, :], tl.full((QB, FILL_NB), -1, tl.int32), mask=pad)
 
 
-# Tile configurations kept as data: (QB, BLOCK_N, num_warps, num_stages).
+# Tile configurations kept as data: (QB query blocks per program, BLOCK_N keys per step, num_warps,
+# num_stages, EPI epilogue order, HEADS_FIRST launch order). EPI 0: s_hat - t per element, then both
+# maxima; 1: the max over each row's keys first, t_i subtracted once per (row, block). All give the
+# same mask; profiler/bench_select.py times them (NOTES.md keeps the variants measured and dropped).
 SELECT_CONFIGS = {
-    "default": (2, 128, 8, 3),
-    "qb1_n128": (1, 128, 4, 3),
-    "qb2_n64": (2, 64, 4, 3),
-    "qb2_n128_w4": (2, 128, 4, 3),
-    "qb4_n64": (4, 64, 8, 3),
+    "default": (2, 128, 4, 3, 1, False),
+    "epi0": (2, 128, 4, 3, 0, False),
+    "qb1": (1, 128, 4, 3, 1, False),
+    "heads_first": (2, 128, 4, 3, 1, True),
+    "s4": (2, 128, 4, 4, 1, False),
+    "n64": (2, 64, 4, 3, 1, False),
 }
+# Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
+PROBE_CONFIGS = {"probe_int_max": (2, 128, 4, 3, 4, False), "probe_dot_only": (2, 128, 4, 3, 5, False)}
+# Registers, spills and shared memory of the last compiled launch of each configuration.
+COMPILED_STATS: dict = {}
 
 
 def _check_tile(config, qb_per_prog: int, block_n: int):
@@ -179,9 +216,9 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     """Triton version of ``reference.select_reference``: (mask, margin or None[, KeptBlocks])."""
     batch, hq, seq_len, head_dim = q.shape
     nqb, nkb = num_blocks(seq_len, config.block_q), num_blocks(seq_len, config.block_k)
-    qb_per_prog, block_n, num_warps, num_stages = SELECT_CONFIGS[tile or "default"]
+    qb_per_prog, block_n, num_warps, num_stages, epi, heads_first = {**SELECT_CONFIGS, **PROBE_CONFIGS}[tile or "default"]
     if interpreting():
-        qb_per_prog, block_n, num_warps, num_stages = 1, max(config.block_k, 32), 4, 1
+        qb_per_prog, block_n, num_warps, num_stages = min(qb_per_prog, 2), 2 * config.block_k, 4, 1
     if config.local_window < (qb_per_prog - 1) * config.block_q:
         qb_per_prog = 1
     block_n = max(block_n, config.block_k)
@@ -192,7 +229,9 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     indices = torch.empty((batch, hq, nqb, nkb), dtype=torch.int32, device=q.device)
     margin = torch.empty((batch, hq, nqb, nkb), dtype=torch.float32, device=q.device) if return_margin else mask
     grid = (triton.cdiv(nqb, qb_per_prog), batch * hq)
-    _select_kernel[grid](
+    if heads_first:
+        grid = grid[::-1]
+    compiled = _select_kernel[grid](
         q, k, quant.k_mean, quant.q_hat, quant.k_hat, quant.q_scale, quant.k_scale, quant.qmk, tau.float().contiguous(),
         mask, counts, indices, margin,
         seq_len, hq, hq // k.shape[1], nqb, nkb, config.local_window, config.sink_blocks,
@@ -200,6 +239,9 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, BLOCK_N=block_n,
         STATS_N=32 if interpreting() else 64, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
-        WRITE_MARGIN=return_margin, INTERPRET=interpreting(), num_warps=num_warps, num_stages=num_stages)
+        WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first, num_warps=num_warps, num_stages=num_stages)
+    if not interpreting():
+        COMPILED_STATS[tile or "default"] = {"n_regs": compiled.n_regs, "n_spills": compiled.n_spills,
+                                             "shared_bytes": compiled.metadata.shared}
     out = (mask.view(torch.bool), margin if return_margin else None)
     return out + (KeptBlocks(counts, indices),) if return_kept else out
