@@ -1,0 +1,80 @@
+"""python -m profiler {sweep, bench-select, bench-attend, capture-torch, nsys-breakdown}"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+
+def _sweep(args) -> int:
+    from .sweep import sweep
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    backend = args.backend or ("triton" if device == "cuda" else "reference")
+    records = sweep(args.lengths, args.thresholds, backend=backend, device=device, workload=args.workload,
+                    batch=args.batch, num_q_heads=args.q_heads, num_kv_heads=args.kv_heads, head_dim=args.head_dim,
+                    dtype=args.dtype, granularity=args.granularity, reps=args.reps, warmup=args.warmup,
+                    accuracy_max_len=args.accuracy_max_len, out_path=args.out, seed=args.seed,
+                    progress=not args.no_progress)
+    points = [r for r in records if r["kind"] == "point"]
+    print(f"{'N':>7} {'tau':>7} {'quant':>8} {'select':>8} {'attend':>8} {'dense':>9} {'backend':>13} "
+          f"{'density':>7} {'ovh%':>6} {'speedup':>7} {'rel.L1':>7} {'recall':>7}")
+    for r in points:
+        if r["error"]:
+            print(f"{r['seq_len']:>7} {r['threshold']:>7} failed: {r['error']}")
+            continue
+        fmt = lambda x, spec: "-" if x is None else format(x, spec)
+        print(f"{r['seq_len']:>7} {r['threshold']:>7} {r['quantize_ms']:8.2f} {r['select_ms']:8.2f} {r['attend_ms']:8.2f} "
+              f"{fmt(r['dense_ms'], '9.2f')} {str(r['dense_backend']):>13} {r['density']:7.3f} "
+              f"{fmt(r['overhead_pct'], '6.1f')} {fmt(r['speedup'], '7.2f')} {fmt(r['rel_l1'], '7.4f')} "
+              f"{fmt(r['recall_mean'], '7.4f')}")
+    print(f"break-even length per threshold: {records[-1]['break_even']}   trace: {args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m profiler", description="Profile SALE against dense attention.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("sweep", help="sequence lengths x thresholds -> trace records (see profiler/sweep.py)")
+    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096])
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
+    p.add_argument("--workload", default="structured", choices=["structured", "uniform"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--q-heads", type=int, default=8)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
+                   help="default bf16 on a GPU, fp32 on the CPU")
+    p.add_argument("--granularity", default="per_token", choices=["per_token", "per_group"])
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--accuracy-max-len", type=int, default=16384,
+                   help="longest N measured against the float32 reference (with recall); longer N are "
+                        "compared with the fastest dense kernel's output")
+    p.add_argument("--device", default=None)
+    p.add_argument("--backend", default=None, choices=["reference", "triton"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="traces/sweep.jsonl")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_sweep)
+    for name, module in (("bench-select", "bench_select"), ("bench-attend", "bench_attend")):
+        b = sub.add_parser(name, help=f"the kernel benchmark in profiler/{module}.py", add_help=False)
+        b.set_defaults(func=None, module=module)
+    c = sub.add_parser("capture-torch", help="one point under torch.profiler: Chrome trace + per-stage breakdown",
+                       add_help=False)
+    c.set_defaults(func=None, module="capture_torch")
+    n = sub.add_parser("nsys-breakdown", help="per-stage kernel time from an nsys SQLite export", add_help=False)
+    n.set_defaults(func=None, module="nsys_parse")
+    args, rest = parser.parse_known_args(argv)
+    if args.func is None:
+        import importlib
+        return importlib.import_module(f"profiler.{args.module}").main(rest) or 0
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.dtype is None:
+        args.dtype = "bf16" if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu" else "fp32"
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
