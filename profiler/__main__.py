@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.func is None:
         import importlib
-        return importlib.import_module(f"profiler.{args.module}").main(rest) or 0
+        importlib.import_module(f"profiler.{args.module}").main(rest)
+        return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.dtype is None:

@@ -66,7 +66,9 @@ def mask_agreement(q, k, tau, cfg, heads):
     mask_r, margin_r = sale.select_blocks(qs, ks, tau, cfg.replace(backend="reference"), return_margin=True)
     differ = mask_t != mask_r
     return {"blocks": int(differ.numel()), "differ": int(differ.sum()),
-            "ties": int((differ & (margin_r.abs() < 1e-3)).sum())}
+            "ties": int((differ & (margin_r.abs() < 1e-3)).sum()),
+            "max_abs_margin_differing": float(margin_r[differ].abs().max()) if differ.any() else None,
+            "max_abs_margin": float(margin_r[torch.isfinite(margin_r)].abs().max()) if torch.isfinite(margin_r).any() else None}
 
 
 def main(argv=None):
