@@ -2,7 +2,7 @@
 # GPU call A (repo root, on the H100): GPU tests, then the selection and computation-pass benchmarks.
 #   OUT=dir bash profiler/gpu_run_kernels.sh
 set -uo pipefail
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/sale_out}; mkdir -p "$OUT"
 timeout 150 python3 -m pytest -q tests -m cuda 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"
 timeout 230 python3 -m profiler bench-select --tiles default epi0 s4 probe_int_max probe_dot_only \
