@@ -29,7 +29,8 @@ class _RecordFunctionTimer:
 
 
 def _kernel_events(prof):
-    return [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return [e for e in prof.events()
+            if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.startswith("sale::")]
 
 
 def stage_breakdown(prof) -> dict:
@@ -37,7 +38,8 @@ def stage_breakdown(prof) -> dict:
     to the sale:: range of the CPU op that launched it (torch links them through correlation ids)."""
     out = {}
     for evt in prof.events():
-        if not evt.name.startswith("sale::"):
+        # each range also appears as a GPU-side annotation; the CPU-side event holds its kernels' time
+        if not evt.name.startswith("sale::") or evt.device_type != torch.autograd.DeviceType.CPU:
             continue
         stage = evt.name.split("::", 1)[1]
         device_us = getattr(evt, "device_time_total", None)

@@ -50,14 +50,12 @@ def _quantize_rows_kernel(
     out = bh * N * HEAD_DIM + rows[:, None] * HEAD_DIM + d[None, :]
     tl.store(x_hat_ptr + out, x_hat.to(tl.int8), mask=valid[:, None])
     tl.store(scale_ptr + bh * N + rows, amax / 7.0, mask=valid)
-    if WITH_QMK:  # qmk[b, h*GROUP + gq, j] = q_mean[b, h*GROUP + gq] . k_s[j]
-        gq = tl.arange(0, GROUP_P2)
-        gq_ok = gq < GROUP
-        qm = tl.load(qmean_ptr + (b * H * GROUP + h * GROUP + gq[:, None]) * HEAD_DIM + d[None, :],
-                     mask=gq_ok[:, None], other=0.0)
-        qmk = tl.sum(xs[:, None, :] * qm[None, :, :], axis=2)             # [BLOCK_ROWS, GROUP_P2]
-        tl.store(qmk_ptr + (b * H * GROUP + h * GROUP + gq[None, :]) * N + rows[:, None], qmk,
-                 mask=valid[:, None] & gq_ok[None, :])
+    if WITH_QMK:  # qmk[b, h*GROUP + g, j] = q_mean[b, h*GROUP + g] . k_s[j], one query head at a time
+        for g in tl.static_range(GROUP_P2):
+            if g < GROUP:
+                qm = tl.load(qmean_ptr + (b * H * GROUP + h * GROUP + g) * HEAD_DIM + d)
+                qmk = tl.sum(xs * qm[None, :], axis=1)
+                tl.store(qmk_ptr + (b * H * GROUP + h * GROUP + g) * N + rows, qmk, mask=valid)
 
 
 def _launch(x, mean, group_rows, qmean=None, group=1):
