@@ -63,6 +63,9 @@ def main(argv=None) -> int:
     c = sub.add_parser("capture-torch", help="one point under torch.profiler: Chrome trace + per-stage breakdown",
                        add_help=False)
     c.set_defaults(func=None, module="capture_torch")
+    m = sub.add_parser("capture-maps", help="block-level attention maps of a few heads for the dashboard",
+                       add_help=False)
+    m.set_defaults(func=None, module="capture_maps")
     n = sub.add_parser("nsys-breakdown", help="per-stage kernel time from an nsys SQLite export", add_help=False)
     n.set_defaults(func=None, module="nsys_parse")
     args, rest = parser.parse_known_args(argv)

@@ -34,6 +34,26 @@ def demo(args) -> int:
     return 0
 
 
+def calibrate_cmd(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .calibrate import calibrate, write_thresholds
+    q, k, v = make_qkv(args.workload, 1, args.q_heads, args.kv_heads, args.seq_len, args.head_dim, torch.float32,
+                       "cpu", seed=args.seed)
+    bar = tqdm(total=args.q_heads, desc=f"calibrating theta={args.theta}", unit="head")
+    results = calibrate(q, k, v, args.theta, args.method, SaleConfig(), progress=lambda h: bar.update(1))
+    bar.close()
+    out = args.out or f"traces/thresholds_{args.workload}_theta{args.theta}_{args.method}.json"
+    write_thresholds(out, [results], model=f"synthetic {args.workload} workload (seed {args.seed})", theta=args.theta,
+                     method=args.method, prompts=[], extra={"seq_len": args.seq_len, "head_dim": args.head_dim,
+                                                            "num_kv_heads": args.kv_heads})
+    print(f"{'head':>4} {'tau':>9} {'err/token':>9} {'density':>8} {'steps':>5}")
+    for h, r in enumerate(results):
+        print(f"{h:>4} {r.threshold:9.2e} {r.error_per_token:9.4f} {r.density:8.3f} {r.evaluations:>5}")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +70,17 @@ def main(argv=None) -> int:
     p.add_argument("--backend", choices=["reference", "triton"], default=None,
                    help="default: triton on cuda, reference on cpu")
     p.set_defaults(func=demo)
+    c = sub.add_parser("calibrate", help="per-head thresholds for an error target theta (SALE-SPEC section 4)")
+    c.add_argument("--theta", type=float, default=0.4, help="target: sum |O_sale - O_dense| over [N, D] < theta * N")
+    c.add_argument("--method", choices=["halving", "bisection"], default="halving")
+    c.add_argument("--workload", choices=WORKLOADS, default="structured")
+    c.add_argument("--seq-len", type=int, default=2048)
+    c.add_argument("--q-heads", type=int, default=8)
+    c.add_argument("--kv-heads", type=int, default=2)
+    c.add_argument("--head-dim", type=int, default=128)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default=None)
+    c.set_defaults(func=calibrate_cmd)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

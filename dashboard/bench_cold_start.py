@@ -1,0 +1,117 @@
+"""Benchmark: cold start of the dashboard to its first rendered chart, on the committed traces.
+
+    python -m dashboard.bench_cold_start [--runs 3]
+
+Each run starts `streamlit run dashboard` fresh (new process, empty caches) and, once its health check
+answers, one headless Debian chromium on the page; the DevTools protocol asks the page every 50 ms
+whether a Plotly chart has been drawn (an SVG inside .js-plotly-plot). Prints the time from the
+server's start to its health check, and from the browser's request to the first drawn chart (the
+user's wait for an already running dashboard) and from the server's start (a cold start). Target: under 3 s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _first_chart(chromium: str, url: str, t0: float) -> tuple[float, float]:
+    """Seconds from t0 (and from the browser's launch) to the first drawn chart, polled through the
+    DevTools protocol."""
+    import json
+
+    from websockets.sync.client import connect  # a Streamlit dependency
+    debug_port = _port()
+    with tempfile.TemporaryDirectory() as profile:
+        t_browser = time.perf_counter()
+        browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                                    "--disable-background-networking", "--no-first-run", "--disable-component-update",
+                                    "--disable-sync", f"--user-data-dir={profile}",
+                                    f"--remote-debugging-port={debug_port}", url],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            ws_url = None
+            while ws_url is None:
+                try:
+                    targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json", timeout=1))
+                    ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
+                except (OSError, StopIteration, ValueError):
+                    time.sleep(0.02)
+
+            with connect(ws_url, max_size=2**26) as conn:
+                ident, t_chart = 0, None
+                while t_chart is None:
+                    if time.perf_counter() - t0 > 60:
+                        raise RuntimeError("no chart within 60 s")
+                    ident += 1
+                    conn.send(json.dumps({"id": ident, "method": "Runtime.evaluate", "params": {
+                        "expression": "!!document.querySelector('.js-plotly-plot svg.main-svg')", "returnByValue": True}}))
+                    while True:
+                        msg = json.loads(conn.recv())
+                        if msg.get("id") == ident:
+                            break
+                    if msg.get("result", {}).get("result", {}).get("value"):
+                        t_chart = time.perf_counter()
+                    else:
+                        time.sleep(0.05)
+            return t_chart - t0, t_chart - t_browser
+        finally:
+            browser.terminate()
+            browser.wait(timeout=20)
+
+
+def one_run(chromium: str) -> tuple[float, float]:
+    port = _port()
+    t0 = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", os.path.join(ROOT, "dashboard", "streamlit_app.py"),
+                               "--server.headless", "true", "--server.port", str(port), "--browser.gatherUsageStats",
+                               "false"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read()
+                break
+            except OSError:
+                if time.perf_counter() - t0 > 60:
+                    raise RuntimeError("the dashboard did not start within 60 s")
+                time.sleep(0.05)
+        t_ready = time.perf_counter() - t0
+        return t_ready, _first_chart(chromium, f"http://127.0.0.1:{port}", t0)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=3)
+    a = p.parse_args(argv)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        sys.exit("needs Debian chromium (apt-get install chromium)")
+    results = [one_run(chromium) for _ in range(a.runs)]
+    ready = [r[0] for r in results]
+    cold = [r[1][0] for r in results]
+    page = [r[1][1] for r in results]
+    print(f"server ready {statistics.median(ready):.2f} s; first chart {statistics.median(cold):.2f} s after the "
+          f"server's start (cold start; runs {', '.join(f'{c:.2f}' for c in cold)}), {statistics.median(page):.2f} s "
+          f"after the browser's launch; target < 3 s")
+
+
+if __name__ == "__main__":
+    main()

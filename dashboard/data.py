@@ -1,0 +1,123 @@
+"""Loading a trace folder (or uploaded files) for the dashboard: sweep traces (.jsonl, schema
+sale-trace/1), kernel benchmarks (sale-bench-select/1, sale-bench-attend/1), attention maps
+(.safetensors, sale-maps/1) and thresholds files (.json, sale-thresholds/1). A file or line that cannot
+be read is reported with its reason; everything else still loads."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+
+import numpy as np
+
+from profiler import trace  # schema and validation only (no torch)
+
+BENCH_SCHEMAS = {"sale-bench-select/1": ("seq_len", "quantize_ms", "select_ms", "fastest_dense_ms"),
+                 "sale-bench-attend/1": ("seq_len", "kind")}
+
+
+@dataclasses.dataclass
+class TraceSet:
+    points: list = dataclasses.field(default_factory=list)        # sweep points
+    summaries: list = dataclasses.field(default_factory=list)     # sweep summaries (break-even)
+    bench_select: list = dataclasses.field(default_factory=list)
+    bench_attend: list = dataclasses.field(default_factory=list)
+    maps: dict = dataclasses.field(default_factory=dict)          # name -> (metadata, {array name: array})
+    thresholds: dict = dataclasses.field(default_factory=dict)    # name -> thresholds document
+    problems: list = dataclasses.field(default_factory=list)      # "file: why"
+
+    @property
+    def empty(self) -> bool:
+        return not (self.points or self.bench_select or self.bench_attend or self.maps or self.thresholds)
+
+
+def _jsonl(name: str, text: str, out: TraceSet) -> None:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            out.problems.append(f"{where}: not valid JSON ({exc.msg}); a truncated or corrupt line")
+            continue
+        schema = rec.get("schema") if isinstance(rec, dict) else None
+        if schema in BENCH_SCHEMAS:
+            missing = [f for f in BENCH_SCHEMAS[schema] if f not in rec]
+            if missing and "error" not in rec:
+                out.problems.append(f"{where}: {schema} record lacks {missing}")
+            elif "error" not in rec:
+                (out.bench_select if "select" in schema else out.bench_attend).append(rec | {"_file": name})
+            continue
+        if isinstance(schema, str) and schema.startswith("sale-trace/") and schema != trace.SCHEMA:
+            out.problems.append(f"{where}: schema {schema} is not supported (this dashboard reads {trace.SCHEMA})")
+            continue
+        try:
+            rec = trace.validate(rec)
+        except trace.TraceError as exc:
+            out.problems.append(f"{where}: {exc}")
+            continue
+        (out.points if rec["kind"] == "point" else out.summaries).append(rec | {"_file": name})
+
+
+def _maps(name: str, data: bytes, out: TraceSet) -> None:
+    from safetensors.numpy import load
+    try:
+        arrays = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["sale"])
+        if meta.get("schema") != "sale-maps/1":
+            raise ValueError(f"schema {meta.get('schema')!r} is not sale-maps/1")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not fatal
+        out.problems.append(f"{name}: not a readable attention-map file ({exc})")
+        return
+    out.maps[name] = (meta, arrays)
+
+
+def _thresholds(name: str, text: str, out: TraceSet) -> None:
+    try:
+        doc = json.loads(text)
+        if doc.get("schema") != "sale-thresholds/1":
+            raise ValueError(f"schema {doc.get('schema')!r} is not sale-thresholds/1")
+        np.asarray(doc["thresholds"], dtype=float)
+    except Exception as exc:  # noqa: BLE001
+        out.problems.append(f"{name}: not a readable thresholds file ({exc})")
+        return
+    out.thresholds[name] = doc
+
+
+def add_file(out: TraceSet, name: str, data: bytes) -> None:
+    if name.endswith(".jsonl"):
+        _jsonl(name, data.decode("utf-8", errors="replace"), out)
+    elif name.endswith(".safetensors"):
+        _maps(name, data, out)
+    elif name.endswith(".json") and "thresholds" in os.path.basename(name):
+        _thresholds(name, data.decode("utf-8", errors="replace"), out)
+
+
+def load_folder(folder: str, uploads: list[tuple[str, bytes]] | None = None) -> TraceSet:
+    """Every trace file under `folder` (recursively) plus uploaded (name, bytes) pairs."""
+    out = TraceSet()
+    if folder:
+        if not os.path.isdir(folder):
+            out.problems.append(f"{folder}: no such folder")
+        else:
+            for root, _, files in os.walk(folder):
+                for f in sorted(files):
+                    path = os.path.join(root, f)
+                    rel = os.path.relpath(path, folder)
+                    if f.endswith((".jsonl", ".safetensors")) or (f.endswith(".json") and "thresholds" in f):
+                        with open(path, "rb") as fh:
+                            add_file(out, rel, fh.read())
+    for name, data in uploads or []:
+        add_file(out, f"upload:{name}", data)
+    return out
+
+
+def to_csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    buf.write(",".join(columns) + "\n")
+    for r in rows:
+        buf.write(",".join("" if r.get(c) is None else str(r.get(c)) for c in columns) + "\n")
+    return buf.getvalue()

@@ -1,0 +1,242 @@
+"""Figure builders: plain functions from trace records to Plotly figures (tested without Streamlit)."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import plotly.graph_objects as go
+
+SALE_BUDGET_PCT = 11.0
+# The authors' quantization + selection share of dense time (RTX 4090, INT4, vs FlashAttention-2),
+# SALE-SPEC.md section 5: targets, not measurements of ours.
+AUTHORS_OVERHEAD = {8192: 23.9, 16384: 16.7, 32768: 13.3, 65536: 11.5, 131072: 11.1}
+STAGE_COLORS = {"quantize": "#4c78a8", "select": "#f58518", "attend": "#54a24b"}
+
+
+def _ok(points):
+    return [p for p in points if p.get("error") is None and p.get("sale_ms") is not None]
+
+
+def _by_threshold(points):
+    groups = defaultdict(list)
+    for p in _ok(points):
+        groups[p["threshold"]].append(p)
+    return {t: sorted(ps, key=lambda p: p["seq_len"]) for t, ps in sorted(groups.items())}
+
+
+def _length_axis(fig, title="sequence length (tokens)"):
+    fig.update_xaxes(type="log", title=title, tickformat="~s")
+    return fig
+
+
+def overhead_figure(points, bench_select=()) -> go.Figure:
+    """Estimation overhead (quantize + select, % of the fastest dense attention) by length, against
+    SALE's ~11% budget and the authors' RTX 4090 figures."""
+    fig = go.Figure()
+    for tau, ps in _by_threshold(points).items():
+        fig.add_trace(go.Scatter(x=[p["seq_len"] for p in ps], y=[p["overhead_pct"] for p in ps],
+                                 mode="lines+markers", name=f"sweep, tau={tau:g}",
+                                 customdata=[[p["dense_backend"], p["gpu"]] for p in ps],
+                                 hovertemplate="N=%{x}<br>%{y:.1f}% of %{customdata[0]}<br>%{customdata[1]}"))
+    bench = sorted((r for r in bench_select if r.get("estimate_pct_of_dense") is not None), key=lambda r: r["seq_len"])
+    if bench:
+        fig.add_trace(go.Scatter(x=[r["seq_len"] for r in bench], y=[r["estimate_pct_of_dense"] for r in bench],
+                                 mode="lines+markers", name="kernel benchmark (best tile)", line=dict(dash="dot")))
+    fig.add_trace(go.Scatter(x=list(AUTHORS_OVERHEAD), y=list(AUTHORS_OVERHEAD.values()), mode="lines+markers",
+                             name="authors (RTX 4090, INT4, vs FA2)", line=dict(color="grey", dash="dash")))
+    fig.add_hline(y=SALE_BUDGET_PCT, line=dict(color="red", dash="dash"), annotation_text="SALE budget 11%")
+    fig.update_yaxes(title="quantize + select, % of fastest dense", rangemode="tozero")
+    fig.update_layout(title="Estimation overhead", legend=dict(orientation="h", y=-0.25))
+    return _length_axis(fig)
+
+
+def speedup_figure(points, summaries=()) -> go.Figure:
+    """SALE's speedup over the fastest dense attention by length, one line per threshold."""
+    fig = go.Figure()
+    for tau, ps in _by_threshold(points).items():
+        fig.add_trace(go.Scatter(x=[p["seq_len"] for p in ps], y=[p["speedup"] for p in ps], mode="lines+markers",
+                                 name=f"tau={tau:g}", customdata=[[p["density"]] for p in ps],
+                                 hovertemplate="N=%{x}<br>speedup %{y:.2f}x<br>density %{customdata[0]:.3f}"))
+    fig.add_hline(y=1.0, line=dict(color="black", dash="dash"), annotation_text="break-even")
+    fig.update_yaxes(title="speedup over fastest dense (x)", rangemode="tozero")
+    fig.update_layout(title="SALE end to end vs the fastest dense attention")
+    return _length_axis(fig)
+
+
+def break_even_rows(summaries) -> list[dict]:
+    rows = []
+    for s in summaries:
+        for tau, n in s["break_even"].items():
+            rows.append({"run_id": s["run_id"], "gpu": s.get("gpu"), "threshold": float(tau),
+                         "break_even_tokens": n, "reached": n is not None})
+    return rows
+
+
+def breakdown_figure(points, threshold, normalize=False) -> go.Figure:
+    """Per-stage times (stacked, with min-max spread on the total) beside every dense baseline."""
+    ps = sorted((p for p in _ok(points) if p["threshold"] == threshold), key=lambda p: p["seq_len"])
+    x = [f"N={p['seq_len']}" for p in ps]
+    scale = [100.0 / p["dense_ms"] if normalize and p["dense_ms"] else 1.0 for p in ps]
+    fig = go.Figure()
+    base = [0.0] * len(ps)
+    for stage in ("quantize", "select", "attend"):
+        y = [p[f"{stage}_ms"] * s for p, s in zip(ps, scale)]
+        spread = [p.get(f"{stage}_spread_ms") or [p[f"{stage}_ms"]] * 2 for p in ps]
+        fig.add_trace(go.Bar(x=x, y=y, base=base, name=stage, offsetgroup="sale", marker_color=STAGE_COLORS[stage],
+                             customdata=[[lo * s, hi * s] for (lo, hi), s in zip(spread, scale)],
+                             hovertemplate=f"{stage}: %{{y:.3f}} (min %{{customdata[0]:.3f}}, max %{{customdata[1]:.3f}})"))
+        base = [b + yy for b, yy in zip(base, y)]
+    backends = sorted({b for p in ps for b in p.get("dense_all_ms", {})})
+    for b in backends:
+        fig.add_trace(go.Bar(x=x, y=[(p.get("dense_all_ms", {}).get(b) or float("nan")) * s for p, s in zip(ps, scale)],
+                             name=f"dense: {b}", offsetgroup=b, opacity=0.6))
+    fig.update_layout(barmode="group", title=f"Stage breakdown at tau={threshold:g}",
+                      yaxis_title="% of fastest dense" if normalize else "ms (median)")
+    if not normalize:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def efficiency_figure(bench_attend) -> go.Figure:
+    """Block-sparse attention efficiency (density x cuDNN ms / sparse ms) by density, per length."""
+    fig = go.Figure()
+    rows = [r for r in bench_attend if r.get("kind") == "sparse_at_density"]
+    for n in sorted({r["seq_len"] for r in rows}):
+        rs = sorted((r for r in rows if r["seq_len"] == n), key=lambda r: r["density"])
+        fig.add_trace(go.Scatter(x=[r["density"] for r in rs], y=[r["efficiency"] for r in rs], mode="lines+markers",
+                                 name=f"N={n}"))
+    fig.add_hline(y=0.9, line=dict(color="red", dash="dash"), annotation_text="target 0.9")
+    fig.update_layout(title="Computation pass: efficiency per computed block vs cuDNN",
+                      xaxis_title="density (kept causal blocks / causal blocks)", yaxis_title="efficiency")
+    fig.update_xaxes(type="log")
+    return fig
+
+
+def pool(a: np.ndarray, max_cells: int = 256, how: str = "max") -> np.ndarray:
+    """Pool a 2-D map to at most max_cells per side (never N x N in the browser)."""
+    fy = max(1, math.ceil(a.shape[0] / max_cells))
+    fx = max(1, math.ceil(a.shape[1] / max_cells))
+    if fy == fx == 1:
+        return a
+    pad = ((0, (-a.shape[0]) % fy), (0, (-a.shape[1]) % fx))
+    fill = -np.inf if how == "max" else np.nan
+    p = np.pad(a.astype(float), pad, constant_values=fill).reshape(a.shape[0] // fy + (pad[0][1] > 0), fy, -1, fx)
+    return np.nanmax(p, axis=(1, 3)) if how == "max" else np.nanmean(p, axis=(1, 3))
+
+
+def kept_blocks(arrays: dict, head: int, tau: float) -> np.ndarray:
+    """The mask at threshold tau from stored block scores: score > ln tau, or always computed."""
+    always = arrays["always"].astype(bool)
+    if tau <= 0:
+        return always | arrays["candidate"].astype(bool)
+    return always | (arrays[f"head{head}.log_ras"] > math.log(tau))
+
+
+def whatif_density(arrays: dict, head: int, tau: float) -> float:
+    causal = arrays["always"].astype(bool) | arrays["candidate"].astype(bool)
+    return float((kept_blocks(arrays, head, tau) & causal).sum() / causal.sum())
+
+
+def attention_map_figure(meta: dict, arrays: dict, head: int, kind: str, tau: float,
+                         query_blocks: tuple[int, int] | None = None, overlay: bool = True) -> go.Figure:
+    """One head's block-level map: "exact" or "estimate" (log10 of the mean attention mass per block),
+    or "log_ras" (max log Relative Attention Score per candidate block), kept blocks overlaid."""
+    key = {"exact": f"head{head}.exact", "estimate": f"head{head}.estimate", "log_ras": f"head{head}.log_ras"}[kind]
+    a = arrays[key].astype(float)
+    if kind in ("exact", "estimate"):
+        causal = arrays["always"].astype(bool) | arrays["candidate"].astype(bool)
+        a = np.where(causal, np.log10(np.clip(a, 1e-8, None)), np.nan)  # blank above the diagonal
+    a = np.where(np.isfinite(a), a, np.nan)
+    kept = kept_blocks(arrays, head, tau)
+    lo, hi = query_blocks or (0, a.shape[0])
+    a, kept = a[lo:hi], kept[lo:hi]
+    a_p = pool(np.nan_to_num(a, nan=-np.inf), how="max")
+    a_p = np.where(np.isfinite(a_p), a_p, np.nan)
+    bq, bk = meta["block_q"], meta["block_k"]
+    fy = max(1, math.ceil(a.shape[0] / 256))
+    fx = max(1, math.ceil(a.shape[1] / 256))
+    y = [(lo + i * fy) * bq for i in range(a_p.shape[0])]
+    x = [j * fx * bk for j in range(a_p.shape[1])]
+    title = {"exact": "exact attention (log10 mass per block)", "estimate": "4-bit estimate (log10 mass per block)",
+             "log_ras": "max log Relative Attention Score per block"}[kind]
+    fig = go.Figure(go.Heatmap(z=a_p, x=x, y=y, colorscale="Viridis", colorbar=dict(title=kind),
+                               hovertemplate="query %{y}, key %{x}: %{z:.2f}<extra></extra>"))
+    if overlay:
+        kp = pool(kept.astype(float), how="max")
+        ys, xs = np.nonzero(kp > 0)
+        fig.add_trace(go.Scatter(x=[x[j] for j in xs], y=[y[i] for i in ys], mode="markers", name=f"kept at tau={tau:g}",
+                                 marker=dict(symbol="square-open", size=4, color="red"), hoverinfo="skip"))
+    fig.update_yaxes(autorange="reversed", title="query token")
+    fig.update_xaxes(title="key token")
+    fig.update_layout(title=f"head {head}: {title}", height=520)
+    return fig
+
+
+def density_error_figure(maps: dict, points=()) -> go.Figure:
+    """Density against output error (relative L1 vs dense): per captured head over the threshold grid,
+    and the sweep's points."""
+    fig = go.Figure()
+    for name, (meta, arrays) in maps.items():
+        for h in meta["heads"]:
+            fig.add_trace(go.Scatter(x=arrays[f"head{h}.density"], y=arrays[f"head{h}.rel_l1"], mode="lines+markers",
+                                     name=f"{name} head {h}", customdata=arrays["tau_grid"],
+                                     hovertemplate="tau=%{customdata:g}<br>density %{x:.3f}<br>rel.L1 %{y:.4f}"))
+    ok = [p for p in _ok(points) if p.get("rel_l1") is not None]
+    if ok:
+        fig.add_trace(go.Scatter(x=[p["density"] for p in ok], y=[p["rel_l1"] for p in ok], mode="markers",
+                                 name="sweep points", marker=dict(symbol="x"),
+                                 customdata=[[p["seq_len"], p["threshold"]] for p in ok],
+                                 hovertemplate="N=%{customdata[0]} tau=%{customdata[1]}<br>density %{x:.3f}<br>rel.L1 %{y:.4f}"))
+    fig.update_layout(title="Density against error", xaxis_title="density", yaxis_title="relative L1 error vs dense")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def thresholds_heatmap(doc: dict) -> go.Figure:
+    t = np.asarray(doc["thresholds"], dtype=float)
+    z = np.where(t > 0, np.log10(np.where(t > 0, t, 1)), np.nan)
+    fig = go.Figure(go.Heatmap(z=z, colorscale="Magma", colorbar=dict(title="log10 tau"),
+                               customdata=t, hovertemplate="layer %{y}, head %{x}: tau=%{customdata:.2e}<extra></extra>"))
+    dense = np.argwhere(t == 0)
+    if len(dense):
+        fig.add_trace(go.Scatter(x=dense[:, 1], y=dense[:, 0], mode="markers", name="dense (tau = 0)",
+                                 marker=dict(symbol="x", color="white")))
+    fig.update_layout(title=f"Thresholds: {doc.get('model')} theta={doc.get('theta')} ({doc.get('method')})",
+                      xaxis_title="head", yaxis_title="layer")
+    return fig
+
+
+def runs(points) -> dict:
+    """run_id -> its points."""
+    out = defaultdict(list)
+    for p in points:
+        out[p["run_id"]].append(p)
+    return dict(out)
+
+
+def compare_runs(a: list, b: list) -> list[dict]:
+    """Per (N, tau) present in both runs: their times and the deltas."""
+    index_b = {(p["seq_len"], p["threshold"]): p for p in _ok(b)}
+    rows = []
+    for p in sorted(_ok(a), key=lambda p: (p["seq_len"], p["threshold"])):
+        q = index_b.get((p["seq_len"], p["threshold"]))
+        if q is None:
+            continue
+        rows.append({"seq_len": p["seq_len"], "threshold": p["threshold"], "sale_ms_a": p["sale_ms"],
+                     "sale_ms_b": q["sale_ms"], "sale_delta_pct": 100 * (q["sale_ms"] / p["sale_ms"] - 1),
+                     "dense_ms_a": p["dense_ms"], "dense_ms_b": q["dense_ms"], "speedup_a": p["speedup"],
+                     "speedup_b": q["speedup"], "density_a": p["density"], "density_b": q["density"]})
+    return rows
+
+
+def run_context(points: list) -> dict:
+    """GPU and software of a run, from its first point."""
+    p = points[0]
+    ctx = p.get("gpu_context", {})
+    before = ctx.get("before", {}) if isinstance(ctx, dict) else {}
+    return {"run_id": p["run_id"], "gpu": p["gpu"], "git_commit": p.get("git_commit"), "backend": p["backend"],
+            "workload": p["workload"], "shape": f"B={p['batch']} Hq={p['num_q_heads']} Hkv={p['num_kv_heads']} "
+                                                 f"D={p['head_dim']} {p['dtype']}",
+            "driver": before.get("driver"), "sm_clock_max_mhz": before.get("sm_clock_max_mhz"),
+            "power_limit_w": before.get("power_limit_w"), **(ctx.get("software", {}) if isinstance(ctx, dict) else {})}

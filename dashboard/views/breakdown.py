@@ -1,0 +1,29 @@
+import streamlit as st
+
+from dashboard import figures
+from dashboard.ui import figure, need, table, traces
+
+st.title("Where the time goes")
+t = traces()
+ok = [p for p in t.points if p.get("error") is None]
+if need(bool(ok), "No sweep points to break down."):
+    thresholds = sorted({p["threshold"] for p in ok})
+    c1, c2 = st.columns(2)
+    tau = c1.selectbox("threshold", thresholds, index=len(thresholds) // 2)
+    normalize = c2.toggle("as % of the fastest dense attention", value=False)
+    figure(figures.breakdown_figure(ok, tau, normalize), f"breakdown_tau{tau:g}")
+    table([p for p in ok if p["threshold"] == tau], f"breakdown_tau{tau:g}",
+          ["run_id", "seq_len", "quantize_ms", "select_ms", "attend_ms", "sale_ms", "dense_ms", "dense_backend",
+           "density", "overhead_pct", "speedup", "rel_l1", "recall_mean", "instrumentation_overhead_pct"])
+if t.bench_attend:
+    st.subheader("Computation pass efficiency")
+    figure(figures.efficiency_figure(t.bench_attend), "efficiency")
+    table([r for r in t.bench_attend if r.get("kind") == "sale_end_to_end"], "sale_end_to_end",
+          ["seq_len", "threshold", "quantize_ms", "select_ms", "attend_ms", "sale_ms", "fastest_dense_ms", "density",
+           "speedup", "rel_l1_vs_dense"])
+if t.bench_select:
+    st.subheader("Selection kernel variants")
+    rows = [{"seq_len": r["seq_len"], "quantize_ms": r["quantize_ms"], **{f"select[{k}]": v for k, v in r["select_ms"].items()},
+             "fastest_dense_ms": r["fastest_dense_ms"], "estimate_pct_of_dense": r["estimate_pct_of_dense"]}
+            for r in t.bench_select]
+    table(rows, "select_variants")

@@ -1,0 +1,16 @@
+import streamlit as st
+
+from dashboard import figures
+from dashboard.ui import need, table, traces
+
+st.title("Compare two runs")
+t = traces()
+runs = figures.runs(t.points)
+if need(len(runs) >= 1, "No sweep runs here."):
+    ids = list(runs)
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("run A", ids, index=0)
+    b = c2.selectbox("run B", ids, index=len(ids) - 1)
+    ctx_a, ctx_b = figures.run_context(runs[a]), figures.run_context(runs[b])
+    table([{"field": k, "A": str(ctx_a.get(k)), "B": str(ctx_b.get(k))} for k in ctx_a], "runs_context_ab")
+    table(figures.compare_runs(runs[a], runs[b]), "runs_delta")

@@ -1,0 +1,34 @@
+import numpy as np
+import streamlit as st
+
+from dashboard import figures
+from dashboard.ui import figure, need, table, traces
+
+st.title("Thresholds: accuracy against speed")
+t = traces()
+if t.thresholds:
+    name = st.selectbox("thresholds file", list(t.thresholds))
+    doc = t.thresholds[name]
+    figure(figures.thresholds_heatmap(doc), "thresholds")
+    rows = [{"layer": l, "head": h, "tau": tau, "error_per_token": doc["error_per_token"][l][h],
+             "density": doc["density"][l][h]} for l, layer in enumerate(doc["thresholds"]) for h, tau in enumerate(layer)]
+    table(rows, "thresholds")
+else:
+    st.info("No thresholds files. Make one with `python -m sale calibrate`.")
+if t.maps or t.points:
+    figure(figures.density_error_figure(t.maps, t.points), "density_error")
+if need(bool(t.maps), "What-if needs an attention-map file with stored block scores."):
+    st.subheader("What if: recompute kept blocks from the stored estimate")
+    name = st.selectbox("capture", list(t.maps), key="whatif-capture")
+    meta, arrays = t.maps[name]
+    log_tau = st.slider("threshold tau (log10)", -5.0, 0.0, -2.0, 0.05, key="whatif-tau")
+    rows = []
+    for h in meta["heads"]:
+        grid = arrays["tau_grid"]
+        dens = figures.whatif_density(arrays, h, 10 ** log_tau)
+        # error at the captured grid's nearest tau at or below this one (errors were measured on the grid)
+        below = [i for i, g in enumerate(grid) if g <= 10 ** log_tau]
+        i = below[-1] if below else 0
+        rows.append({"head": h, "tau": 10 ** log_tau, "density": dens, "grid_tau": float(grid[i]),
+                     "rel_l1_at_grid_tau": float(arrays[f"head{h}.rel_l1"][i])})
+    table(rows, "whatif")

@@ -1,0 +1,142 @@
+"""Per-head threshold calibration (SALE-SPEC.md section 4), on any Q/K/V a caller captures.
+
+The authors' procedure ("halving"): start at tau = 0.008; run SALE for the head and compare with dense
+attention; error = sum over the head's [N, D] output of |O_sale - O_dense|; while error >= theta * N
+halve tau; once tau <= 1e-4 the head is dense (tau = 0). "bisection" reaches the same target with a
+finer answer: the largest tau in [1e-4, tau_max] (bisection in log tau) whose error stays below
+theta * N. Both estimate the head once (``block_log_scores``) and derive the mask of every tried tau
+from it, so each step costs one block-sparse attention.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import tempfile
+
+import torch
+
+from .blocks import always_computed_blocks
+from .config import SaleConfig
+from .dense import dense_attention
+from .reference import attention_reference
+from .select import block_log_scores
+
+METHODS = ("halving", "bisection")
+TAU_START = 0.008
+TAU_FLOOR = 1e-4
+
+
+@dataclasses.dataclass
+class HeadCalibration:
+    """Result for one head: the threshold, its error (sum |O_sale - O_dense| / N), density, steps."""
+
+    threshold: float
+    error_per_token: float
+    density: float
+    evaluations: int
+
+
+def _mask_at(scores: torch.Tensor, always: torch.Tensor, tau: float) -> torch.Tensor:
+    if tau == 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    return (scores > math.log(tau)) | always
+
+
+def calibrate_head(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: float, method: str = "halving",
+                   config: SaleConfig | None = None, tau_max: float = 0.1, steps: int = 12) -> HeadCalibration:
+    """Calibrate one head: q [B, 1, N, D], k and v [B, 1, N, D] (any float dtype; math in float32)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not (isinstance(theta, (int, float)) and math.isfinite(theta) and theta > 0):
+        raise ValueError(f"theta must be a positive finite float, got {theta!r}")
+    config = config or SaleConfig()
+    n = q.shape[2]
+    scores = block_log_scores(q, k, config)
+    always = always_computed_blocks(n, config, q.device)
+    dense = dense_attention(q, k, v, config.softmax_scale).float()
+    causal_blocks_count = None
+    evaluations = 0
+
+    def error(tau: float) -> tuple[float, float]:
+        nonlocal evaluations, causal_blocks_count
+        evaluations += 1
+        mask = _mask_at(scores, always, tau)
+        out = attention_reference(q, k, v, mask, config).float()
+        from .metrics import density
+        return float((out - dense).abs().sum() / n / q.shape[0]), float(density(mask, n, config).mean())
+
+    if method == "halving":
+        tau = TAU_START
+        while True:
+            err, dens = error(tau)
+            if err < theta:
+                return HeadCalibration(tau, err, dens, evaluations)
+            tau /= 2
+            if tau <= TAU_FLOOR:
+                err, dens = error(0.0)
+                return HeadCalibration(0.0, err, dens, evaluations)
+    lo, hi = math.log(TAU_FLOOR), math.log(tau_max)
+    err_hi, dens_hi = error(tau_max)
+    if err_hi < theta:
+        return HeadCalibration(tau_max, err_hi, dens_hi, evaluations)
+    err_lo, dens_lo = error(TAU_FLOOR)
+    if err_lo >= theta:
+        err, dens = error(0.0)
+        return HeadCalibration(0.0, err, dens, evaluations)
+    best = (TAU_FLOOR, err_lo, dens_lo)
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        err, dens = error(math.exp(mid))
+        if err < theta:
+            lo, best = mid, (math.exp(mid), err, dens)
+        else:
+            hi = mid
+    return HeadCalibration(best[0], best[1], best[2], evaluations)
+
+
+def calibrate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: float, method: str = "halving",
+              config: SaleConfig | None = None, progress=None) -> list[HeadCalibration]:
+    """One HeadCalibration per query head of q [B, Hq, N, D] (k, v [B, Hkv, N, D], GQA)."""
+    group = q.shape[1] // k.shape[1]
+    results = []
+    for h in range(q.shape[1]):
+        kv = h // group
+        results.append(calibrate_head(q[:, h:h + 1], k[:, kv:kv + 1], v[:, kv:kv + 1], theta, method, config))
+        if progress is not None:
+            progress(h)
+    return results
+
+
+def write_thresholds(path: str, per_layer: list[list[HeadCalibration]], *, model: str, theta: float, method: str,
+                     prompts: list[str], extra: dict | None = None) -> None:
+    """Write a thresholds file (JSON, schema sale-thresholds/1) atomically."""
+    doc = {
+        "schema": "sale-thresholds/1", "model": model, "theta": theta, "method": method, "prompts": prompts,
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "thresholds": [[c.threshold for c in layer] for layer in per_layer],
+        "error_per_token": [[c.error_per_token for c in layer] for layer in per_layer],
+        "density": [[c.density for c in layer] for layer in per_layer],
+        "evaluations": [[c.evaluations for c in layer] for layer in per_layer],
+        **(extra or {}),
+    }
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".thresholds-", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)
+
+
+def load_thresholds(path: str, layer: int = 0) -> list[float]:
+    """The per-head thresholds of `layer` from a thresholds file, ready for ``sale_attention``."""
+    with open(path) as f:
+        doc = json.load(f)
+    if doc.get("schema") != "sale-thresholds/1":
+        raise ValueError(f"{path}: not a thresholds file (schema {doc.get('schema')!r})")
+    layers = doc["thresholds"]
+    if not 0 <= layer < len(layers):
+        raise ValueError(f"layer must be in [0, {len(layers)}), got {layer}")
+    return [float(t) for t in layers[layer]]

@@ -1,0 +1,168 @@
+"""Dashboard: figure builders on trace data, an AppTest per page on the committed traces and on a
+corrupt folder, and one real-browser test (Debian chromium, headless) that finds a rendered chart."""
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from dashboard import figures
+from dashboard.data import load_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRACES = os.path.join(ROOT, "traces")
+APP = os.path.join(ROOT, "dashboard", "streamlit_app.py")
+PAGES = ["views/overview.py", "views/breakdown.py", "views/attention_maps.py", "views/thresholds.py", "views/runs.py"]
+
+
+@pytest.fixture(scope="module")
+def committed():
+    return load_folder(TRACES)
+
+
+def test_committed_traces_load_cleanly(committed):
+    assert committed.problems == []
+    assert len(committed.points) >= 24 and committed.summaries and committed.bench_select and committed.bench_attend
+    assert committed.maps and committed.thresholds
+
+
+def test_overhead_figure_data(committed):
+    fig = figures.overhead_figure(committed.points, committed.bench_select)
+    sweep = [tr for tr in fig.data if tr.name.startswith("sweep")]
+    assert len(sweep) == len({p["threshold"] for p in committed.points})
+    for tr in sweep:
+        tau = float(tr.name.split("=")[1])
+        pts = sorted((p for p in committed.points if p["threshold"] == tau), key=lambda p: p["seq_len"])
+        assert list(tr.x) == [p["seq_len"] for p in pts] and list(tr.y) == [p["overhead_pct"] for p in pts]
+    assert any(s["y0"] == 11.0 for s in fig.layout.shapes)  # the budget line
+
+
+def test_breakdown_stacks_the_stages(committed):
+    tau = committed.points[0]["threshold"]
+    fig = figures.breakdown_figure(committed.points, tau)
+    q, s, a = (next(tr for tr in fig.data if tr.name == n) for n in ("quantize", "select", "attend"))
+    assert list(a.base) == pytest.approx([qq + ss for qq, ss in zip(q.y, s.y)])
+    norm = figures.breakdown_figure(committed.points, tau, normalize=True)
+    pts = sorted((p for p in committed.points if p["threshold"] == tau), key=lambda p: p["seq_len"])
+    assert list(next(tr for tr in norm.data if tr.name == "quantize").y) == pytest.approx(
+        [100 * p["quantize_ms"] / p["dense_ms"] for p in pts])
+
+
+def test_whatif_and_pooling():
+    always = np.zeros((4, 8), dtype=np.uint8)
+    always[:, 0] = 1
+    cand = np.tril(np.ones((4, 8), dtype=np.uint8), k=3) & ~always.astype(bool)
+    scores = np.full((4, 8), -np.inf)
+    scores[cand.astype(bool)] = np.linspace(-8, 0, int(cand.sum()))
+    arrays = {"always": always, "candidate": cand.astype(np.uint8), "head0.log_ras": scores}
+    causal = int((always | cand).sum())
+    assert figures.whatif_density(arrays, 0, 0.0) == 1.0
+    assert figures.whatif_density(arrays, 0, 10.0) == pytest.approx(always.sum() / causal)
+    kept = figures.kept_blocks(arrays, 0, math.exp(-4))
+    assert kept.sum() == always.sum() + (scores > -4).sum()
+    big = np.arange(1000 * 600, dtype=float).reshape(1000, 600)
+    pooled = figures.pool(big)
+    assert pooled.shape[0] <= 256 and pooled.shape[1] <= 256 and pooled.max() == big.max()
+
+
+def test_compare_runs_deltas():
+    base = {"error": None, "sale_ms": 10.0, "dense_ms": 20.0, "speedup": 2.0, "density": 0.3, "threshold": 0.01}
+    a = [dict(base, seq_len=4096, run_id="a")]
+    b = [dict(base, seq_len=4096, run_id="b", sale_ms=8.0, speedup=2.5)]
+    (row,) = figures.compare_runs(a, b)
+    assert row["sale_delta_pct"] == pytest.approx(-20.0) and row["speedup_b"] == 2.5
+
+
+def _corrupt_folder(tmp_path, committed_point):
+    (tmp_path / "good.jsonl").write_text(json.dumps({k: v for k, v in committed_point.items() if k != "_file"}) + "\n")
+    (tmp_path / "torn.jsonl").write_text('{"schema": "sale-trace/1", "kind": "point", "run_id": "x"\n')
+    (tmp_path / "old.jsonl").write_text(json.dumps({**committed_point, "schema": "sale-trace/0"}) + "\n")
+    (tmp_path / "maps.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "thresholds_bad.json").write_text("{")
+    return tmp_path
+
+
+def test_bad_files_are_reported_and_the_rest_loads(tmp_path, committed):
+    folder = _corrupt_folder(tmp_path, committed.points[0])
+    ts = load_folder(str(folder))
+    assert len(ts.points) == 1 and len(ts.problems) == 4
+    joined = "\n".join(ts.problems)
+    assert "torn.jsonl:1" in joined and "sale-trace/0 is not supported" in joined
+    assert "maps.safetensors" in joined and "thresholds_bad.json" in joined
+    empty = load_folder(str(tmp_path / "nothing"))
+    assert empty.empty and "no such folder" in empty.problems[0]
+
+
+def _app(folder, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("SALE_TRACES", folder)  # the app's default trace folder, for every rerun
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_runs_on_committed_traces(page, monkeypatch):
+    at = _app(TRACES, monkeypatch)
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title and not at.error
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_runs_on_a_corrupt_folder(tmp_path, committed, page, monkeypatch):
+    at = _app(str(_corrupt_folder(tmp_path, committed.points[0])), monkeypatch)
+    # the entry script (run first) names each bad file in the sidebar; the good point still loads
+    warnings = [w.value for w in at.sidebar.warning]
+    assert len(warnings) == 4 and any("torn.jsonl:1" in w for w in warnings)
+    assert "1 sweep points" in at.sidebar.caption[0].value
+    at.switch_page(page)  # AppTest runs the page itself on the loaded traces
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_browser_renders_a_chart(tmp_path):
+    """Opens the running app in headless Debian chromium and finds a rendered Plotly chart in the DOM;
+    keeps a screenshot in tests/artifacts/. CI installs chromium (.ci/run)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian chromium is required for this test (apt-get install chromium)"
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true",
+                               "--server.port", str(port), "--server.address", "127.0.0.1",
+                               "--browser.gatherUsageStats", "false"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                 "--disable-component-update", "--disable-sync", "--disable-quic",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=30000", "--window-size=1400,1000"]
+        dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+        artifacts = os.path.join(ROOT, "tests", "artifacts")
+        os.makedirs(artifacts, exist_ok=True)
+        subprocess.run([chromium, *flags, f"--screenshot={os.path.join(artifacts, 'dashboard_overview.png')}", url],
+                       capture_output=True, timeout=120)
+        assert "js-plotly-plot" in dom, "no rendered Plotly chart in the page"
+        assert "Does SALE pay off?" in dom
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
