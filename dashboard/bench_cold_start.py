@@ -30,16 +30,16 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _first_chart(chromium: str, url: str, t0: float) -> tuple[float, float]:
+def first_chart(chromium: str, url: str, t0: float, screenshot: str | None = None) -> tuple[float, float]:
     """Seconds from t0 (and from the browser's launch) to the first drawn chart, polled through the
-    DevTools protocol."""
+    DevTools protocol; with `screenshot`, a PNG of the page once the chart is drawn."""
     import json
 
     from websockets.sync.client import connect  # a Streamlit dependency
     debug_port = _port()
     with tempfile.TemporaryDirectory() as profile:
         t_browser = time.perf_counter()
-        browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+        browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
                                     "--disable-background-networking", "--no-first-run", "--disable-component-update",
                                     "--disable-sync", f"--user-data-dir={profile}",
                                     f"--remote-debugging-port={debug_port}", url],
@@ -69,6 +69,15 @@ def _first_chart(chromium: str, url: str, t0: float) -> tuple[float, float]:
                         t_chart = time.perf_counter()
                     else:
                         time.sleep(0.05)
+                if screenshot:
+                    import base64
+                    conn.send(json.dumps({"id": 0, "method": "Page.captureScreenshot", "params": {"format": "png"}}))
+                    while True:
+                        msg = json.loads(conn.recv())
+                        if msg.get("id") == 0:
+                            break
+                    with open(screenshot, "wb") as f:
+                        f.write(base64.b64decode(msg["result"]["data"]))
             return t_chart - t0, t_chart - t_browser
         finally:
             browser.terminate()
@@ -91,7 +100,7 @@ def one_run(chromium: str) -> tuple[float, float]:
                     raise RuntimeError("the dashboard did not start within 60 s")
                 time.sleep(0.05)
         t_ready = time.perf_counter() - t0
-        return t_ready, _first_chart(chromium, f"http://127.0.0.1:{port}", t0)
+        return t_ready, first_chart(chromium, f"http://127.0.0.1:{port}", t0)
     finally:
         server.terminate()
         server.wait(timeout=20)
