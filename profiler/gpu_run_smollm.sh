@@ -11,7 +11,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/sale_out}; mkdir -p "$OUT"
 for THETA in "$@"; do
   T="$OUT/thresholds_smollm2_theta${THETA}_bisection_8k.json"
-  timeout 240 python3 -m sale calibrate --theta "$THETA" --method bisection --seq-len 8192 --out "$T" 2>&1 | grep -v "it/s\]" | tail -3
-  timeout 120 python3 -m sale evaluate --thresholds "$T" --lengths 2048 4096 8192 --depths 0.1 0.5 0.9 \
+  timeout 180 python3 -m sale calibrate --theta "$THETA" --method bisection --seq-len 8192 --out "$T" 2>&1 | grep -v "it/s\]" | tail -3
+  timeout 100 python3 -m sale evaluate --thresholds "$T" --lengths 2048 4096 8192 --depths 0.1 0.5 0.9 \
     --held-out-len 8192 --out "$OUT/accuracy_smollm2_theta${THETA}_bisection_8k.jsonl" 2>&1 | grep -v "it/s\]" | tail -12
 done
