@@ -75,7 +75,10 @@ def needle(model, num_tokens: int, depth: float, seed: int = 0) -> tuple[list[in
     hay = model.encode(stdlib_prose())
     while len(hay) < budget:
         hay = hay + hay
-    hay = hay[:budget]
-    cut = int(depth * len(hay))
-    text = model.decode(hay[:cut]) + sentence + model.decode(hay[cut:]) + question
-    return model.encode(model.chat(text)), number
+    while True:  # decoding and re-encoding can merge or split tokens: shrink until it fits
+        part = hay[:budget]
+        cut = int(depth * len(part))
+        ids = model.encode(model.chat(model.decode(part[:cut]) + sentence + model.decode(part[cut:]) + question))
+        if len(ids) <= num_tokens:
+            return ids, number
+        budget -= len(ids) - num_tokens
