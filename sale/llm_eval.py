@@ -83,7 +83,8 @@ def evaluate_model(model: SmolLM2, thresholds, lengths, depths, config: SaleConf
     prefix = model.encode("The special magic number is ")
     for n in lengths:
         for depth in depths:
-            ids, number = needle(model, n, depth, seed=seed)
+            answer_room = len(prefix) + 16  # the answer prefix and up to 16 answer tokens stay in context
+            ids, number = needle(model, min(n, model.config.context) - answer_room, depth, seed=seed)
             answer = model.encode(number)
             full = ids + prefix + answer
             stats = {}
