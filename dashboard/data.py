@@ -14,7 +14,8 @@ import numpy as np
 from profiler import trace  # schema and validation only (no torch)
 
 BENCH_SCHEMAS = {"sale-bench-select/1": ("seq_len", "quantize_ms", "select_ms", "fastest_dense_ms"),
-                 "sale-bench-attend/1": ("seq_len", "kind")}
+                 "sale-bench-attend/1": ("seq_len", "kind"),
+                 "sale-accuracy/1": ("kind", "seq_len", "density", "theta")}
 
 
 @dataclasses.dataclass
@@ -23,13 +24,15 @@ class TraceSet:
     summaries: list = dataclasses.field(default_factory=list)     # sweep summaries (break-even)
     bench_select: list = dataclasses.field(default_factory=list)
     bench_attend: list = dataclasses.field(default_factory=list)
+    accuracy: list = dataclasses.field(default_factory=list)      # real-model accuracy vs dense
     maps: dict = dataclasses.field(default_factory=dict)          # name -> (metadata, {array name: array})
     thresholds: dict = dataclasses.field(default_factory=dict)    # name -> thresholds document
     problems: list = dataclasses.field(default_factory=list)      # "file: why"
 
     @property
     def empty(self) -> bool:
-        return not (self.points or self.bench_select or self.bench_attend or self.maps or self.thresholds)
+        return not (self.points or self.bench_select or self.bench_attend or self.accuracy or self.maps
+                    or self.thresholds)
 
 
 def _jsonl(name: str, text: str, out: TraceSet) -> None:
@@ -48,7 +51,9 @@ def _jsonl(name: str, text: str, out: TraceSet) -> None:
             if missing and "error" not in rec:
                 out.problems.append(f"{where}: {schema} record lacks {missing}")
             elif "error" not in rec:
-                (out.bench_select if "select" in schema else out.bench_attend).append(rec | {"_file": name})
+                target = {"sale-bench-select/1": out.bench_select, "sale-bench-attend/1": out.bench_attend,
+                          "sale-accuracy/1": out.accuracy}[schema]
+                target.append(rec | {"_file": name})
             continue
         if isinstance(schema, str) and schema.startswith("sale-trace/") and schema != trace.SCHEMA:
             out.problems.append(f"{where}: schema {schema} is not supported (this dashboard reads {trace.SCHEMA})")

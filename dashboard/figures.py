@@ -240,3 +240,31 @@ def run_context(points: list) -> dict:
                                                  f"D={p['head_dim']} {p['dtype']}",
             "driver": before.get("driver"), "sm_clock_max_mhz": before.get("sm_clock_max_mhz"),
             "power_limit_w": before.get("power_limit_w"), **(ctx.get("software", {}) if isinstance(ctx, dict) else {})}
+
+
+def accuracy_rows(accuracy) -> tuple[list[dict], list[dict]]:
+    """(held-out rows, needle rows) of real-model accuracy records, sorted by theta."""
+    held = sorted((r for r in accuracy if r["kind"] == "held_out"), key=lambda r: (r["theta"], r["seq_len"]))
+    needles = sorted((r for r in accuracy if r["kind"] == "needle"), key=lambda r: (r["theta"], r["seq_len"], r["depth"]))
+    return ([{"theta": r["theta"], "method": r.get("method"), "tokens": r["seq_len"], "density": r["density"],
+              "next_token_agreement": r["next_token_agreement"], "kl_dense_sale": r["kl_dense_sale"],
+              "perplexity_dense": r["perplexity_dense"], "perplexity_sale": r["perplexity_sale"],
+              "backend": r.get("backend")} for r in held],
+            [{"theta": r["theta"], "tokens": r["seq_len"], "depth": r["depth"], "dense_correct": r["dense_correct"],
+              "sale_correct": r["sale_correct"], "dense_answer_logprob": r.get("dense_answer_logprob"),
+              "sale_answer_logprob": r.get("sale_answer_logprob"), "density": r["density"]} for r in needles])
+
+
+def accuracy_figure(accuracy) -> go.Figure:
+    """Real-model accuracy against density: next-token agreement and KL(dense || SALE) on held-out text."""
+    held, _ = accuracy_rows(accuracy)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[r["density"] for r in held], y=[r["next_token_agreement"] for r in held],
+                             mode="markers+text", text=[f"theta={r['theta']:g}" for r in held], textposition="top center",
+                             name="next-token agreement"))
+    fig.add_trace(go.Scatter(x=[r["density"] for r in held], y=[r["kl_dense_sale"] for r in held], mode="markers",
+                             name="KL(dense || SALE)", yaxis="y2", marker=dict(symbol="diamond")))
+    fig.update_layout(title="SmolLM2 with calibrated thresholds: accuracy against density (held-out text)",
+                      xaxis_title="density", yaxis=dict(title="next-token agreement with dense"),
+                      yaxis2=dict(title="KL", overlaying="y", side="right"))
+    return fig

@@ -29,7 +29,17 @@ def committed():
 def test_committed_traces_load_cleanly(committed):
     assert committed.problems == []
     assert len(committed.points) >= 24 and committed.summaries and committed.bench_select and committed.bench_attend
-    assert committed.maps and committed.thresholds
+    assert committed.maps and committed.thresholds and committed.accuracy
+
+
+def test_accuracy_rows(committed):
+    held, needles = figures.accuracy_rows(committed.accuracy)
+    assert [r["theta"] for r in held] == sorted(r["theta"] for r in held) and len(held) >= 3
+    control = next(r for r in held if r["theta"] == 0.0)
+    assert control["density"] == 1.0
+    assert all(isinstance(r["sale_correct"], bool) for r in needles)
+    fig = figures.accuracy_figure(committed.accuracy)
+    assert list(fig.data[0].x) == [r["density"] for r in held]
 
 
 def test_overhead_figure_data(committed):

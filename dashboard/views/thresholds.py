@@ -15,6 +15,13 @@ if t.thresholds:
     table(rows, "thresholds")
 else:
     st.info("No thresholds files. Make one with `python -m sale calibrate`.")
+if t.accuracy:
+    st.subheader("Real model: accuracy against dense attention")
+    figure(figures.accuracy_figure(t.accuracy), "accuracy")
+    held, needles = figures.accuracy_rows(t.accuracy)
+    st.caption("theta = 0 is the control: every block computed through SALE's kernels (the numeric floor).")
+    table(held, "accuracy_held_out")
+    table(needles, "accuracy_needles")
 if t.maps or t.points:
     figure(figures.density_error_figure(t.maps, t.points), "density_error")
 if need(bool(t.maps), "What-if needs an attention-map file with stored block scores."):
