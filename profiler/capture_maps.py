@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 import sale
+from sale._io import atomic_write_bytes
 from sale.blocks import always_computed_blocks, candidate_blocks, num_blocks
 from sale.reference import attention_reference, estimate_scores, exact_scores
 from sale.workloads import make_qkv
@@ -78,12 +77,9 @@ def capture_maps(q, k, v, heads, config=None, meta=None) -> tuple[dict, dict]:
 
 
 def write_maps(path: str, arrays: dict, metadata: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".maps-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata={"sale": json.dumps(metadata)})
-    os.replace(tmp, path)
+    """Write the maps as safetensors (numpy arrays, metadata "sale" = JSON), atomically."""
+    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                                  metadata={"sale": json.dumps(metadata)}))
 
 
 def main(argv=None):
@@ -96,14 +92,28 @@ def main(argv=None):
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--heads", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--from-capture", default=None, help="a Q/K/V capture (`python -m sale capture`) instead of a workload")
+    p.add_argument("--layer", type=int, default=None, help="with --from-capture: the layer")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
-    q, k, v = make_qkv(a.workload, 1, a.q_heads, a.kv_heads, a.seq_len, a.head_dim, torch.float32, "cpu", seed=a.seed)
-    arrays, meta = capture_maps(q, k, v, a.heads, meta={"source": f"synthetic {a.workload} workload, seed {a.seed}",
-                                                         "workload": a.workload})
-    out = a.out or f"traces/maps/{a.workload}_N{a.seq_len}.safetensors"
+    if a.from_capture:
+        from sale.llm_eval import load_qkv
+        if a.layer is None:
+            p.error("--from-capture needs --layer")
+        q, k, v, cap = load_qkv(a.from_capture, a.layer)
+        heads = [h for h in a.heads if h < q.shape[1]]
+        arrays, meta = capture_maps(q, k, v, heads, meta={
+            "source": f"{cap['model']}, layer {a.layer}, prompt {cap['prompt']} ({cap['seq_len']} tokens)",
+            "layer": a.layer, "workload": cap["prompt"]})
+        out = a.out or f"traces/maps/smollm2_layer{a.layer}_{cap['prompt']}_N{cap['seq_len']}.safetensors"
+    else:
+        q, k, v = make_qkv(a.workload, 1, a.q_heads, a.kv_heads, a.seq_len, a.head_dim, torch.float32, "cpu", seed=a.seed)
+        heads = a.heads
+        arrays, meta = capture_maps(q, k, v, heads, meta={"source": f"synthetic {a.workload} workload, seed {a.seed}",
+                                                           "workload": a.workload})
+        out = a.out or f"traces/maps/{a.workload}_N{a.seq_len}.safetensors"
     write_maps(out, arrays, meta)
-    print(f"wrote {out}: heads {a.heads}, {len(arrays)} arrays")
+    print(f"wrote {out}: heads {heads}, {len(arrays)} arrays")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,17 @@ def evaluate_cmd(args) -> int:
     return 0
 
 
+def capture_cmd(args) -> int:
+    from .llm_eval import capture_qkv
+    from .smollm import load_smollm2
+    model = load_smollm2()
+    out = args.out or f"traces/captures/smollm2_{args.prompt}_N{args.seq_len}.safetensors"
+    meta = capture_qkv(model, args.prompt, args.seq_len, args.layers, out)
+    print(f"wrote {out}: layers {meta['layers']}, {meta['seq_len']} tokens, q [1, {meta['num_q_heads']}, N, "
+          f"{meta['head_dim']}], k/v [1, {meta['num_kv_heads']}, N, {meta['head_dim']}]")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +146,12 @@ def main(argv=None) -> int:
     c.add_argument("--backend", choices=["reference", "triton"], default=None)
     c.add_argument("--out", default=None)
     c.set_defaults(func=calibrate_cmd)
+    cp = sub.add_parser("capture", help="SmolLM2's Q, K, V (after rotary) of chosen layers -> safetensors")
+    cp.add_argument("--prompt", choices=["kv_retrieval", "needle", "held_out"], default="held_out")
+    cp.add_argument("--seq-len", type=int, default=2048)
+    cp.add_argument("--layers", type=int, nargs="+", default=[0, 10, 20, 29])
+    cp.add_argument("--out", default=None)
+    cp.set_defaults(func=capture_cmd)
     e = sub.add_parser("evaluate", help="SmolLM2 with calibrated thresholds against dense attention")
     e.add_argument("--thresholds", required=True, help="a thresholds file from `python -m sale calibrate`")
     e.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])

@@ -126,3 +126,43 @@ def _mean_density(stats: dict) -> float:
 def write_records(path: str, records: list[dict], extra: dict | None = None) -> None:
     for r in records:
         atomic_append_line(path, json.dumps(r | (extra or {})))
+
+
+def capture_qkv(model: SmolLM2, prompt: str, seq_len: int, layers, path: str) -> dict:
+    """Q, K, V after rotary of `layers` for one prompt ("kv_retrieval", "needle" at depth 0.5, or
+    "held_out" text) saved as safetensors: tensors "layer{L}.q" [1, Hq, N, D], "layer{L}.k" and
+    "layer{L}.v" [1, Hkv, N, D] (float32), metadata "sale" = JSON (model, prompt, seq_len, layers,
+    heads, head_dim, rope). Written atomically. Returns the metadata."""
+    from safetensors.torch import save
+    if prompt == "kv_retrieval":
+        ids = kv_retrieval(model, seq_len, seed=0)[0]
+    elif prompt == "needle":
+        ids = needle(model, seq_len, 0.5, seed=1)[0]
+    elif prompt == "held_out":
+        ids = model.encode(held_out_text())[:seq_len]
+    else:
+        raise ValueError(f"prompt must be kv_retrieval, needle or held_out, got {prompt!r}")
+    layers = sorted(set(layers))
+    bad = [l for l in layers if not 0 <= l < model.config.num_layers]
+    if bad:
+        raise ValueError(f"layers must be in [0, {model.config.num_layers}), got {bad}")
+    cap = {}
+    model(ids, capture=cap, layers=layers[-1] + 1)
+    tensors = {f"layer{l}.{name}": t.float().contiguous().cpu() for l in layers for name, t in zip("qkv", cap[l])}
+    meta = {"schema": "sale-qkv/1", "model": "SmolLM2-135M-Instruct (Q4_1 GGUF)", "prompt": prompt,
+            "seq_len": len(ids), "layers": layers, "num_q_heads": model.config.num_q_heads,
+            "num_kv_heads": model.config.num_kv_heads, "head_dim": model.config.head_dim,
+            "rope": f"adjacent pairs, base {model.config.rope_base:g}", "after_rotary": True}
+    from ._io import atomic_write_bytes
+    atomic_write_bytes(path, save(tensors, metadata={"sale": json.dumps(meta)}))
+    return meta
+
+
+def load_qkv(path: str, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """(q, k, v, metadata) of one layer of a capture file written by ``capture_qkv``."""
+    from safetensors import safe_open
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads(f.metadata()["sale"])
+        if layer not in meta["layers"]:
+            raise ValueError(f"layer {layer} is not in {path} (layers {meta['layers']})")
+        return (f.get_tensor(f"layer{layer}.q"), f.get_tensor(f"layer{layer}.k"), f.get_tensor(f"layer{layer}.v"), meta)

@@ -73,8 +73,10 @@ def quantize_4bit(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tens
 
 def quantize_reference(q: torch.Tensor, k: torch.Tensor, config: SaleConfig) -> QuantizedQK:
     cdt = compute_dtype(q)
-    q_mean = q.to(cdt).mean(2)
-    k_mean = k.to(cdt).mean(2)
+    # The same reduction call as the triton backend, so both get bit-identical means on a device
+    # (a last-bit difference can flip a 4-bit value sitting on a .5 tie).
+    q_mean = q.mean(2, dtype=cdt)
+    k_mean = k.mean(2, dtype=cdt)
     q_c = q.to(cdt) - q_mean[:, :, None]
     k_s = k.to(cdt) - k_mean[:, :, None]
     per_group = config.granularity == "per_group"

@@ -115,3 +115,24 @@ def test_bad_model_input(model):
         model([])
     with pytest.raises(ValueError, match="context is 8192"):
         model([1] * 8193)
+
+
+def test_capture_round_trip_and_maps_from_it(model, tmp_path):
+    from profiler.capture_maps import capture_maps
+    from sale.llm_eval import capture_qkv, load_qkv
+    path = str(tmp_path / "cap.safetensors")
+    meta = capture_qkv(model, "held_out", 200, [1, 4], path)
+    assert meta["layers"] == [1, 4] and meta["seq_len"] == 200 and oct(os.stat(path).st_mode & 0o777) != "0o600"
+    q, k, v, meta2 = load_qkv(path, 4)
+    assert meta2 == meta and q.shape == (1, 9, 200, 64) and k.shape == v.shape == (1, 3, 200, 64)
+    cap = {}
+    model(model.encode(held_out_text())[:200], capture=cap, layers=5)
+    torch.testing.assert_close(q, cap[4][0].float())
+    with pytest.raises(ValueError, match="layer 2 is not in"):
+        load_qkv(path, 2)
+    with pytest.raises(ValueError, match="layers must be in"):
+        capture_qkv(model, "held_out", 200, [30], path)
+    arrays, maps_meta = capture_maps(q, k, v, [0, 5], sale.SaleConfig(block_q=16, block_k=8, local_window=16))
+    exact = arrays["head5.exact"]
+    assert exact.shape == (13, 25) and abs(float(exact.sum(1)[0]) - 1.0) < 1e-4  # each row's mass sums to 1
+    assert list(arrays["head0.density"])[0] == 1.0  # tau = 0 is dense
