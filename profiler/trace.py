@@ -10,8 +10,6 @@ import json
 import math
 import os
 
-from sale._io import atomic_append_line
-
 SCHEMA = "sale-trace/1"
 
 # Fields every sweep point carries, with the types they may take (None: the value may be null, as
@@ -60,6 +58,7 @@ def validate(record: dict) -> dict:
 
 def append(path: str, record: dict) -> None:
     """Validate `record` and append it to the .jsonl file at `path`, atomically."""
+    from sale._io import atomic_append_line  # here, not at the top: readers (the dashboard) never import sale or torch
     atomic_append_line(path, json.dumps(validate(record), allow_nan=False))
 
 

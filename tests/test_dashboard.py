@@ -26,6 +26,12 @@ def committed():
     return load_folder(TRACES)
 
 
+def test_dashboard_never_imports_torch_or_kernels():
+    code = ("import sys; import dashboard.data, dashboard.figures, dashboard.ui; "
+            "bad = [m for m in ('torch', 'triton', 'sale') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
 def test_committed_traces_load_cleanly(committed):
     assert committed.problems == []
     assert len(committed.points) >= 24 and committed.summaries and committed.bench_select and committed.bench_attend
