@@ -53,7 +53,15 @@ def first_chart(chromium: str, url: str, t0: float, screenshot: str | None = Non
                 except (OSError, StopIteration, ValueError):
                     time.sleep(0.02)
 
-            with connect(ws_url, max_size=2**26) as conn:
+            for attempt in range(100):  # the page's DevTools socket may refuse while chromium starts
+                try:
+                    conn = connect(ws_url, max_size=2**26)
+                    break
+                except OSError:
+                    if attempt == 99:
+                        raise
+                    time.sleep(0.1)
+            with conn:
                 ident, t_chart = 0, None
                 while t_chart is None:
                     if time.perf_counter() - t0 > 60:
