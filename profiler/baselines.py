@@ -61,9 +61,10 @@ def _dense_fns(q, k, v):
     return fns
 
 
-def dense_baselines(q, k, v, reps: int = 5, budget_s: float = 1.0) -> tuple[dict, dict, torch.Tensor | None]:
+def dense_baselines(q, k, v, reps: int = 5, budget_s: float = 1.0,
+                    with_output: bool = True) -> tuple[dict, dict, torch.Tensor | None]:
     """Time every dense baseline that runs. Returns (timings {name: {median_ms, ...}}, errors
-    {name: reason}, output of the fastest)."""
+    {name: reason}, output of the fastest, or None without `with_output`)."""
     timings, errors = {}, {}
     for name, fn in _dense_fns(q, k, v).items():
         try:
@@ -74,10 +75,23 @@ def dense_baselines(q, k, v, reps: int = 5, budget_s: float = 1.0) -> tuple[dict
             errors[name] = str(exc).splitlines()[0][:200]
         if q.device.type == "cuda":
             torch.cuda.empty_cache()
-    if not timings:
+    if not timings or not with_output:
         return timings, errors, None
     fastest = min(timings, key=lambda n: timings[n]["median_ms"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = _dense_fns(q, k, v)[fastest]()
     return timings, errors, out
+
+
+def dense_medians(q, k, v, budget_s: float = 2.0, with_output: bool = False):
+    """({baseline: median ms, or None where it cannot run}, fastest baseline, its ms, its output or
+    None), printing why a baseline did not run."""
+    timings, errors, out = dense_baselines(q, k, v, reps=3, budget_s=budget_s, with_output=with_output)
+    for name, why in errors.items():
+        print(f"  {name}: not run ({why[:100]})")
+    if not timings:
+        raise RuntimeError(f"no dense baseline runs here: {errors}")
+    fastest = min(timings, key=lambda b: timings[b]["median_ms"])
+    medians = {b: (timings[b]["median_ms"] if b in timings else None) for b in [*timings, *errors]}
+    return medians, fastest, timings[fastest]["median_ms"], out

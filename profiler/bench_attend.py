@@ -19,11 +19,12 @@ import uuid
 import torch
 
 import sale
+from sale._io import atomic_append_line
 from sale.blocks import always_computed_blocks, candidate_blocks, causal_blocks, mask_to_kept
 from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton
 from sale.workloads import make_qkv
 
-from .bench_select import dense_times
+from .baselines import dense_medians
 from .gpu_context import git_commit, nvml_snapshot, software_versions
 from .timing import time_cuda
 
@@ -58,19 +59,16 @@ def main(argv=None):
                         "dtype": "bfloat16"}
 
     def emit(rec):
-        with open(args.out, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        atomic_append_line(args.out, json.dumps(rec))
 
     for n in args.lengths:
         q = k = v = None
         try:
             q, k, v = make_qkv("structured", 1, args.q_heads, args.kv_heads, n, args.head_dim, torch.bfloat16,
                                "cuda", seed=n)
-            dense = dense_times(q, k, v, budget_s=2.0)
-            cudnn = dense.get("cudnn")
-            fastest, fastest_name = min((t, name) for name, t in dense.items() if t is not None)
-            ref_out = sale.sdpa_attention(q, k, v, fastest_name)
-            print(f"N={n}: sdpa " + "  ".join(f"{b}={t if t is None else round(t, 2)}" for b, t in dense.items()), flush=True)
+            dense, fastest_name, fastest, ref_out = dense_medians(q, k, v, with_output=True)
+            cudnn = dense.get("sdpa_cudnn")
+            print(f"N={n}: dense " + "  ".join(f"{b}={t if t is None else round(t, 2)}" for b, t in dense.items()), flush=True)
             for density in args.densities:
                 mask = mask_at_density(density, 1, args.q_heads, n, cfg, seed=int(density * 1000))
                 kept = mask_to_kept(mask)

@@ -15,46 +15,17 @@ import json
 import math
 import os
 import uuid
-import warnings
 
 import torch
 
 import sale
+from sale._io import atomic_append_line
 from sale.triton.select_kernel import COMPILED_STATS, PROBE_CONFIGS, SELECT_CONFIGS, select_triton
 from sale.workloads import make_qkv
 
+from .baselines import dense_medians
 from .gpu_context import git_commit, nvml_snapshot, software_versions
 from .timing import time_cuda
-
-DENSE = ("cudnn", "flash", "efficient")
-
-
-def dense_times(q, k, v, budget_s):
-    """Median ms of causal SDPA per backend (None where it cannot run). Backends without GQA support
-    get K and V repeated to Hq heads beforehand (outside the timed region)."""
-    out = {}
-    for name in DENSE:
-        out[name] = None
-        for qkv in ((q, k, v), None):
-            try:
-                if qkv is None:
-                    if q.shape[1] == k.shape[1]:
-                        break
-                    g = q.shape[1] // k.shape[1]
-                    qkv = (q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1))
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    out[name] = time_cuda(lambda: sale.sdpa_attention(*qkv, name), min_reps=3,
-                                          budget_s=budget_s)["median_ms"]
-                break
-            except (RuntimeError, torch.OutOfMemoryError) as exc:
-                print(f"  sdpa {name}{' (K/V repeated)' if qkv is not None and qkv[1] is not k else ''}: "
-                      f"not run ({str(exc).splitlines()[0][:100]})")
-            finally:
-                qkv = None
-                torch.cuda.empty_cache()
-    return out
-
 
 def mask_agreement(q, k, tau, cfg, heads):
     """Blocks where the triton mask differs from the reference on the first `heads` query heads, and
@@ -92,8 +63,7 @@ def main(argv=None):
         try:
             q, k, v = make_qkv("structured", 1, args.q_heads, args.kv_heads, n, args.head_dim, torch.bfloat16,
                                "cuda", seed=n)
-            dense = dense_times(q, k, v, budget_s=2.0)
-            fastest = min((t, name) for name, t in dense.items() if t is not None)
+            dense, fastest_name, fastest_ms, _ = dense_medians(q, k, v)
             quant_t = time_cuda(lambda: sale.quantize(q, k, cfg), budget_s=1.0)
             quant = sale.quantize(q, k, cfg)
             tau = torch.full((args.q_heads,), args.threshold, device="cuda")
@@ -126,24 +96,23 @@ def main(argv=None):
                 "select_errors": {t: s["error"] for t, s in selects.items() if "error" in s},
                 "select_compiled": dict(COMPILED_STATS),
                 "select_mask_equal_default": {t: s.get("mask_equal_default") for t, s in selects.items()},
-                "best_tile": best_tile, "dense_ms": dense, "dense_backend": fastest[1], "fastest_dense_ms": fastest[0],
-                "estimate_pct_of_dense": 100 * est / fastest[0],
+                "best_tile": best_tile, "dense_ms": dense, "dense_backend": fastest_name, "fastest_dense_ms": fastest_ms,
+                "estimate_pct_of_dense": 100 * est / fastest_ms,
                 "density": float(sale.density(mask, n, cfg).mean()),
                 "mask_vs_reference": agreement, "gpu_context": nvml_snapshot(), "software": software_versions(),
             }
         except torch.OutOfMemoryError as exc:
             rec = {"schema": "sale-bench-select/1", "run_id": run_id, "seq_len": n, "error": f"OOM: {exc}"[:300]}
         rows.append(rec)
-        with open(args.out, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        atomic_append_line(args.out, json.dumps(rec))
         if "error" not in rec:
             print(f"N={n:>6} quant {rec['quantize_ms']:7.2f} ms  select[{best_tile}] {selects[best_tile]['median_ms']:7.2f} ms  "
-                  f"dense {fastest[1]} {fastest[0]:8.2f} ms  estimate/dense {rec['estimate_pct_of_dense']:5.1f}%  "
+                  f"dense {fastest_name} {fastest_ms:8.2f} ms  estimate/dense {rec['estimate_pct_of_dense']:5.1f}%  "
                   f"density {rec['density']:.3f}  mask diff {agreement}", flush=True)
             print("         tiles: " + "  ".join(f"{t}={s.get('median_ms', float('nan')):.2f}"
                                            f"{'' if t not in COMPILED_STATS else '(r%d,sp%d)' % (COMPILED_STATS[t]['n_regs'], COMPILED_STATS[t]['n_spills'])}"
                                            for t, s in selects.items())
-                  + "   sdpa: " + "  ".join(f"{b}={t if t is None else round(t, 2)}" for b, t in dense.items()), flush=True)
+                  + "   dense: " + "  ".join(f"{b}={t if t is None else round(t, 2)}" for b, t in dense.items()), flush=True)
         else:
             print(f"N={n}: {rec['error']}")
         del q, k, v
