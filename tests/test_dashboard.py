@@ -12,8 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from dashboard import figures
-from dashboard.data import load_folder
+pytest.importorskip("plotly", reason="the dashboard's dependencies (pip install -e .) are not installed here")
+pytest.importorskip("streamlit", reason="the dashboard's dependencies (pip install -e .) are not installed here")
+
+from dashboard import figures  # noqa: E402
+from dashboard.data import load_folder  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACES = os.path.join(ROOT, "traces")

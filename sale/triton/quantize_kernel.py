@@ -8,14 +8,10 @@ share the kv head, so the selection pass reads one float per key instead of reco
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from ..reference import QuantizedQK
 from ._common import interpreting, pow2
-
-# 1.5 * 2**23: adding then subtracting it rounds a float32 |y| < 2**22 half-to-even, exactly
-# (libdevice.rint has no interpreter implementation).
-_ROUND_MAGIC = 12582912.0
-
 
 @triton.jit
 def _quantize_rows_kernel(
@@ -46,7 +42,10 @@ def _quantize_rows_kernel(
         inv = 7.0 / amax
     inv = tl.where(amax > 0, inv, 0.0)
     y = xs * inv[:, None]
-    x_hat = (y + 12582912.0) - 12582912.0
+    if EXACT_DIV:  # on the GPU: rint of the rounded product (an add here could be fused into an FMA)
+        x_hat = libdevice.rint(y)
+    else:  # the interpreter has no libdevice.rint; numpy never fuses, so the exact magic-number add works
+        x_hat = (y + 12582912.0) - 12582912.0
     out = bh * N * HEAD_DIM + rows[:, None] * HEAD_DIM + d[None, :]
     tl.store(x_hat_ptr + out, x_hat.to(tl.int8), mask=valid[:, None])
     tl.store(scale_ptr + bh * N + rows, amax / 7.0, mask=valid)
