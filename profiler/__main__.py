@@ -8,14 +8,24 @@ import torch
 
 
 def _sweep(args) -> int:
+    import itertools
+
     from .sweep import sweep
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = args.backend or ("triton" if device == "cuda" else "reference")
-    records = sweep(args.lengths, args.thresholds, backend=backend, device=device, workload=args.workload,
-                    batch=args.batch, num_q_heads=args.q_heads, num_kv_heads=args.kv_heads, head_dim=args.head_dim,
-                    dtype=args.dtype, granularity=args.granularity, reps=args.reps, warmup=args.warmup,
-                    accuracy_max_len=args.accuracy_max_len, out_path=args.out, seed=args.seed,
-                    progress=not args.no_progress)
+    combos = list(itertools.product(args.workload, args.batch, args.q_heads, args.kv_heads, args.head_dim, args.dtype,
+                                    args.granularity))
+    records = []
+    for workload, batch, hq, hkv, d, dtype, granularity in combos:
+        if len(combos) > 1:
+            print(f"-- workload={workload} B={batch} Hq={hq} Hkv={hkv} D={d} {dtype} {granularity}")
+        if hq % hkv:
+            print(f"   skipped: {hq} query heads are not a multiple of {hkv} kv heads")
+            continue
+        records += sweep(args.lengths, args.thresholds, backend=backend, device=device, workload=workload, batch=batch,
+                         num_q_heads=hq, num_kv_heads=hkv, head_dim=d, dtype=dtype, granularity=granularity,
+                         reps=args.reps, warmup=args.warmup, accuracy_max_len=args.accuracy_max_len,
+                         out_path=args.out, seed=args.seed, progress=not args.no_progress)
     points = [r for r in records if r["kind"] == "point"]
     print(f"{'N':>7} {'tau':>7} {'quant':>8} {'select':>8} {'attend':>8} {'dense':>9} {'backend':>13} "
           f"{'density':>7} {'ovh%':>6} {'speedup':>7} {'rel.L1':>7} {'recall':>7}")
@@ -28,7 +38,10 @@ def _sweep(args) -> int:
               f"{fmt(r['dense_ms'], '9.2f')} {str(r['dense_backend']):>13} {r['density']:7.3f} "
               f"{fmt(r['overhead_pct'], '6.1f')} {fmt(r['speedup'], '7.2f')} {fmt(r['rel_l1'], '7.4f')} "
               f"{fmt(r['recall_mean'], '7.4f')}")
-    print(f"break-even length per threshold: {records[-1]['break_even']}   trace: {args.out}")
+    for summary in (r for r in records if r["kind"] == "summary"):
+        print(f"break-even length per threshold ({summary['num_q_heads']}x{summary['head_dim']} {summary['dtype']}, "
+              f"{summary['workload']}): {summary['break_even']}")
+    print(f"trace: {args.out}")
     return 0
 
 
@@ -38,14 +51,15 @@ def main(argv=None) -> int:
     p = sub.add_parser("sweep", help="sequence lengths x thresholds -> trace records (see profiler/sweep.py)")
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096])
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
-    p.add_argument("--workload", default="structured", choices=["structured", "uniform"])
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--q-heads", type=int, default=8)
-    p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
+    # every option below takes one or more values; the sweep covers their product
+    p.add_argument("--workload", nargs="+", default=["structured"], choices=["structured", "uniform"])
+    p.add_argument("--batch", type=int, nargs="+", default=[1])
+    p.add_argument("--q-heads", type=int, nargs="+", default=[8])
+    p.add_argument("--kv-heads", type=int, nargs="+", default=[2])
+    p.add_argument("--head-dim", type=int, nargs="+", default=[64])
+    p.add_argument("--dtype", nargs="+", default=None, choices=["bf16", "fp16", "fp32"],
                    help="default bf16 on a GPU, fp32 on the CPU")
-    p.add_argument("--granularity", default="per_token", choices=["per_token", "per_group"])
+    p.add_argument("--granularity", nargs="+", default=["per_token"], choices=["per_token", "per_group"])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--accuracy-max-len", type=int, default=16384,
@@ -76,7 +90,7 @@ def main(argv=None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.dtype is None:
-        args.dtype = "bf16" if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu" else "fp32"
+        args.dtype = ["bf16" if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu" else "fp32"]
     return args.func(args)
 
 

@@ -162,7 +162,7 @@ def sweep(lengths, thresholds, *, backend="reference", device="cpu", workload="s
     ok = [r for r in records if r["error"] is None]
     summary = {"schema": trace.SCHEMA, "kind": "summary", "run_id": run_id, "break_even": break_even(ok),
                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), **{k: base[k] for k in (
-                   "gpu", "backend", "workload", "batch", "num_q_heads", "num_kv_heads", "head_dim", "dtype")},
+                   "gpu", "backend", "workload", "batch", "num_q_heads", "num_kv_heads", "head_dim", "dtype", "granularity")},
                "lengths": list(lengths), "thresholds": [float(t) for t in thresholds],
                "failed_points": len(records) - len(ok)}
     trace.append(out_path, summary)

@@ -198,3 +198,18 @@ def test_torch_profiler_capture_on_cpu(tmp_path):
     with open(s["chrome_trace"]) as f:
         events = json.load(f)["traceEvents"]
     assert any(e.get("name") == "sale::select" for e in events)
+
+
+def test_sweep_cli_covers_the_product_of_its_options(tmp_path, capsys):
+    from profiler.__main__ import main
+    out = tmp_path / "cli.jsonl"
+    assert main(["sweep", "--lengths", "150", "--thresholds", "0.02", "--q-heads", "2", "--kv-heads", "1",
+                 "--head-dim", "64", "128", "--granularity", "per_token", "per_group", "--reps", "1",
+                 "--no-progress", "--out", str(out)]) == 0
+    records, problems = trace.read(str(out))
+    points = [r for r in records if r["kind"] == "point"]
+    assert problems == [] and len(points) == 4
+    assert {(r["head_dim"], r["granularity"]) for r in points} == {(64, "per_token"), (64, "per_group"),
+                                                                   (128, "per_token"), (128, "per_group")}
+    assert sum(r["kind"] == "summary" for r in records) == 4
+    assert "break-even length per threshold" in capsys.readouterr().out
