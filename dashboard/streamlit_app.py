@@ -1,5 +1,4 @@
 """SALE on Hopper: does SALE pay off, and why. `streamlit run dashboard` (traces/ by default)."""
-import hashlib
 import os
 
 import streamlit as st

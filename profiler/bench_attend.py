@@ -91,7 +91,7 @@ def main(argv=None):
                 print(f"  density {real_density:5.3f}: sparse {best[0]:8.2f} ms [{best[1]}]  efficiency vs cuDNN "
                       f"{rec['efficiency']:.3f}   tiles " + " ".join(f"{t}={'-' if x is None else round(x, 2)}" for t, x in tiles.items()),
                       flush=True)
-                del mask, kept
+                mask = kept = None  # free before the next density
             for tau in args.thresholds:
                 stages = {}
                 quant = sale.quantize(q, k, cfg)
@@ -114,11 +114,11 @@ def main(argv=None):
                 print(f"  SALE tau={tau}: {total:8.2f} ms (q {stages['quantize_ms']:.2f} + s {stages['select_ms']:.2f} + "
                       f"a {stages['attend_ms']:.2f})  density {dens:.3f}  speedup {rec['speedup']:.2f}x  "
                       f"rel.L1 {rec['rel_l1_vs_dense']:.4f}", flush=True)
-                del mask, kept, out, quant
+                mask = kept = out = quant = None
         except torch.OutOfMemoryError as exc:
             emit({"schema": "sale-bench-attend/1", "kind": "error", "seq_len": n, "error": f"OOM: {exc}"[:300]})
             print(f"N={n}: OOM")
-        del q, k, v
+        q = k = v = None  # free the inputs before the next length
         torch.cuda.empty_cache()
 
 

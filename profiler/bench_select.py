@@ -115,7 +115,7 @@ def main(argv=None):
                   + "   dense: " + "  ".join(f"{b}={t if t is None else round(t, 2)}" for b, t in dense.items()), flush=True)
         else:
             print(f"N={n}: {rec['error']}")
-        del q, k, v
+        q = k = v = None  # free the inputs before the next length
         torch.cuda.empty_cache()
     return rows
 

@@ -11,7 +11,6 @@ CUPTI_ACTIVITY_KIND_KERNEL(start, end, correlationId, shortName, demangledName).
 from __future__ import annotations
 
 import argparse
-import bisect
 import sqlite3
 from collections import defaultdict
 

@@ -155,7 +155,7 @@ def sweep(lengths, thresholds, *, backend="reference", device="cpu", workload="s
             trace.append(out_path, rec)
             records.append(rec)
             bar.update(1)
-        del q, k, v, dense_out, exact_ref
+        q = k = v = dense_out = exact_ref = None  # free before the next length
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
     bar.close()

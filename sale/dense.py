@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import check_config, check_qkv
+from ._validation import check_qkv
 from .config import SaleConfig
 from .reference import attention_reference
 

@@ -12,7 +12,6 @@ next-token distributions and both perplexities; with the density of every layer 
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import math
@@ -23,7 +22,7 @@ from ._io import atomic_append_line
 from .calibrate import HeadCalibration, calibrate
 from .config import SaleConfig
 from .prompts import held_out_text, kv_retrieval, needle
-from .smollm import SmolLM2, attention_dense, sale_attention_fn
+from .smollm import SmolLM2, sale_attention_fn
 
 ACCURACY_SCHEMA = "sale-accuracy/1"
 

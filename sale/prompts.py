@@ -44,20 +44,23 @@ def kv_retrieval(model, num_tokens: int, seed: int = 0) -> tuple[list[int], str]
     (token ids, expected value). The queried key sits at a seeded random position."""
     rng = random.Random(seed)
     make = lambda: str(uuid.UUID(int=rng.getrandbits(128)))
-    pairs, ids = {}, []
+    pairs = {}
     question = lambda k: (f"Extract the value corresponding to the specified key in the JSON object below.\n\n"
                           f"{json.dumps(pairs, indent=0)}\n\nKey: \"{k}\"\nThe value associated with the specified "
                           f"key is:")
-    while True:
+    while True:  # add pairs until the prompt is longer than asked (the draws fix the committed prompts)
         key, value = make(), make()
         pairs[key] = value
         target = rng.choice(list(pairs))
-        candidate = model.encode(model.chat(question(target)))
-        if len(candidate) > num_tokens and len(pairs) > 1:
-            del pairs[key]
-            target = rng.choice(list(pairs))
-            return model.encode(model.chat(question(target))), pairs[target]
-        ids = candidate
+        if len(model.encode(model.chat(question(target)))) > num_tokens and len(pairs) > 1:
+            break
+    while len(pairs) > 1:  # then drop the last pairs until the prompt, with its chosen key, fits
+        del pairs[next(reversed(pairs))]
+        target = rng.choice(list(pairs))
+        ids = model.encode(model.chat(question(target)))
+        if len(ids) <= num_tokens:
+            return ids, pairs[target]
+    raise ValueError(f"num_tokens={num_tokens} is too short for a key-value retrieval prompt")
 
 
 def needle(model, num_tokens: int, depth: float, seed: int = 0) -> tuple[list[int], str]:
