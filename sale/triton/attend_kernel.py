@@ -146,3 +146,144 @@ def dense_kept(batch: int, num_q_heads: int, seq_len: int, config, device) -> Ke
     """Every causal block kept: the kept lists of the project's dense Triton attention."""
     mask = causal_blocks(seq_len, config, device).expand(batch, num_q_heads, -1, -1).contiguous()
     return mask_to_kept(mask)
+
+
+# ---- Variant: one program per PAIR of query blocks (128 rows), over the union of their kept lists ----
+# Wider query tiles halve the K/V traffic per FLOP (cuDNN-like 128-row tiles); each union entry carries
+# flags (1: the first block keeps it, 2: the second, 3: both); tiles that both keep run unmasked.
+
+@triton.jit
+def _attend_pair_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, flag_base, p0, count, rows, second, stride_kn,
+                      stride_vn, N, scale_log2e, d, BK: tl.constexpr, TB: tl.constexpr, MASKED: tl.constexpr,
+                      INTERPRET: tl.constexpr):
+    BLOCK_N: tl.constexpr = TB * BK
+    slots = p0 + tl.arange(0, TB)
+    if MASKED:
+        blk = tl.load(idx_base + slots, mask=slots < count, other=0)
+        fl = tl.load(flag_base + slots, mask=slots < count, other=0).to(tl.int32)
+    else:
+        blk = tl.load(idx_base + slots)
+    keys = tl.reshape(blk[:, None] * BK + tl.arange(0, BK)[None, :], (BLOCK_N,))
+    if MASKED:
+        key_fl = tl.reshape(tl.broadcast_to(fl[:, None], (TB, BK)), (BLOCK_N,))
+        key_ok = (key_fl > 0) & (keys < N)
+        k = tl.load(k_base + keys[:, None] * stride_kn + d[None, :], mask=key_ok[:, None], other=0.0)
+        v = tl.load(v_base + keys[:, None] * stride_vn + d[None, :], mask=key_ok[:, None], other=0.0)
+    else:
+        k = tl.load(k_base + keys[:, None] * stride_kn + d[None, :])
+        v = tl.load(v_base + keys[:, None] * stride_vn + d[None, :])
+    if INTERPRET:
+        s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)))
+    else:
+        s = tl.dot(q, tl.trans(k))
+    s = s * scale_log2e
+    if MASKED:
+        want = tl.where(second[:, None], (key_fl[None, :] & 2) > 0, (key_fl[None, :] & 1) > 0)
+        s = tl.where(want & key_ok[None, :] & (keys[None, :] <= rows[:, None]), s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_new = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    p = tl.exp2(s - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    if INTERPRET:
+        acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _attend_pair_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, counts_ptr, idx_ptr, flags_ptr,
+    N, HQ, GROUP, NPAIR, NKB, scale_log2e,
+    stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
+    HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, TB: tl.constexpr, DIAG: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    pair = NPAIR - 1 - tl.program_id(0)        # longest rows first
+    bh = tl.program_id(1)
+    b = bh // HQ
+    h = bh % HQ
+    kvh = h // GROUP
+    offs = tl.arange(0, 2 * BQ)
+    rows = pair * 2 * BQ + offs
+    second = offs >= BQ
+    row_ok = rows < N
+    d = tl.arange(0, HEAD_DIM)
+    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qn + d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    k_base = k_ptr + b * stride_kb + kvh * stride_kh
+    v_base = v_ptr + b * stride_vb + kvh * stride_vh
+    count = tl.load(counts_ptr + bh * NPAIR + pair)
+    idx_base = idx_ptr + (bh * NPAIR + pair) * NKB
+    flag_base = flags_ptr + (bh * NPAIR + pair) * NKB
+    # Entries at or after the pair's first row need the causal mask: the last (at most DIAG) ones.
+    tail_slots = count - DIAG + tl.arange(0, DIAG)
+    tail = tl.load(idx_base + tail_slots, mask=tail_slots >= 0, other=-1)
+    n_diag = tl.sum((tail * BK >= pair * 2 * BQ).to(tl.int32), axis=0)
+    n_safe = count - n_diag
+    m_i = tl.full((2 * BQ,), float("-inf"), tl.float32)
+    l_i = tl.zeros((2 * BQ,), tl.float32)
+    acc = tl.zeros((2 * BQ, HEAD_DIM), tl.float32)
+    for p0 in range(0, (n_safe // TB) * TB, TB):
+        fl = tl.load(flag_base + p0 + tl.arange(0, TB))
+        if tl.min(fl, axis=0) == 3:  # both query blocks keep every block of this tile
+            acc, m_i, l_i = _attend_pair_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, flag_base, p0, count, rows,
+                                              second, stride_kn, stride_vn, N, scale_log2e, d, BK, TB, False,
+                                              INTERPRET)
+        else:
+            acc, m_i, l_i = _attend_pair_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, flag_base, p0, count, rows,
+                                              second, stride_kn, stride_vn, N, scale_log2e, d, BK, TB, True,
+                                              INTERPRET)
+    for p0 in range((n_safe // TB) * TB, count, TB):
+        acc, m_i, l_i = _attend_pair_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, flag_base, p0, count, rows,
+                                          second, stride_kn, stride_vn, N, scale_log2e, d, BK, TB, True, INTERPRET)
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    tl.store(o_ptr + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + d[None, :],
+             out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
+
+
+# (TB kept blocks per tile, num_warps, num_stages) for the pair variant.
+ATTEND_PAIR_CONFIGS = {"pair": (2, 8, 3), "pair_tb4": (4, 8, 3), "pair_w4": (2, 4, 3)}
+
+
+def pair_lists(mask: torch.Tensor, seq_len: int, config):
+    """Union kept lists of query-block pairs: (counts int32 [B, H, npair], indices int32 [B, H, npair, nkb]
+    ascending with -1 padding, flags int8 [B, H, npair, nkb]: 1 first block keeps, 2 second, 3 both)."""
+    causal = causal_blocks(seq_len, config, mask.device)
+    m = mask & causal
+    if m.shape[2] % 2:
+        m = torch.nn.functional.pad(m, (0, 0, 0, 1))
+    first, second = m[:, :, 0::2], m[:, :, 1::2]
+    kept = mask_to_kept(first | second)
+    flags_dense = first.to(torch.int8) + 2 * second.to(torch.int8)
+    flags = torch.gather(flags_dense, -1, kept.indices.clamp_min(0).long())
+    flags = torch.where(kept.indices >= 0, flags, torch.zeros_like(flags))
+    return kept.counts, kept.indices, flags.contiguous()
+
+
+def attend_pairs_triton(q, k, v, mask, config, lists=None, tile: str | None = None):
+    """The pair variant of ``attend_triton``: same inputs and results, 128-row programs. `lists` are
+    ``pair_lists(mask, N, config)`` if already computed."""
+    batch, hq, seq_len, head_dim = q.shape
+    bq, bk = config.block_q, config.block_k
+    if bq % bk or bq & (bq - 1) or bk & (bk - 1) or bk < 16:
+        raise ValueError(f"the triton backend needs power-of-two block_k >= 16 dividing block_q, got "
+                         f"block_q={bq}, block_k={bk}")
+    counts, indices, flags = lists if lists is not None else pair_lists(mask, seq_len, config)
+    tb, num_warps, num_stages = ATTEND_PAIR_CONFIGS[tile or "pair"]
+    if interpreting():
+        num_stages = 1
+    npair = counts.shape[-1]
+    out = torch.empty_like(q)
+    _attend_pair_kernel[(npair, batch * hq)](
+        q, k, v, out, counts, indices, flags,
+        seq_len, hq, hq // k.shape[1], npair, indices.shape[-1], config.scale_for(head_dim) * math.log2(math.e),
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=tb, DIAG=pow2(2 * bq // bk), INTERPRET=interpreting(),
+        num_warps=num_warps, num_stages=num_stages)
+    return out
