@@ -21,7 +21,7 @@ import torch
 import sale
 from sale._io import atomic_append_line
 from sale.blocks import always_computed_blocks, candidate_blocks, causal_blocks, mask_to_kept
-from sale.triton.attend_kernel import ATTEND_CONFIGS, ATTEND_PAIR_CONFIGS, attend_pairs_triton, attend_triton, pair_lists
+from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton
 from sale.workloads import make_qkv
 
 from .baselines import dense_medians
@@ -43,10 +43,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
     p.add_argument("--densities", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.1, 0.05])
-    p.add_argument("--thresholds", type=float, nargs="*", default=[0.003, 0.01, 0.03, 0.1])
-    p.add_argument("--tiles", nargs="+", default=list(ATTEND_CONFIGS), choices=list(ATTEND_CONFIGS))
-    p.add_argument("--pair-tiles", nargs="*", default=list(ATTEND_PAIR_CONFIGS), choices=list(ATTEND_PAIR_CONFIGS),
-                   help="also time the 128-row pair variant with these configurations")
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
+    p.add_argument("--tiles", nargs="+", default=list(ATTEND_CONFIGS))
     p.add_argument("--q-heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
@@ -83,16 +81,6 @@ def main(argv=None):
                     except Exception as exc:
                         tiles[tile] = None
                         print(f"  tile {tile}: {str(exc).splitlines()[0][:120]}")
-                if args.pair_tiles:
-                    lists = pair_lists(mask, n, cfg)  # outside the timing, as the single variant's kept lists
-                    for tile in args.pair_tiles:
-                        try:
-                            tiles[tile] = time_cuda(lambda: attend_pairs_triton(q, k, v, mask, cfg, lists=lists, tile=tile),
-                                                    budget_s=1.0)["median_ms"]
-                        except Exception as exc:
-                            tiles[tile] = None
-                            print(f"  tile {tile}: {str(exc).splitlines()[0][:120]}")
-                    lists = None
                 best = min((t, name) for name, t in tiles.items() if t is not None)
                 base = cudnn if cudnn is not None else fastest
                 rec = {"schema": "sale-bench-attend/1", "kind": "sparse_at_density", **common(n),

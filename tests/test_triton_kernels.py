@@ -8,7 +8,7 @@ import torch
 
 import sale
 from sale.blocks import causal_blocks, num_blocks
-from sale.triton.attend_kernel import attend_pairs_triton, attend_triton
+from sale.triton.attend_kernel import attend_triton
 from sale.triton.select_kernel import select_triton
 from sale.workloads import StructuredParams, make_qkv
 
@@ -82,9 +82,8 @@ def test_select_matches_reference(n, hq, hkv, d, batch, granularity):
         assert not torch.equal(mask, causal_blocks(n, sale.SaleConfig(), mask.device).expand_as(mask))
 
 
-@pytest.mark.parametrize("attend", [attend_triton, attend_pairs_triton], ids=["single", "pairs"])
 @pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128)])
-def test_attend_matches_reference_on_random_masks(n, hq, hkv, d, attend):
+def test_attend_matches_reference_on_random_masks(n, hq, hkv, d):
     q, k, v = inputs(n, hq, hkv, d, seed=n + 2)
     cfg = sale.SaleConfig()
     g = torch.Generator().manual_seed(n)
@@ -95,7 +94,7 @@ def test_attend_matches_reference_on_random_masks(n, hq, hkv, d, attend):
                  .expand(1, hq, -1, -1).contiguous(), drawn):
         ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
         out = torch.full_like(q, math.nan)  # poison: every row must be written
-        out.copy_(attend(q, k, v, mask, TRITON))
+        out.copy_(attend_triton(q, k, v, mask, TRITON))
         assert torch.isfinite(out).all()
         bound = low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
         assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
@@ -151,15 +150,14 @@ def plain_rows_error(q, k, v, mask, rows):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("attend", [attend_triton, attend_pairs_triton], ids=["single", "pairs"])
 @pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16381, 4, 1, 64), (32768, 4, 2, 128)])
-def test_attend_on_gpu(n, hq, hkv, d, attend):
+def test_attend_on_gpu(n, hq, hkv, d):
     q, k, v = inputs(n, hq, hkv, d, seed=13)
     rows = slice(n - 2048, n)
     for mask in (sale.select_blocks(q, k, 0.01, TRITON), torch.ones(1, hq, num_blocks(n, 64), num_blocks(n, 32),
                                                                        dtype=torch.bool, device=DEVICE)):
         out = torch.full_like(q, math.nan)
-        out.copy_(attend(q, k, v, mask, TRITON))
+        out.copy_(attend_triton(q, k, v, mask, TRITON))
         assert torch.isfinite(out).all()  # every row written
         bound, ref = plain_rows_error(q, k, v, mask, rows)
         assert rel_err(out[:, :, rows], ref) <= 2 * bound + 1e-6
