@@ -81,8 +81,10 @@ def main(argv=None):
             bad = [t for t, s in selects.items() if s.get("mask_equal_default") is False]
             if bad:
                 print(f"  MASK MISMATCH against the default tile: {bad}")
-            best_tile = min((s["median_ms"], t) for t, s in selects.items()
-                            if "median_ms" in s and s.get("mask_equal_default"))[1]
+            good = [(s["median_ms"], t) for t, s in selects.items() if "median_ms" in s and s.get("mask_equal_default")]
+            if not good:
+                raise RuntimeError(f"no tile ran with the default tile's mask: {selects}")
+            best_tile = min(good)[1]
             mask = select_triton(q, k, tau, cfg, quant, tile=best_tile)[0]
             agreement = mask_agreement(q, k, args.threshold, cfg, args.check_heads) if args.check_heads else None
             est = quant_t["median_ms"] + selects[best_tile]["median_ms"]
@@ -101,8 +103,9 @@ def main(argv=None):
                 "density": float(sale.density(mask, n, cfg).mean()),
                 "mask_vs_reference": agreement, "gpu_context": nvml_snapshot(), "software": software_versions(),
             }
-        except torch.OutOfMemoryError as exc:
-            rec = {"schema": "sale-bench-select/1", "run_id": run_id, "seq_len": n, "error": f"OOM: {exc}"[:300]}
+        except (torch.OutOfMemoryError, RuntimeError) as exc:  # recorded; the next length still runs
+            rec = {"schema": "sale-bench-select/1", "run_id": run_id, "seq_len": n,
+                   "error": f"{type(exc).__name__}: {exc}"[:500]}
         rows.append(rec)
         atomic_append_line(args.out, json.dumps(rec))
         if "error" not in rec:
