@@ -5,6 +5,7 @@ running all three, ``reference`` holding the pure-PyTorch definition of each, ``
 baselines, ``metrics`` the accuracy measures and ``workloads`` LLM-like synthetic inputs.
 """
 from .attend import block_sparse_attention
+from .calibrate import load_thresholds
 from .blocks import (KeptBlocks, always_computed_blocks, candidate_blocks, causal_blocks, kept_to_mask,
                      mask_to_kept)
 from .config import SaleConfig
@@ -23,5 +24,6 @@ __all__ = [
     "density", "candidate_density", "relative_l1", "l1_error_per_token", "cosine_similarity",
     "attention_recall",
     "causal_blocks", "always_computed_blocks", "candidate_blocks", "mask_to_kept", "kept_to_mask",
+    "load_thresholds",
 ]
 __version__ = "0.1.0"
