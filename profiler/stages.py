@@ -11,8 +11,7 @@ import nvtx
 import torch
 
 import sale
-from sale.attend import _attend
-from sale.quantize import _quantize
+from sale.pipeline import run_stages
 
 DOMAIN = "sale"
 STAGES = ("quantize", "select", "attend")
@@ -81,23 +80,8 @@ class StageTimer:
 
 
 def sale_stages(q, k, v, tau: torch.Tensor, config: sale.SaleConfig, timer: StageTimer | None):
-    """SALE's three stages, each timed (and NVTX-ranged) by `timer` when given: (out, mask)."""
-    stage = timer.stage if timer is not None else (lambda name, n=None: contextlib.nullcontext())
-    n = q.shape[2]
-    with stage("quantize", n):
-        quant = _quantize(q, k, config)
-    with stage("select", n):
-        if config.backend == "triton":
-            from sale.triton.select_kernel import select_triton
-            mask, _, kept = select_triton(q, k, tau, config, quant, return_kept=True)
-        else:
-            from sale.reference import select_reference
-            mask, _ = select_reference(q, k, tau, config, quant)
-            kept = None
-    with stage("attend", n):
-        if config.backend == "triton":
-            from sale.triton.attend_kernel import attend_triton
-            out = attend_triton(q, k, v, mask, config, kept=kept)
-        else:
-            out = _attend(q, k, v, mask, config)
-    return out, mask
+    """SALE's three stages (``sale.pipeline.run_stages``), each timed and NVTX-ranged by `timer` when
+    given: (out, mask)."""
+    if timer is None:
+        return run_stages(q, k, v, tau, config)
+    return run_stages(q, k, v, tau, config, stage=lambda name: timer.stage(name, q.shape[2]))

@@ -20,6 +20,7 @@ from ._io import atomic_write_bytes
 from .blocks import always_computed_blocks
 from .config import SaleConfig
 from .dense import dense_attention
+from .metrics import density
 from .attend import _attend
 from .select import block_log_scores
 
@@ -63,7 +64,6 @@ def calibrate_head(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: flo
         evaluations += 1
         mask = _mask_at(scores, always, tau).expand(q.shape[0], 1, -1, -1).contiguous()
         out = _attend(q, k, v, mask, config).float()  # the configured backend (triton on a GPU)
-        from .metrics import density
         return float((out - dense).abs().sum() / n / q.shape[0]), float(density(mask, n, config).mean())
 
     if method == "halving":

@@ -1,6 +1,7 @@
 """SALE end to end: quantize -> select -> attend, with optional statistics."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -43,20 +44,38 @@ def sale_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, thresholds
     Returns:
         out [B, Hq, N, D] in q's dtype, or (out, SaleStats) with return_stats.
     """
-    from .select import select_blocks
     config = check_config(config)
     check_qkv(q, k, v, config)
     tau = thresholds_tensor(thresholds, q.shape[1], q.device)
     unchecked = config.replace(check_finite=False)  # inputs were checked once above
-    quantized = _quantize(q, k, unchecked)
-    if config.backend == "triton":  # the selection kernel's compact kept lists feed the computation pass
-        from .triton.attend_kernel import attend_triton
-        from .triton.select_kernel import select_triton
-        mask, _, kept = select_triton(q, k, tau, unchecked, quantized, return_kept=True)
-        out = attend_triton(q, k, v, mask, unchecked, kept=kept)
-    else:
-        mask = select_blocks(q, k, tau, unchecked, quantized=quantized)
-        out = _attend(q, k, v, mask, unchecked)
+    out, mask = run_stages(q, k, v, tau, unchecked)
     if not return_stats:
         return out
     return out, SaleStats(mask=mask, density=density(mask, q.shape[2], config), thresholds=tau)
+
+
+def _no_stage(name: str):
+    return contextlib.nullcontext()
+
+
+def run_stages(q, k, v, tau: torch.Tensor, config: SaleConfig, stage=_no_stage):
+    """The three stages on already-checked inputs (tau: float32 [Hq]), each inside ``stage(name)``, a
+    context manager the caller may use to time or annotate it (the profiler does, from outside).
+    Returns (out, mask). With the triton backend the selection kernel's compact kept lists feed the
+    computation pass directly."""
+    with stage("quantize"):
+        quantized = _quantize(q, k, config)
+    with stage("select"):
+        if config.backend == "triton":
+            from .triton.select_kernel import select_triton
+            mask, _, kept = select_triton(q, k, tau, config, quantized, return_kept=True)
+        else:
+            from .reference import select_reference
+            mask, _ = select_reference(q, k, tau, config, quantized)
+    with stage("attend"):
+        if config.backend == "triton":
+            from .triton.attend_kernel import attend_triton
+            out = attend_triton(q, k, v, mask, config, kept=kept)
+        else:
+            out = _attend(q, k, v, mask, config)
+    return out, mask
