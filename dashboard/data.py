@@ -1,5 +1,6 @@
 """Loading a trace folder (or uploaded files) for the dashboard: sweep traces (.jsonl, schema
-sale-trace/1), kernel benchmarks (sale-bench-select/1, sale-bench-attend/1), attention maps
+sale-trace/1), kernel benchmarks (sale-bench-select/1, sale-bench-attend/1), estimate trade-offs
+(sale-estimate-tradeoff/1), real-model accuracy (sale-accuracy/1), attention maps
 (.safetensors, sale-maps/1) and thresholds files (.json, sale-thresholds/1). A file or line that cannot
 be read is reported with its reason; everything else still loads."""
 from __future__ import annotations
@@ -15,7 +16,8 @@ from profiler import trace  # schema and validation only (no torch)
 
 BENCH_SCHEMAS = {"sale-bench-select/1": ("seq_len", "quantize_ms", "select_ms", "fastest_dense_ms"),
                  "sale-bench-attend/1": ("seq_len", "kind"),
-                 "sale-accuracy/1": ("kind", "seq_len", "density", "theta")}
+                 "sale-accuracy/1": ("kind", "seq_len", "density", "theta"),
+                 "sale-estimate-tradeoff/1": ("head", "threshold", "density", "rel_l1_vs_dense", "recall_mean")}
 
 
 @dataclasses.dataclass
@@ -25,6 +27,7 @@ class TraceSet:
     bench_select: list = dataclasses.field(default_factory=list)
     bench_attend: list = dataclasses.field(default_factory=list)
     accuracy: list = dataclasses.field(default_factory=list)      # real-model accuracy vs dense
+    estimate_tradeoff: list = dataclasses.field(default_factory=list)  # estimate_rows vs the exact estimate
     maps: dict = dataclasses.field(default_factory=dict)          # name -> (metadata, {array name: array})
     thresholds: dict = dataclasses.field(default_factory=dict)    # name -> thresholds document
     problems: list = dataclasses.field(default_factory=list)      # "file: why"
@@ -32,7 +35,7 @@ class TraceSet:
     @property
     def empty(self) -> bool:
         return not (self.points or self.bench_select or self.bench_attend or self.accuracy or self.maps
-                    or self.thresholds)
+                    or self.thresholds or self.estimate_tradeoff)
 
 
 def _jsonl(name: str, text: str, out: TraceSet) -> None:
@@ -52,7 +55,7 @@ def _jsonl(name: str, text: str, out: TraceSet) -> None:
                 out.problems.append(f"{where}: {schema} record lacks {missing}")
             elif "error" not in rec:
                 target = {"sale-bench-select/1": out.bench_select, "sale-bench-attend/1": out.bench_attend,
-                          "sale-accuracy/1": out.accuracy}[schema]
+                          "sale-accuracy/1": out.accuracy, "sale-estimate-tradeoff/1": out.estimate_tradeoff}[schema]
                 target.append(rec | {"_file": name})
             continue
         if isinstance(schema, str) and schema.startswith("sale-trace/") and schema != trace.SCHEMA:

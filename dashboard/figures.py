@@ -18,11 +18,21 @@ def _ok(points):
     return [p for p in points if p.get("error") is None and p.get("sale_ms") is not None]
 
 
-def _by_threshold(points):
+def rows_label(estimate_rows) -> str:
+    """How a trace names its estimate: every query row (SALE's exact mask) or every (64/r)-th row."""
+    return "exact estimate" if estimate_rows is None else f"estimate_rows={estimate_rows}"
+
+
+def _by_series(points):
+    """{label: points sorted by length}, one series per (threshold, estimate option)."""
     groups = defaultdict(list)
     for p in _ok(points):
-        groups[p["threshold"]].append(p)
-    return {t: sorted(ps, key=lambda p: p["seq_len"]) for t, ps in sorted(groups.items())}
+        groups[(p.get("estimate_rows") or 0, p["threshold"])].append(p)  # 0 sorts the exact estimate first
+    out = {}
+    for (rows, tau), ps in sorted(groups.items()):
+        label = f"tau={tau:g}" + ("" if not rows else f", {rows_label(rows)}")
+        out[label] = sorted(ps, key=lambda p: p["seq_len"])
+    return out
 
 
 def _length_axis(fig, title="sequence length (tokens)"):
@@ -34,15 +44,22 @@ def overhead_figure(points, bench_select=()) -> go.Figure:
     """Estimation overhead (quantize + select, % of the fastest dense attention) by length, against
     SALE's ~11% budget and the authors' RTX 4090 figures."""
     fig = go.Figure()
-    for tau, ps in _by_threshold(points).items():
+    for label, ps in _by_series(points).items():
         fig.add_trace(go.Scatter(x=[p["seq_len"] for p in ps], y=[p["overhead_pct"] for p in ps],
-                                 mode="lines+markers", name=f"sweep, tau={tau:g}",
+                                 mode="lines+markers", name=f"sweep, {label}",
                                  customdata=[[p["dense_backend"], p["gpu"]] for p in ps],
                                  hovertemplate="N=%{x}<br>%{y:.1f}% of %{customdata[0]}<br>%{customdata[1]}"))
     bench = sorted((r for r in bench_select if r.get("estimate_pct_of_dense") is not None), key=lambda r: r["seq_len"])
     if bench:
         fig.add_trace(go.Scatter(x=[r["seq_len"] for r in bench], y=[r["estimate_pct_of_dense"] for r in bench],
                                  mode="lines+markers", name="kernel benchmark (best tile)", line=dict(dash="dot")))
+        for rows in sorted({r for b in bench for r in (b.get("estimate_rows") or {})}, key=int, reverse=True):
+            pts = [(b["seq_len"], b["estimate_rows"][rows].get("estimate_pct_of_dense")) for b in bench
+                   if rows in (b.get("estimate_rows") or {})]
+            pts = [(n, y) for n, y in pts if y is not None]
+            fig.add_trace(go.Scatter(x=[n for n, _ in pts], y=[y for _, y in pts], mode="lines+markers",
+                                     name=f"kernel benchmark, {rows_label(int(rows))} (changes the mask)",
+                                     line=dict(dash="dot")))
     fig.add_trace(go.Scatter(x=list(AUTHORS_OVERHEAD), y=list(AUTHORS_OVERHEAD.values()), mode="lines+markers",
                              name="authors (RTX 4090, INT4, vs FA2)", line=dict(color="grey", dash="dash")))
     fig.add_hline(y=SALE_BUDGET_PCT, line=dict(color="red", dash="dash"), annotation_text="SALE budget 11%")
@@ -54,9 +71,9 @@ def overhead_figure(points, bench_select=()) -> go.Figure:
 def speedup_figure(points, summaries=()) -> go.Figure:
     """SALE's speedup over the fastest dense attention by length, one line per threshold."""
     fig = go.Figure()
-    for tau, ps in _by_threshold(points).items():
+    for label, ps in _by_series(points).items():
         fig.add_trace(go.Scatter(x=[p["seq_len"] for p in ps], y=[p["speedup"] for p in ps], mode="lines+markers",
-                                 name=f"tau={tau:g}", customdata=[[p["density"]] for p in ps],
+                                 name=label, customdata=[[p["density"]] for p in ps],
                                  hovertemplate="N=%{x}<br>speedup %{y:.2f}x<br>density %{customdata[0]:.3f}"))
     fig.add_hline(y=1.0, line=dict(color="black", dash="dash"), annotation_text="break-even")
     fig.update_yaxes(title="speedup over fastest dense (x)", rangemode="tozero")
@@ -73,9 +90,10 @@ def break_even_rows(summaries) -> list[dict]:
     return rows
 
 
-def breakdown_figure(points, threshold, normalize=False) -> go.Figure:
+def breakdown_figure(points, threshold, normalize=False, estimate_rows=None) -> go.Figure:
     """Per-stage times (stacked, with min-max spread on the total) beside every dense baseline."""
-    ps = sorted((p for p in _ok(points) if p["threshold"] == threshold), key=lambda p: p["seq_len"])
+    ps = sorted((p for p in _ok(points) if p["threshold"] == threshold and p.get("estimate_rows") == estimate_rows),
+                key=lambda p: p["seq_len"])
     x = [f"N={p['seq_len']}" for p in ps]
     scale = [100.0 / p["dense_ms"] if normalize and p["dense_ms"] else 1.0 for p in ps]
     fig = go.Figure()
@@ -91,7 +109,8 @@ def breakdown_figure(points, threshold, normalize=False) -> go.Figure:
     for b in backends:
         fig.add_trace(go.Bar(x=x, y=[(p.get("dense_all_ms", {}).get(b) or float("nan")) * s for p, s in zip(ps, scale)],
                              name=f"dense: {b}", offsetgroup=b, opacity=0.6))
-    fig.update_layout(barmode="group", title=f"Stage breakdown at tau={threshold:g}",
+    fig.update_layout(barmode="group", title=f"Stage breakdown at tau={threshold:g}"
+                      + ("" if estimate_rows is None else f", {rows_label(estimate_rows)}"),
                       yaxis_title="% of fastest dense" if normalize else "ms (median)")
     if not normalize:
         fig.update_yaxes(type="log")
@@ -182,10 +201,12 @@ def density_error_figure(maps: dict, points=()) -> go.Figure:
             fig.add_trace(go.Scatter(x=arrays[f"head{h}.density"], y=arrays[f"head{h}.rel_l1"], mode="lines+markers",
                                      name=f"{name} head {h}", customdata=arrays["tau_grid"],
                                      hovertemplate="tau=%{customdata:g}<br>density %{x:.3f}<br>rel.L1 %{y:.4f}"))
-    ok = [p for p in _ok(points) if p.get("rel_l1") is not None]
-    if ok:
+    for rows in sorted({p.get("estimate_rows") or 0 for p in _ok(points)}):
+        ok = [p for p in _ok(points) if p.get("rel_l1") is not None and (p.get("estimate_rows") or 0) == rows]
+        if not ok:
+            continue
         fig.add_trace(go.Scatter(x=[p["density"] for p in ok], y=[p["rel_l1"] for p in ok], mode="markers",
-                                 name="sweep points", marker=dict(symbol="x"),
+                                 name=f"sweep points, {rows_label(rows or None)}", marker=dict(symbol="x"),
                                  customdata=[[p["seq_len"], p["threshold"]] for p in ok],
                                  hovertemplate="N=%{customdata[0]} tau=%{customdata[1]}<br>density %{x:.3f}<br>rel.L1 %{y:.4f}"))
     fig.update_layout(title="Density against error", xaxis_title="density", yaxis_title="relative L1 error vs dense")
@@ -202,7 +223,9 @@ def thresholds_heatmap(doc: dict) -> go.Figure:
     if len(dense):
         fig.add_trace(go.Scatter(x=dense[:, 1], y=dense[:, 0], mode="markers", name="dense (tau = 0)",
                                  marker=dict(symbol="x", color="white")))
-    fig.update_layout(title=f"Thresholds: {doc.get('model')} theta={doc.get('theta')} ({doc.get('method')})",
+    rows = doc.get("estimate_rows")
+    fig.update_layout(title=f"Thresholds: {doc.get('model')} theta={doc.get('theta')} ({doc.get('method')}"
+                            + (f", estimate_rows={rows})" if rows else ")"),
                       xaxis_title="head", yaxis_title="layer")
     return fig
 
@@ -217,13 +240,14 @@ def runs(points) -> dict:
 
 def compare_runs(a: list, b: list) -> list[dict]:
     """Per (N, tau) present in both runs: their times and the deltas."""
-    index_b = {(p["seq_len"], p["threshold"]): p for p in _ok(b)}
+    index_b = {(p["seq_len"], p["threshold"], p.get("estimate_rows")): p for p in _ok(b)}
     rows = []
-    for p in sorted(_ok(a), key=lambda p: (p["seq_len"], p["threshold"])):
-        q = index_b.get((p["seq_len"], p["threshold"]))
+    for p in sorted(_ok(a), key=lambda p: (p["seq_len"], p["threshold"], p.get("estimate_rows") or 0)):
+        q = index_b.get((p["seq_len"], p["threshold"], p.get("estimate_rows")))
         if q is None:
             continue
-        rows.append({"seq_len": p["seq_len"], "threshold": p["threshold"], "sale_ms_a": p["sale_ms"],
+        rows.append({"seq_len": p["seq_len"], "threshold": p["threshold"], "estimate_rows": p.get("estimate_rows"),
+                     "sale_ms_a": p["sale_ms"],
                      "sale_ms_b": q["sale_ms"], "sale_delta_pct": 100 * (q["sale_ms"] / p["sale_ms"] - 1),
                      "dense_ms_a": p["dense_ms"], "dense_ms_b": q["dense_ms"], "speedup_a": p["speedup"],
                      "speedup_b": q["speedup"], "density_a": p["density"], "density_b": q["density"]})
@@ -246,7 +270,8 @@ def accuracy_rows(accuracy) -> tuple[list[dict], list[dict]]:
     """(held-out rows, needle rows) of real-model accuracy records, sorted by theta."""
     held = sorted((r for r in accuracy if r["kind"] == "held_out"), key=lambda r: (r["theta"], r["seq_len"]))
     needles = sorted((r for r in accuracy if r["kind"] == "needle"), key=lambda r: (r["theta"], r["seq_len"], r["depth"]))
-    return ([{"theta": r["theta"], "method": r.get("method"), "tokens": r["seq_len"], "density": r["density"],
+    return ([{"theta": r["theta"], "method": r.get("method"), "estimate_rows": r.get("estimate_rows"),
+              "tokens": r["seq_len"], "density": r["density"],
               "next_token_agreement": r["next_token_agreement"], "kl_dense_sale": r["kl_dense_sale"],
               "perplexity_dense": r["perplexity_dense"], "perplexity_sale": r["perplexity_sale"],
               "backend": r.get("backend")} for r in held],
@@ -260,7 +285,8 @@ def accuracy_figure(accuracy) -> go.Figure:
     held, _ = accuracy_rows(accuracy)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[r["density"] for r in held], y=[r["next_token_agreement"] for r in held],
-                             mode="markers+text", text=[f"theta={r['theta']:g}" for r in held], textposition="top center",
+                             mode="markers+text", text=[f"theta={r['theta']:g}" + (f", rows={r['estimate_rows']}" if
+                                                        r["estimate_rows"] else "") for r in held], textposition="top center",
                              name="next-token agreement"))
     fig.add_trace(go.Scatter(x=[r["density"] for r in held], y=[r["kl_dense_sale"] for r in held], mode="markers",
                              name="KL(dense || SALE)", yaxis="y2", marker=dict(symbol="diamond")))
@@ -268,3 +294,37 @@ def accuracy_figure(accuracy) -> go.Figure:
                       xaxis_title="density", yaxis=dict(title="next-token agreement with dense"),
                       yaxis2=dict(title="KL", overlaying="y", side="right"))
     return fig
+
+
+def estimate_tradeoff_figure(rows) -> go.Figure:
+    """Density against output error (relative L1 vs dense) of SALE with the exact estimate and with
+    each estimate_rows option, one point per threshold (means over the heads of each source)."""
+    fig = go.Figure()
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r.get("model") or r.get("workload") or r.get("source"), r["seq_len"], r["estimate_rows"] or 0)].append(r)
+    for (source, n, opt), rs in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2])):
+        taus = sorted({r["threshold"] for r in rs})
+        dens = [float(np.mean([r["density"] for r in rs if r["threshold"] == t])) for t in taus]
+        err = [float(np.mean([r["rel_l1_vs_dense"] for r in rs if r["threshold"] == t])) for t in taus]
+        fig.add_trace(go.Scatter(x=dens, y=err, mode="lines+markers", name=f"{source} N={n}: {rows_label(opt or None)}",
+                                 customdata=taus, hovertemplate="tau=%{customdata:g}<br>density %{x:.3f}<br>rel.L1 %{y:.4f}"))
+    fig.update_layout(title="Reduced-work estimate against the exact one: density against error (lower left is better)",
+                      xaxis_title="density (kept causal blocks)", yaxis_title="relative L1 error vs dense")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def estimate_tradeoff_rows(rows) -> list[dict]:
+    """Means over heads per (source, N, option, threshold)."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(str(r.get("model") or r.get("workload") or r.get("source")), r["seq_len"], r["estimate_rows"] or 0,
+                r["threshold"])].append(r)
+    out = []
+    for (source, n, opt, tau), rs in sorted(groups.items()):
+        out.append({"source": source, "seq_len": n, "estimate_rows": opt or None, "threshold": tau, "heads": len(rs),
+                    **{f: float(np.mean([r[f] for r in rs])) for f in
+                       ("density", "candidate_recall_vs_exact", "recall_mean", "rel_l1_vs_dense")},
+                    "recall_min": float(min(r["recall_min"] for r in rs))})
+    return out

@@ -1,4 +1,4 @@
-"""python -m profiler {sweep, bench-select, bench-attend, capture-torch, nsys-breakdown}"""
+"""python -m profiler {sweep, bench-select, bench-attend, capture-torch, capture-maps, estimate-tradeoff, nsys-breakdown}"""
 from __future__ import annotations
 
 import argparse
@@ -14,35 +14,48 @@ def _sweep(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = args.backend or ("triton" if device == "cuda" else "reference")
     combos = list(itertools.product(args.workload, args.batch, args.q_heads, args.kv_heads, args.head_dim, args.dtype,
-                                    args.granularity))
+                                    args.granularity, args.estimate_rows))
     records = []
-    for workload, batch, hq, hkv, d, dtype, granularity in combos:
+    for workload, batch, hq, hkv, d, dtype, granularity, estimate_rows in combos:
         if len(combos) > 1:
-            print(f"-- workload={workload} B={batch} Hq={hq} Hkv={hkv} D={d} {dtype} {granularity}")
+            print(f"-- workload={workload} B={batch} Hq={hq} Hkv={hkv} D={d} {dtype} {granularity} "
+                  f"estimate_rows={estimate_rows or 'all'}")
         if hq % hkv:
             print(f"   skipped: {hq} query heads are not a multiple of {hkv} kv heads")
             continue
         records += sweep(args.lengths, args.thresholds, backend=backend, device=device, workload=workload, batch=batch,
                          num_q_heads=hq, num_kv_heads=hkv, head_dim=d, dtype=dtype, granularity=granularity,
-                         reps=args.reps, warmup=args.warmup, accuracy_max_len=args.accuracy_max_len,
+                         estimate_rows=estimate_rows, reps=args.reps, warmup=args.warmup, accuracy_max_len=args.accuracy_max_len,
                          out_path=args.out, seed=args.seed, progress=not args.no_progress)
     points = [r for r in records if r["kind"] == "point"]
-    print(f"{'N':>7} {'tau':>7} {'quant':>8} {'select':>8} {'attend':>8} {'dense':>9} {'backend':>13} "
+    print(f"{'N':>7} {'tau':>7} {'rows':>4} {'quant':>8} {'select':>8} {'attend':>8} {'dense':>9} {'backend':>13} "
           f"{'density':>7} {'ovh%':>6} {'speedup':>7} {'rel.L1':>7} {'recall':>7}")
     for r in points:
         if r["error"]:
-            print(f"{r['seq_len']:>7} {r['threshold']:>7} failed: {r['error']}")
+            print(f"{r['seq_len']:>7} {r['threshold']:>7} {r.get('estimate_rows') or 'all':>4} failed: {r['error']}")
             continue
         fmt = lambda x, spec: "-" if x is None else format(x, spec)
-        print(f"{r['seq_len']:>7} {r['threshold']:>7} {r['quantize_ms']:8.2f} {r['select_ms']:8.2f} {r['attend_ms']:8.2f} "
+        print(f"{r['seq_len']:>7} {r['threshold']:>7} {r.get('estimate_rows') or 'all':>4} {r['quantize_ms']:8.2f} {r['select_ms']:8.2f} {r['attend_ms']:8.2f} "
               f"{fmt(r['dense_ms'], '9.2f')} {str(r['dense_backend']):>13} {r['density']:7.3f} "
               f"{fmt(r['overhead_pct'], '6.1f')} {fmt(r['speedup'], '7.2f')} {fmt(r['rel_l1'], '7.4f')} "
               f"{fmt(r['recall_mean'], '7.4f')}")
     for summary in (r for r in records if r["kind"] == "summary"):
         print(f"break-even length per threshold ({summary['num_q_heads']}x{summary['head_dim']} {summary['dtype']}, "
-              f"{summary['workload']}): {summary['break_even']}")
+              f"{summary['workload']}, estimate_rows={summary.get('estimate_rows') or 'all'}): {summary['break_even']}")
     print(f"trace: {args.out}")
     return 0
+
+
+def _estimate_rows(text: str):
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--estimate-rows takes 'all' or a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--estimate-rows takes 'all' or a positive int, got {text!r}")
+    return value
 
 
 def main(argv=None) -> int:
@@ -60,6 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", nargs="+", default=None, choices=["bf16", "fp16", "fp32"],
                    help="default bf16 on a GPU, fp32 on the CPU")
     p.add_argument("--granularity", nargs="+", default=["per_token"], choices=["per_token", "per_group"])
+    p.add_argument("--estimate-rows", nargs="+", default=[None], type=_estimate_rows,
+                   help="'all' (SALE's exact estimate, the default) or r: SaleConfig(estimate_rows=r), every "
+                        "(block_q/r)-th query row estimated (less work, a subset of the exact mask)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--accuracy-max-len", type=int, default=16384,
@@ -80,6 +96,9 @@ def main(argv=None) -> int:
     m = sub.add_parser("capture-maps", help="block-level attention maps of a few heads for the dashboard",
                        add_help=False)
     m.set_defaults(func=None, module="capture_maps")
+    e = sub.add_parser("estimate-tradeoff", help="accuracy of SaleConfig.estimate_rows against the exact estimate",
+                       add_help=False)
+    e.set_defaults(func=None, module="estimate_tradeoff")
     n = sub.add_parser("nsys-breakdown", help="per-stage kernel time from an nsys SQLite export", add_help=False)
     n.set_defaults(func=None, module="nsys_parse")
     args, rest = parser.parse_known_args(argv)

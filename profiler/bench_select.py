@@ -1,11 +1,18 @@
 """Benchmark of SALE's estimate on Hopper (quantize + select) against the fastest dense attention.
 
-    python -m profiler.bench_select [--lengths 8192 16384 ...] [--tiles default qb1_n128 ...] [--out traces/x.jsonl]
+    python -m profiler.bench_select [--lengths 8192 16384 ...] [--tiles default qb1_n128 ...]
+                                    [--estimate-rows 16 8] [--out traces/x.jsonl]
 
 For each N: quantize ms, select ms for each selection tile configuration, every SDPA backend that
 runs (the fastest is the baseline), and ratio = (quantize + select) / fastest dense. Llama-3.1-8B
 attention shapes by default (B=1, 32 query heads, 8 kv heads, D=128, bf16), structured workload.
 It also checks the triton mask against the reference on `--check-heads` query heads (ties counted).
+
+`--estimate-rows r ...` also times the reduced-work option SaleConfig(estimate_rows=r) (every
+(64/r)-th query row estimated; a subset of the exact mask) and measures what it costs in accuracy
+against the exact mask on the same inputs: the share of the exact mask's kept candidate blocks it
+keeps (all heads), and, up to `--accuracy-max-len`, on `--check-heads` heads, the attention mass
+recall and the output error (relative L1 against cuDNN dense) of SALE with each mask.
 """
 from __future__ import annotations
 
@@ -42,6 +49,31 @@ def mask_agreement(q, k, tau, cfg, heads):
             "max_abs_margin": float(margin_r[torch.isfinite(margin_r)].abs().max()) if torch.isfinite(margin_r).any() else None}
 
 
+def candidate_recall(mask, exact, seq_len, cfg):
+    """Share of the exact mask's kept candidate blocks (neither sink nor local) that `mask` keeps."""
+    cand = sale.candidate_blocks(seq_len, cfg, mask.device)
+    kept_exact = exact & cand
+    total = int(kept_exact.sum())
+    return 1.0 if total == 0 else int((mask & kept_exact).sum()) / total
+
+
+def mask_accuracy(q, k, v, masks, cfg, heads, dense_out):
+    """Attention mass recall (mean, min over rows) and rel. L1 output error against dense attention of
+    SALE with each mask, on the first `heads` query heads (whole kv groups)."""
+    group = q.shape[1] // k.shape[1]
+    kv = max(1, math.ceil(heads / group))
+    nh = kv * group
+    qs, ks, vs = q[:, :nh].contiguous(), k[:, :kv].contiguous(), v[:, :kv].contiguous()
+    out = {}
+    for name, mask in masks.items():
+        m = mask[:, :nh].contiguous()
+        rec_mean, rec_min = sale.attention_recall(qs, ks, m, cfg.replace(backend="reference"))
+        o = sale.block_sparse_attention(qs, ks, vs, m, cfg)
+        out[name] = {"recall_mean": float(rec_mean.mean()), "recall_min": float(rec_min.min()),
+                     "rel_l1_vs_dense": float(sale.relative_l1(o, dense_out[:, :nh]).mean())}
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
@@ -52,6 +84,12 @@ def main(argv=None):
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--threshold", type=float, default=0.01)
     p.add_argument("--check-heads", type=int, default=4, help="query heads checked against the reference (0: none)")
+    p.add_argument("--estimate-rows", type=int, nargs="*", default=[16, 8],
+                   help="also time SaleConfig(estimate_rows=r) for each r (reduced-work estimate; changes the mask)")
+    p.add_argument("--accuracy-max-len", type=int, default=16384,
+                   help="longest N at which attention recall and output error of the estimate_rows masks are measured")
+    p.add_argument("--option-check-max-len", type=int, default=32768,
+                   help="longest N at which the estimate_rows masks are also checked against the reference")
     p.add_argument("--out", default="traces/bench_select.jsonl")
     args = p.parse_args(argv)
     cfg = sale.SaleConfig(backend="triton", check_finite=False)
@@ -59,11 +97,12 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     rows = []
     for n in args.lengths:
-        q = k = v = None
+        q = k = v = dense_out = None
         try:
             q, k, v = make_qkv("structured", 1, args.q_heads, args.kv_heads, n, args.head_dim, torch.bfloat16,
                                "cuda", seed=n)
-            dense, fastest_name, fastest_ms, _ = dense_medians(q, k, v)
+            with_accuracy = bool(args.check_heads and args.estimate_rows and n <= args.accuracy_max_len)
+            dense, fastest_name, fastest_ms, dense_out = dense_medians(q, k, v, with_output=with_accuracy)
             quant_t = time_cuda(lambda: sale.quantize(q, k, cfg), budget_s=1.0)
             quant = sale.quantize(q, k, cfg)
             tau = torch.full((args.q_heads,), args.threshold, device="cuda")
@@ -88,6 +127,27 @@ def main(argv=None):
             mask = select_triton(q, k, tau, cfg, quant, tile=best_tile)[0]
             agreement = mask_agreement(q, k, args.threshold, cfg, args.check_heads) if args.check_heads else None
             est = quant_t["median_ms"] + selects[best_tile]["median_ms"]
+            reduced, masks = {}, {"exact": mask}
+            for r in args.estimate_rows:
+                rcfg = cfg.replace(estimate_rows=r)
+                print(f"  timing estimate_rows={r}", flush=True)
+                try:
+                    t = time_cuda(lambda: select_triton(q, k, tau, rcfg, quant), budget_s=1.0)
+                    masks[f"rows{r}"] = rmask = select_triton(q, k, tau, rcfg, quant)[0]
+                    reduced[str(r)] = {
+                        "select_ms": t["median_ms"], "select_spread_ms": [t["min_ms"], t["max_ms"]],
+                        "estimate_pct_of_dense": 100 * (quant_t["median_ms"] + t["median_ms"]) / fastest_ms,
+                        "density": float(sale.density(rmask, n, cfg).mean()),
+                        "subset_of_exact": not bool((rmask & ~mask).any()),
+                        "candidate_recall_vs_exact": candidate_recall(rmask, mask, n, cfg),
+                        "mask_vs_reference": (mask_agreement(q, k, args.threshold, rcfg, args.check_heads)
+                                              if args.check_heads and n <= args.option_check_max_len else None)}
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    reduced[str(r)] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            accuracy = None
+            if with_accuracy:
+                accuracy = mask_accuracy(q, k, v, masks, cfg, args.check_heads, dense_out)
+                dense_out = None
             rec = {
                 "schema": "sale-bench-select/1", "run_id": run_id, "git_commit": git_commit(),
                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), "gpu": torch.cuda.get_device_name(),
@@ -101,7 +161,8 @@ def main(argv=None):
                 "best_tile": best_tile, "dense_ms": dense, "dense_backend": fastest_name, "fastest_dense_ms": fastest_ms,
                 "estimate_pct_of_dense": 100 * est / fastest_ms,
                 "density": float(sale.density(mask, n, cfg).mean()),
-                "mask_vs_reference": agreement, "gpu_context": nvml_snapshot(), "software": software_versions(),
+                "mask_vs_reference": agreement, "estimate_rows": reduced, "estimate_rows_accuracy": accuracy,
+                "gpu_context": nvml_snapshot(), "software": software_versions(),
             }
         except (torch.OutOfMemoryError, RuntimeError) as exc:  # recorded; the next length still runs
             rec = {"schema": "sale-bench-select/1", "run_id": run_id, "seq_len": n,
@@ -116,9 +177,20 @@ def main(argv=None):
                                            f"{'' if t not in COMPILED_STATS else '(r%d,sp%d)' % (COMPILED_STATS[t]['n_regs'], COMPILED_STATS[t]['n_spills'])}"
                                            for t, s in selects.items())
                   + "   dense: " + "  ".join(f"{b}={t if t is None else round(t, 2)}" for b, t in dense.items()), flush=True)
+            for r, red in reduced.items():
+                if "error" in red:
+                    print(f"         estimate_rows={r}: {red['error']}")
+                    continue
+                acc = (accuracy or {}).get(f"rows{r}")
+                print(f"         estimate_rows={r:>2}: select {red['select_ms']:7.2f} ms  estimate/dense "
+                      f"{red['estimate_pct_of_dense']:5.1f}%  density {red['density']:.3f}  kept-candidate recall vs "
+                      f"exact {red['candidate_recall_vs_exact']:.4f}  subset {red['subset_of_exact']}  mask diff "
+                      f"{red['mask_vs_reference']}" + (f"  attn recall {acc['recall_mean']:.4f} (exact "
+                      f"{accuracy['exact']['recall_mean']:.4f})  rel.L1 {acc['rel_l1_vs_dense']:.4f} (exact "
+                      f"{accuracy['exact']['rel_l1_vs_dense']:.4f})" if acc else ""), flush=True)
         else:
             print(f"N={n}: {rec['error']}")
-        q = k = v = None  # free the inputs before the next length
+        q = k = v = dense_out = None  # free the inputs before the next length
         torch.cuda.empty_cache()
     return rows
 

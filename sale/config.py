@@ -24,6 +24,12 @@ class SaleConfig:
             rows and per ``k_group_size`` keys).
         q_group_size: query rows sharing a scale with ``granularity="per_group"``. Default 16.
         k_group_size: keys sharing a scale with ``granularity="per_group"``. Default 32.
+        estimate_rows: query rows of each query block whose 4-bit estimate decides the block's kept
+            key blocks. None (the default) estimates every row: SALE's exact mask. A divisor r of
+            block_q estimates every (block_q / r)-th row (rows 0, s, 2s, ... of each block): about
+            r / block_q of the estimate's work, and a subset of the exact mask (a block is kept only
+            if a sampled row passes). An explicit speed/accuracy trade-off, never the default:
+            `python -m profiler bench-select` measures its time, mask recall and output error.
         selection: ``"two_pass"`` (statistics from the sink and local blocks only). The paper's
             ``"one_pass"`` variant is reserved and raises NotImplementedError.
         softmax_scale: scale of q.k inside the softmax; None means 1/sqrt(D).
@@ -40,6 +46,7 @@ class SaleConfig:
     granularity: str = "per_token"
     q_group_size: int = 16
     k_group_size: int = 32
+    estimate_rows: int | None = None
     selection: str = "two_pass"
     softmax_scale: float | None = None
     backend: str = "reference"
@@ -54,6 +61,10 @@ class SaleConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"SaleConfig.{name} must be a non-negative int, got {value!r}")
+        r = self.estimate_rows
+        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 1 or self.block_q % r):
+            raise ValueError(f"SaleConfig.estimate_rows must be None or a positive divisor of block_q="
+                             f"{self.block_q}, got {r!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"SaleConfig.granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if self.selection == "one_pass":
@@ -70,6 +81,11 @@ class SaleConfig:
     def scale_for(self, head_dim: int) -> float:
         """The softmax scale used for head dimension ``head_dim``."""
         return float(self.softmax_scale) if self.softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+
+    @property
+    def estimate_row_stride(self) -> int:
+        """Distance between the query rows whose estimate is computed (1: every row, the exact mask)."""
+        return 1 if self.estimate_rows is None else self.block_q // self.estimate_rows
 
     def replace(self, **changes) -> "SaleConfig":
         """A copy with ``changes`` applied (validated again)."""

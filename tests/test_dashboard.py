@@ -54,12 +54,47 @@ def test_accuracy_rows(committed):
 def test_overhead_figure_data(committed):
     fig = figures.overhead_figure(committed.points, committed.bench_select)
     sweep = [tr for tr in fig.data if tr.name.startswith("sweep")]
-    assert len(sweep) == len({p["threshold"] for p in committed.points})
+    assert len(sweep) == len({(p["threshold"], p.get("estimate_rows")) for p in committed.points})
     for tr in sweep:
-        tau = float(tr.name.split("=")[1])
-        pts = sorted((p for p in committed.points if p["threshold"] == tau), key=lambda p: p["seq_len"])
+        label = tr.name.removeprefix("sweep, ")
+        tau = float(label.split(",")[0].split("=")[1])
+        rows = int(label.split("estimate_rows=")[1]) if "estimate_rows=" in label else None
+        pts = sorted((p for p in committed.points if p["threshold"] == tau and p.get("estimate_rows") == rows),
+                     key=lambda p: p["seq_len"])
         assert list(tr.x) == [p["seq_len"] for p in pts] and list(tr.y) == [p["overhead_pct"] for p in pts]
     assert any(s["y0"] == 11.0 for s in fig.layout.shapes)  # the budget line
+
+
+def test_estimate_options_are_separate_series(committed):
+    exact = [p for p in committed.points if p.get("estimate_rows") is None and p["error"] is None]
+    sampled = [p | {"estimate_rows": 16, "overhead_pct": p["overhead_pct"] / 4, "speedup": 1.5 * p["speedup"]}
+               for p in exact]
+    fig = figures.overhead_figure(exact + sampled)
+    tau = exact[0]["threshold"]
+    by_name = {tr.name: tr for tr in fig.data}
+    a, b = by_name[f"sweep, tau={tau:g}"], by_name[f"sweep, tau={tau:g}, estimate_rows=16"]
+    assert list(b.y) == pytest.approx([y / 4 for y in a.y])
+    speed = {tr.name: tr for tr in figures.speedup_figure(exact + sampled).data}
+    assert list(speed[f"tau={tau:g}, estimate_rows=16"].y) == pytest.approx([1.5 * y for y in speed[f"tau={tau:g}"].y])
+    only16 = figures.breakdown_figure(exact + sampled, tau, estimate_rows=16)
+    assert "estimate_rows=16" in only16.layout.title.text
+    assert len(next(tr for tr in only16.data if tr.name == "select").y) == len([p for p in exact if p["threshold"] == tau])
+
+
+def test_estimate_tradeoff_figure_and_rows():
+    rows = [{"schema": "sale-estimate-tradeoff/1", "model": "m", "seq_len": 4096, "layer": 2, "head": h,
+             "estimate_rows": opt, "threshold": tau, "density": d, "rel_l1_vs_dense": e, "recall_mean": 0.99,
+             "recall_min": 0.9 - h / 10, "candidate_recall_vs_exact": 1.0 if opt is None else 0.7}
+            for h in (0, 1) for opt, scale in ((None, 1.0), (16, 0.8))
+            for tau, d, e in ((0.001, 0.6 * scale, 0.01 * (h + 1)), (0.01, 0.3 * scale, 0.05 * (h + 1)))]
+    fig = figures.estimate_tradeoff_figure(rows)
+    names = [tr.name for tr in fig.data]
+    assert names == ["m N=4096: exact estimate", "m N=4096: estimate_rows=16"]
+    assert list(fig.data[1].x) == pytest.approx([0.48, 0.24]) and list(fig.data[1].y) == pytest.approx([0.015, 0.075])
+    table = figures.estimate_tradeoff_rows(rows)
+    assert len(table) == 4 and all(r["heads"] == 2 for r in table)
+    r16 = next(r for r in table if r["estimate_rows"] == 16 and r["threshold"] == 0.01)
+    assert r16["density"] == pytest.approx(0.24) and r16["recall_min"] == pytest.approx(0.8)
 
 
 def test_breakdown_stacks_the_stages(committed):

@@ -77,7 +77,8 @@ def test_trace_rejects_bad_records_and_skips_corrupt_lines(tmp_path, swept):
     trace.append(str(path), good)
     for bad, match in [({**good, "schema": "sale-trace/0"}, "schema"), ({**good, "seq_len": "4096"}, "seq_len"),
                        ({k: v for k, v in good.items() if k != "density"}, "density"),
-                       ({**good, "speedup": float("nan")}, "finite")]:
+                       ({**good, "speedup": float("nan")}, "finite"),
+                       ({**good, "estimate_rows": 0}, "estimate_rows"), ({**good, "estimate_rows": "16"}, "estimate_rows")]:
         with pytest.raises(trace.TraceError, match=match):
             trace.append(str(path), bad)
     with open(path, "a") as f:  # a torn line and an old schema, as a crash or an old run would leave
@@ -204,12 +205,15 @@ def test_sweep_cli_covers_the_product_of_its_options(tmp_path, capsys):
     from profiler.__main__ import main
     out = tmp_path / "cli.jsonl"
     assert main(["sweep", "--lengths", "150", "--thresholds", "0.02", "--q-heads", "2", "--kv-heads", "1",
-                 "--head-dim", "64", "128", "--granularity", "per_token", "per_group", "--reps", "1",
-                 "--no-progress", "--out", str(out)]) == 0
+                 "--head-dim", "64", "128", "--granularity", "per_token", "per_group", "--estimate-rows", "all",
+                 "16", "--reps", "1", "--no-progress", "--out", str(out)]) == 0
     records, problems = trace.read(str(out))
     points = [r for r in records if r["kind"] == "point"]
-    assert problems == [] and len(points) == 4
-    assert {(r["head_dim"], r["granularity"]) for r in points} == {(64, "per_token"), (64, "per_group"),
-                                                                   (128, "per_token"), (128, "per_group")}
-    assert sum(r["kind"] == "summary" for r in records) == 4
+    assert problems == [] and len(points) == 8
+    assert {(r["head_dim"], r["granularity"], r["estimate_rows"]) for r in points} == {
+        (d, g, e) for d in (64, 128) for g in ("per_token", "per_group") for e in (None, 16)}
+    assert sum(r["kind"] == "summary" for r in records) == 8
+    # the sampled-rows mask is a subset of the exact one on the same input, so never denser
+    dens = {(r["head_dim"], r["granularity"], r["estimate_rows"]): r["density"] for r in points}
+    assert all(dens[(d, g, 16)] <= dens[(d, g, None)] for d in (64, 128) for g in ("per_token", "per_group"))
     assert "break-even length per threshold" in capsys.readouterr().out

@@ -82,6 +82,19 @@ def test_select_matches_reference(n, hq, hkv, d, batch, granularity):
         assert not torch.equal(mask, causal_blocks(n, sale.SaleConfig(), mask.device).expand_as(mask))
 
 
+@pytest.mark.parametrize("n, estimate_rows, local_window", [(333, 16, 128), (517, 4, 64), (200, 1, 0), (130, 32, 32)])
+def test_select_with_sampled_rows_matches_reference(n, estimate_rows, local_window):
+    """estimate_rows: the kernel estimates every (block_q / r)-th row, over several query blocks per
+    program (also with windows shorter than a program's rows); the reference masks the other rows."""
+    q, k, _ = inputs(n, 4, 2, 64, seed=n + 3)
+    cfg = sale.SaleConfig(estimate_rows=estimate_rows, local_window=local_window)
+    taus = [0.0, 0.003, 0.03, 0.3]
+    mask = check_select(q, k, taus, cfg)
+    exact = check_select(q, k, taus, cfg.replace(estimate_rows=None))
+    assert not (mask & ~exact).any(), "sampled rows can only drop blocks of the exact mask"
+    assert int(mask.sum()) < int(exact.sum()), "the test input should make row sampling drop some blocks"
+
+
 @pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128)])
 def test_attend_matches_reference_on_random_masks(n, hq, hkv, d):
     q, k, v = inputs(n, hq, hkv, d, seed=n + 2)
@@ -118,6 +131,13 @@ def test_select_on_gpu_matches_reference(n, hq, hkv, d):
     q, k, _ = inputs(n, hq, hkv, d, seed=11)
     check_quantize(q, k, sale.SaleConfig())
     check_select(q, k, 0.01, sale.SaleConfig())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("estimate_rows", [16, 8])
+def test_select_on_gpu_with_sampled_rows(estimate_rows):
+    q, k, _ = inputs(16384, 8, 2, 128, seed=14)
+    check_select(q, k, 0.01, sale.SaleConfig(estimate_rows=estimate_rows))
 
 
 @pytest.mark.cuda

@@ -8,12 +8,15 @@ t = traces()
 ok = [p for p in t.points if p.get("error") is None]
 if need(bool(ok), "No sweep points to break down."):
     thresholds = sorted({p["threshold"] for p in ok})
-    c1, c2 = st.columns(2)
+    options = sorted({p.get("estimate_rows") or 0 for p in ok})
+    c1, c2, c3 = st.columns(3)
     tau = c1.selectbox("threshold", thresholds, index=len(thresholds) // 2)
-    normalize = c2.toggle("as % of the fastest dense attention", value=False)
-    figure(figures.breakdown_figure(ok, tau, normalize), f"breakdown_tau{tau:g}")
-    table([p for p in ok if p["threshold"] == tau], f"breakdown_tau{tau:g}",
-          ["run_id", "seq_len", "quantize_ms", "select_ms", "attend_ms", "sale_ms", "dense_ms", "dense_backend",
+    rows = c2.selectbox("estimate", options, format_func=lambda r: figures.rows_label(r or None)) or None
+    normalize = c3.toggle("as % of the fastest dense attention", value=False)
+    key = f"breakdown_tau{tau:g}" + ("" if rows is None else f"_rows{rows}")
+    figure(figures.breakdown_figure(ok, tau, normalize, rows), key)
+    table([p for p in ok if p["threshold"] == tau and p.get("estimate_rows") == rows], key,
+          ["run_id", "seq_len", "estimate_rows", "quantize_ms", "select_ms", "attend_ms", "sale_ms", "dense_ms", "dense_backend",
            "density", "overhead_pct", "speedup", "rel_l1", "recall_mean", "instrumentation_overhead_pct"])
 if t.bench_attend:
     st.subheader("Computation pass efficiency")
@@ -24,6 +27,10 @@ if t.bench_attend:
 if t.bench_select:
     st.subheader("Selection kernel variants")
     rows = [{"seq_len": r["seq_len"], "quantize_ms": r["quantize_ms"], **{f"select[{k}]": v for k, v in r["select_ms"].items()},
-             "fastest_dense_ms": r["fastest_dense_ms"], "estimate_pct_of_dense": r["estimate_pct_of_dense"]}
+             "fastest_dense_ms": r["fastest_dense_ms"], "estimate_pct_of_dense": r["estimate_pct_of_dense"],
+             **{f"estimate_rows={o}: {f}": v.get(f) for o, v in (r.get("estimate_rows") or {}).items()
+                for f in ("select_ms", "estimate_pct_of_dense", "density", "candidate_recall_vs_exact")}}
             for r in t.bench_select]
-    table(rows, "select_variants")
+    table(rows, "select_variants", list(dict.fromkeys(c for r in rows for c in r)))
+    st.caption("estimate_rows=r estimates every (64/r)-th query row: less work, a subset of the exact mask. "
+               "Its accuracy cost is on the Thresholds page.")

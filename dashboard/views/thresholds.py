@@ -21,6 +21,12 @@ if t.accuracy:
     st.caption("theta = 0 is the control: every block computed through SALE's kernels (the numeric floor).")
     table(held, "accuracy_held_out")
     table(needles, "accuracy_needles")
+if t.estimate_tradeoff:
+    st.subheader("Reduced-work estimate (estimate_rows) against the exact estimate")
+    st.caption("Each line sweeps the threshold. An option pays off where its line lies below the exact "
+               "estimate's at the same density: same error, with a fraction of the estimation work.")
+    figure(figures.estimate_tradeoff_figure(t.estimate_tradeoff), "estimate_tradeoff")
+    table(figures.estimate_tradeoff_rows(t.estimate_tradeoff), "estimate_tradeoff")
 if t.maps or t.points:
     figure(figures.density_error_figure(t.maps, t.points), "density_error")
 if need(bool(t.maps), "What-if needs an attention-map file with stored block scores."):

@@ -1,4 +1,6 @@
 """Stage 2 on the GPU: the two-pass selection, one program per QB query blocks of one query head.
+Its BLOCK_M rows are every row of those blocks, or with SaleConfig.estimate_rows every
+ROW_STRIDE-th row (rows 0, s, 2s, ... of each block): fewer rows per block, more blocks per program.
 
 1. Exact statistics m_i, l_i over the sink and local keys j <= i (q . k on 16-bit tensor cores,
    minus q_i . k_mean in float32, so the inputs stay exact), online as in flash attention.
@@ -72,11 +74,12 @@ def _select_kernel(
     mask_ptr, counts_ptr, idx_ptr, margin_ptr,
     N, HQ, GROUP, NQB, NKB, WINDOW, SINK_BLOCKS, scale, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-    HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr, ROW_STRIDE: tl.constexpr,
     BLOCK_N: tl.constexpr, STATS_N: tl.constexpr, FILL_NB: tl.constexpr, WRITE_MARGIN: tl.constexpr,
     INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr,
 ):
-    BLOCK_M: tl.constexpr = QB * BQ
+    BQS: tl.constexpr = BQ // ROW_STRIDE      # estimated rows per query block
+    BLOCK_M: tl.constexpr = QB * BQS
     NB_T: tl.constexpr = BLOCK_N // BK
     n_groups = tl.cdiv(NQB, QB)
     if HEADS_FIRST:  # launch order: the longest rows of every head first, then shorter ones
@@ -89,7 +92,8 @@ def _select_kernel(
     h = bh % HQ
     kvh = h // GROUP
     bkv = b * (HQ // GROUP) + kvh
-    rows = qg * BLOCK_M + tl.arange(0, BLOCK_M)
+    r = tl.arange(0, BLOCK_M)
+    rows = (qg * QB + r // BQS) * BQ + (r % BQS) * ROW_STRIDE
     row_ok = rows < N
     d = tl.arange(0, HEAD_DIM)
     qb = qg * QB + tl.arange(0, QB)
@@ -105,8 +109,8 @@ def _select_kernel(
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     k_base = k_ptr + b * stride_kb + kvh * stride_kh
     sink_end = tl.minimum(SINK_BLOCKS * BK, N)
-    local_lo = _local_start_key(qg * BLOCK_M, WINDOW, BK)
-    local_hi = tl.minimum((qg + 1) * BLOCK_M, N)
+    local_lo = _local_start_key(qg * QB * BQ, WINDOW, BK)
+    local_hi = tl.minimum((qg + 1) * QB * BQ, N)
     for part in tl.static_range(2):
         lo = 0 if part == 0 else local_lo
         hi = sink_end if part == 0 else local_hi
@@ -150,7 +154,7 @@ def _select_kernel(
     for n0 in range(0, cand_end, BLOCK_N):
         keys = n0 + tl.arange(0, BLOCK_N)
         acc = _estimate_dot(q_hat, khat_base, keys, N, d)
-        blockmax = _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQ, NB_T, BK, EPI)
+        blockmax = _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK, EPI)
         c = n0 // BK + tl.arange(0, NB_T)
         ok = (qb[:, None] < NQB) & (c[None, :] < NKB)
         tl.store(mask_row + qb[:, None] * NKB + c[None, :], (blockmax > 0).to(tl.int8), mask=ok)
@@ -201,15 +205,13 @@ PROBE_CONFIGS = {"probe_int_max": (2, 128, 4, 3, 4, False), "probe_dot_only": (2
 COMPILED_STATS: dict = {}
 
 
-def _check_tile(config, qb_per_prog: int, block_n: int):
+def _check_tile(config, block_n: int):
     bq, bk = config.block_q, config.block_k
     for name, value in (("block_q", bq), ("block_k", bk)):
         if value & (value - 1) or value < 16:
             raise ValueError(f"SaleConfig.{name} must be a power of two >= 16 for the triton backend, got {value}")
     if block_n % bk:
         raise ValueError(f"tile BLOCK_N={block_n} must be a multiple of block_k={bk}")
-    if config.local_window < (qb_per_prog - 1) * bq:
-        raise ValueError(f"local_window={config.local_window} must be >= (QB-1)*block_q for QB={qb_per_prog}")
 
 
 def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, return_kept=False):
@@ -219,10 +221,13 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     qb_per_prog, block_n, num_warps, num_stages, epi, heads_first = {**SELECT_CONFIGS, **PROBE_CONFIGS}[tile or "default"]
     if interpreting():
         qb_per_prog, block_n, num_warps, num_stages = min(qb_per_prog, 2), 2 * config.block_k, 4, 1
-    if config.local_window < (qb_per_prog - 1) * config.block_q:
-        qb_per_prog = 1
+    stride = config.estimate_row_stride
+    if stride & (stride - 1):
+        raise ValueError(f"SaleConfig.estimate_rows must give a power-of-two row stride for the triton backend, "
+                         f"got block_q={config.block_q}, estimate_rows={config.estimate_rows}")
+    qb_per_prog *= stride  # the same BLOCK_M estimated rows per program, from more query blocks
     block_n = max(block_n, config.block_k)
-    _check_tile(config, qb_per_prog, block_n)
+    _check_tile(config, block_n)
     scale = config.scale_for(head_dim)
     mask = torch.empty((batch, hq, nqb, nkb), dtype=torch.int8, device=q.device)
     counts = torch.empty((batch, hq, nqb), dtype=torch.int32, device=q.device)
@@ -237,7 +242,7 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
         seq_len, hq, hq // k.shape[1], nqb, nkb, config.local_window, config.sink_blocks,
         scale, scale * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, BLOCK_N=block_n,
+        HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, ROW_STRIDE=stride, BLOCK_N=block_n,
         STATS_N=32 if interpreting() else 64, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
         WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first, num_warps=num_warps, num_stages=num_stages)
     if not interpreting():
