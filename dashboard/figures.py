@@ -7,6 +7,8 @@ from collections import defaultdict
 import numpy as np
 import plotly.graph_objects as go
 
+from profiler.analysis import speedup_at_matched_error  # pure Python, no torch
+
 SALE_BUDGET_PCT = 11.0
 # The authors' quantization + selection share of dense time (RTX 4090, INT4, vs FlashAttention-2),
 # SALE-SPEC.md section 5: targets, not measurements of ours.
@@ -24,14 +26,18 @@ def rows_label(estimate_rows) -> str:
 
 
 def _by_series(points):
-    """{label: points sorted by length}, one series per (threshold, estimate option)."""
+    """{label: points sorted by length}, one series per (threshold, estimate option), and per run where
+    several runs measured the same series (so that no line zigzags between runs)."""
     groups = defaultdict(list)
     for p in _ok(points):
         groups[(p.get("estimate_rows") or 0, p["threshold"])].append(p)  # 0 sorts the exact estimate first
     out = {}
     for (rows, tau), ps in sorted(groups.items()):
         label = f"tau={tau:g}" + ("" if not rows else f", {rows_label(rows)}")
-        out[label] = sorted(ps, key=lambda p: p["seq_len"])
+        run_ids = list(dict.fromkeys(p["run_id"] for p in sorted(ps, key=lambda p: p["time"])))
+        for run in run_ids:
+            mine = [p for p in ps if p["run_id"] == run]
+            out[label if len(run_ids) == 1 else f"{label} [run {run[:6]}]"] = sorted(mine, key=lambda p: p["seq_len"])
     return out
 
 
@@ -90,10 +96,12 @@ def break_even_rows(summaries) -> list[dict]:
     return rows
 
 
-def breakdown_figure(points, threshold, normalize=False, estimate_rows=None) -> go.Figure:
-    """Per-stage times (stacked, with min-max spread on the total) beside every dense baseline."""
-    ps = sorted((p for p in _ok(points) if p["threshold"] == threshold and p.get("estimate_rows") == estimate_rows),
-                key=lambda p: p["seq_len"])
+def breakdown_figure(points, threshold, normalize=False, estimate_rows=None, run_id=None) -> go.Figure:
+    """Per-stage times (stacked, with min-max spread on the total) beside every dense baseline, for one
+    threshold and estimate option, of one run (default: the latest run that has them)."""
+    ps = [p for p in _ok(points) if p["threshold"] == threshold and p.get("estimate_rows") == estimate_rows]
+    run_id = run_id or (max(ps, key=lambda p: p["time"])["run_id"] if ps else None)
+    ps = sorted((p for p in ps if p["run_id"] == run_id), key=lambda p: p["seq_len"])
     x = [f"N={p['seq_len']}" for p in ps]
     scale = [100.0 / p["dense_ms"] if normalize and p["dense_ms"] else 1.0 for p in ps]
     fig = go.Figure()
@@ -328,3 +336,29 @@ def estimate_tradeoff_rows(rows) -> list[dict]:
                        ("density", "candidate_recall_vs_exact", "recall_mean", "rel_l1_vs_dense")},
                     "recall_min": float(min(r["recall_min"] for r in rs))})
     return out
+
+
+def speed_error_figure(points, seq_len: int) -> go.Figure:
+    """End-to-end speedup against output error at one length, one line per estimate option (each point
+    a threshold): the option whose line lies higher at a given error is the one to run."""
+    fig = go.Figure()
+    ok = [p for p in _ok(points) if p["seq_len"] == seq_len and p.get("rel_l1")]
+    latest = {}
+    for p in sorted(ok, key=lambda p: p["time"]):
+        latest[(p.get("estimate_rows") or 0, p["threshold"])] = p
+    for rows in sorted({r for r, _ in latest}):
+        ps = sorted((p for (r, _), p in latest.items() if r == rows), key=lambda p: p["rel_l1"])
+        fig.add_trace(go.Scatter(x=[p["rel_l1"] for p in ps], y=[p["speedup"] for p in ps], mode="lines+markers",
+                                 name=rows_label(rows or None), customdata=[[p["threshold"], p["density"]] for p in ps],
+                                 hovertemplate="tau=%{customdata[0]:g}, density %{customdata[1]:.3f}<br>"
+                                               "rel.L1 %{x:.4f}<br>speedup %{y:.2f}x"))
+    fig.add_hline(y=1.0, line=dict(color="black", dash="dash"), annotation_text="break-even")
+    fig.update_xaxes(type="log", title="output error: relative L1 vs dense")
+    fig.update_yaxes(title="speedup over the fastest dense attention (x)", rangemode="tozero")
+    fig.update_layout(title=f"Speed against accuracy at N={seq_len}: exact estimate and reduced-work options")
+    return fig
+
+
+def matched_error_rows(points) -> list[dict]:
+    """Each option's speedup at the exact estimate's error, per length and threshold (profiler.analysis)."""
+    return speedup_at_matched_error(points)

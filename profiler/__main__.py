@@ -1,4 +1,4 @@
-"""python -m profiler {sweep, bench-select, bench-attend, capture-torch, capture-maps, estimate-tradeoff, nsys-breakdown}"""
+"""python -m profiler {sweep, bench-select, bench-attend, capture-torch, capture-maps, estimate-tradeoff, matched-error, nsys-breakdown}"""
 from __future__ import annotations
 
 import argparse
@@ -99,6 +99,9 @@ def main(argv=None) -> int:
     e = sub.add_parser("estimate-tradeoff", help="accuracy of SaleConfig.estimate_rows against the exact estimate",
                        add_help=False)
     e.set_defaults(func=None, module="estimate_tradeoff")
+    a = sub.add_parser("matched-error", help="speedup of each estimate option at the exact estimate's error",
+                       add_help=False)
+    a.set_defaults(func=None, module="analysis")
     n = sub.add_parser("nsys-breakdown", help="per-stage kernel time from an nsys SQLite export", add_help=False)
     n.set_defaults(func=None, module="nsys_parse")
     args, rest = parser.parse_known_args(argv)

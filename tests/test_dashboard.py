@@ -54,19 +54,22 @@ def test_accuracy_rows(committed):
 def test_overhead_figure_data(committed):
     fig = figures.overhead_figure(committed.points, committed.bench_select)
     sweep = [tr for tr in fig.data if tr.name.startswith("sweep")]
-    assert len(sweep) == len({(p["threshold"], p.get("estimate_rows")) for p in committed.points})
+    series = {(p["threshold"], p.get("estimate_rows")) for p in committed.points}
+    assert len(sweep) == len({(p["threshold"], p.get("estimate_rows"), p["run_id"]) for p in committed.points})
     for tr in sweep:
-        label = tr.name.removeprefix("sweep, ")
+        label, _, run = tr.name.removeprefix("sweep, ").partition(" [run ")
         tau = float(label.split(",")[0].split("=")[1])
         rows = int(label.split("estimate_rows=")[1]) if "estimate_rows=" in label else None
-        pts = sorted((p for p in committed.points if p["threshold"] == tau and p.get("estimate_rows") == rows),
-                     key=lambda p: p["seq_len"])
+        assert (tau, rows) in series
+        pts = sorted((p for p in committed.points if p["threshold"] == tau and p.get("estimate_rows") == rows
+                      and p["run_id"].startswith(run.rstrip("]"))), key=lambda p: p["seq_len"])
         assert list(tr.x) == [p["seq_len"] for p in pts] and list(tr.y) == [p["overhead_pct"] for p in pts]
     assert any(s["y0"] == 11.0 for s in fig.layout.shapes)  # the budget line
 
 
 def test_estimate_options_are_separate_series(committed):
-    exact = [p for p in committed.points if p.get("estimate_rows") is None and p["error"] is None]
+    run = next(p["run_id"] for p in committed.points if p.get("estimate_rows") is None)
+    exact = [p for p in committed.points if p.get("estimate_rows") is None and p["error"] is None and p["run_id"] == run]
     sampled = [p | {"estimate_rows": 16, "overhead_pct": p["overhead_pct"] / 4, "speedup": 1.5 * p["speedup"]}
                for p in exact]
     fig = figures.overhead_figure(exact + sampled)
@@ -97,13 +100,33 @@ def test_estimate_tradeoff_figure_and_rows():
     assert r16["density"] == pytest.approx(0.24) and r16["recall_min"] == pytest.approx(0.8)
 
 
+def test_speed_error_figure_and_matched_table(committed):
+    with_options = [p for p in committed.points if p.get("estimate_rows") is not None]
+    assert with_options, "the committed traces include a sweep over estimate options"
+    n = max(p["seq_len"] for p in with_options)
+    fig = figures.speed_error_figure(committed.points, n)
+    names = [tr.name for tr in fig.data]
+    assert names[0] == "exact estimate" and set(names[1:]) == {figures.rows_label(r) for r in
+                                                               {p["estimate_rows"] for p in with_options}}
+    for tr in fig.data:
+        assert list(tr.x) == sorted(tr.x)  # each line runs along increasing error
+    rows = figures.matched_error_rows(committed.points)
+    assert {r["seq_len"] for r in rows} >= {p["seq_len"] for p in with_options}
+
+
 def test_breakdown_stacks_the_stages(committed):
-    tau = committed.points[0]["threshold"]
-    fig = figures.breakdown_figure(committed.points, tau)
+    tau, run = committed.points[0]["threshold"], committed.points[0]["run_id"]
+    fig = figures.breakdown_figure(committed.points, tau, run_id=run)
     q, s, a = (next(tr for tr in fig.data if tr.name == n) for n in ("quantize", "select", "attend"))
     assert list(a.base) == pytest.approx([qq + ss for qq, ss in zip(q.y, s.y)])
-    norm = figures.breakdown_figure(committed.points, tau, normalize=True)
-    pts = sorted((p for p in committed.points if p["threshold"] == tau), key=lambda p: p["seq_len"])
+    norm = figures.breakdown_figure(committed.points, tau, normalize=True, run_id=run)
+    pts = sorted((p for p in committed.points if p["threshold"] == tau and p["run_id"] == run), key=lambda p: p["seq_len"])
+    assert len({p["seq_len"] for p in pts}) == len(pts)
+    latest = figures.breakdown_figure(committed.points, tau)  # default: the latest run with that series
+    assert len(next(tr for tr in latest.data if tr.name == "quantize").y) == len(
+        {p["seq_len"] for p in committed.points if p["threshold"] == tau and p.get("estimate_rows") is None
+         and p["run_id"] == max((x for x in committed.points if x["threshold"] == tau and x.get("estimate_rows") is None),
+                                key=lambda x: x["time"])["run_id"]})
     assert list(next(tr for tr in norm.data if tr.name == "quantize").y) == pytest.approx(
         [100 * p["quantize_ms"] / p["dense_ms"] for p in pts])
 

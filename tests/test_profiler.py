@@ -1,6 +1,7 @@
 """The profiler on the CPU: trace schema and atomic writes, the sweep's records, failures recorded,
 instrumentation that changes nothing, break-even, and the nsys and torch.profiler parsers."""
 import json
+import math
 import os
 import sqlite3
 
@@ -217,3 +218,22 @@ def test_sweep_cli_covers_the_product_of_its_options(tmp_path, capsys):
     dens = {(r["head_dim"], r["granularity"], r["estimate_rows"]): r["density"] for r in points}
     assert all(dens[(d, g, 16)] <= dens[(d, g, None)] for d in (64, 128) for g in ("per_token", "per_group"))
     assert "break-even length per threshold" in capsys.readouterr().out
+
+
+def test_speedup_at_matched_error_interpolates_along_each_option():
+    from profiler.analysis import speedup_at_matched_error
+
+    def pt(n, rows, tau, l1, speedup, t="2026-01-01"):
+        return {"seq_len": n, "estimate_rows": rows, "threshold": tau, "rel_l1": l1, "speedup": speedup,
+                "density": 0.5, "error": None, "time": t}
+    points = [pt(4096, None, 0.01, 0.02, 1.0), pt(4096, None, 0.03, 0.08, 1.5),
+              pt(4096, 16, 0.001, 0.01, 1.2), pt(4096, 16, 0.01, 0.04, 2.0),
+              pt(4096, 8, 0.001, 0.05, 3.0), pt(4096, 8, 0.01, 0.2, 4.0),
+              pt(4096, None, 0.03, 0.08, 1.6, t="2026-02-01")]  # a later run of the same point counts
+    rows = speedup_at_matched_error(points)
+    assert [(r["threshold"], r["speedup"]) for r in rows] == [(0.01, 1.0), (0.03, 1.6)]
+    # error 0.02 lies halfway (in log error) between 0.01 and 0.04 on the r=16 curve
+    assert rows[0]["estimate_rows=16"] == pytest.approx(1.6)
+    assert rows[1]["estimate_rows=16"] is None      # 0.08 is beyond its curve: no extrapolation
+    assert rows[0]["estimate_rows=8"] is None and rows[1]["estimate_rows=8"] == pytest.approx(3.0 + 1.0 * (
+        math.log(0.08 / 0.05) / math.log(0.2 / 0.05)))

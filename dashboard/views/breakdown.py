@@ -13,9 +13,13 @@ if need(bool(ok), "No sweep points to break down."):
     tau = c1.selectbox("threshold", thresholds, index=len(thresholds) // 2)
     rows = c2.selectbox("estimate", options, format_func=lambda r: figures.rows_label(r or None)) or None
     normalize = c3.toggle("as % of the fastest dense attention", value=False)
+    runs = sorted({p["run_id"]: p["time"] for p in ok if p["threshold"] == tau and p.get("estimate_rows") == rows}.items(),
+                  key=lambda kv: kv[1], reverse=True)
+    run = st.selectbox("run (latest first)", [r for r, _ in runs], format_func=lambda r: f"{r} ({dict(runs)[r][:16]})") \
+        if len(runs) > 1 else (runs[0][0] if runs else None)
     key = f"breakdown_tau{tau:g}" + ("" if rows is None else f"_rows{rows}")
-    figure(figures.breakdown_figure(ok, tau, normalize, rows), key)
-    table([p for p in ok if p["threshold"] == tau and p.get("estimate_rows") == rows], key,
+    figure(figures.breakdown_figure(ok, tau, normalize, rows, run), key)
+    table([p for p in ok if p["threshold"] == tau and p.get("estimate_rows") == rows and p["run_id"] == run], key,
           ["run_id", "seq_len", "estimate_rows", "quantize_ms", "select_ms", "attend_ms", "sale_ms", "dense_ms", "dense_backend",
            "density", "overhead_pct", "speedup", "rel_l1", "recall_mean", "instrumentation_overhead_pct"])
 if t.bench_attend:

@@ -21,6 +21,16 @@ if t.accuracy:
     st.caption("theta = 0 is the control: every block computed through SALE's kernels (the numeric floor).")
     table(held, "accuracy_held_out")
     table(needles, "accuracy_needles")
+options = {p.get("estimate_rows") for p in t.points if p.get("error") is None and p.get("rel_l1")}
+if len(options) > 1:
+    st.subheader("Speed against accuracy: the exact estimate and the reduced-work options")
+    lengths = sorted({p["seq_len"] for p in t.points if p.get("estimate_rows") is not None})
+    n = st.selectbox("sequence length", lengths, index=len(lengths) - 1, key="speed-error-n")
+    figure(figures.speed_error_figure(t.points, n), f"speed_error_N{n}")
+    st.caption("Speedup each estimate option reaches at the exact estimate's error (interpolated along its "
+               "thresholds; '-' where its thresholds do not reach that error). Same table: "
+               "`python -m profiler matched-error <sweep traces>`.")
+    table(figures.matched_error_rows(t.points), "matched_error")
 if t.estimate_tradeoff:
     st.subheader("Reduced-work estimate (estimate_rows) against the exact estimate")
     st.caption("Each line sweeps the threshold. An option pays off where its line lies below the exact "
