@@ -41,6 +41,15 @@ def _by_series(points):
     return out
 
 
+def _latest_per_length(records) -> list[dict]:
+    """The latest record (by time) of each sequence length, sorted by length: one point per length when
+    several benchmark runs are in the folder."""
+    latest = {}
+    for r in sorted(records, key=lambda r: r.get("time") or ""):
+        latest[r["seq_len"]] = r
+    return [latest[n] for n in sorted(latest)]
+
+
 def _length_axis(fig, title="sequence length (tokens)"):
     fig.update_xaxes(type="log", title=title, tickformat="~s")
     return fig
@@ -55,13 +64,14 @@ def overhead_figure(points, bench_select=()) -> go.Figure:
                                  mode="lines+markers", name=f"sweep, {label}",
                                  customdata=[[p["dense_backend"], p["gpu"]] for p in ps],
                                  hovertemplate="N=%{x}<br>%{y:.1f}% of %{customdata[0]}<br>%{customdata[1]}"))
-    bench = sorted((r for r in bench_select if r.get("estimate_pct_of_dense") is not None), key=lambda r: r["seq_len"])
+    bench = _latest_per_length(r for r in bench_select if r.get("estimate_pct_of_dense") is not None)
     if bench:
         fig.add_trace(go.Scatter(x=[r["seq_len"] for r in bench], y=[r["estimate_pct_of_dense"] for r in bench],
                                  mode="lines+markers", name="kernel benchmark (best tile)", line=dict(dash="dot")))
-        for rows in sorted({r for b in bench for r in (b.get("estimate_rows") or {})}, key=int, reverse=True):
-            pts = [(b["seq_len"], b["estimate_rows"][rows].get("estimate_pct_of_dense")) for b in bench
-                   if rows in (b.get("estimate_rows") or {})]
+        with_rows = _latest_per_length(r for r in bench_select if r.get("estimate_rows"))
+        for rows in sorted({r for b in with_rows for r in b["estimate_rows"]}, key=int, reverse=True):
+            pts = [(b["seq_len"], b["estimate_rows"][rows].get("estimate_pct_of_dense")) for b in with_rows
+                   if rows in b["estimate_rows"]]
             pts = [(n, y) for n, y in pts if y is not None]
             fig.add_trace(go.Scatter(x=[n for n, _ in pts], y=[y for _, y in pts], mode="lines+markers",
                                      name=f"kernel benchmark, {rows_label(int(rows))} (changes the mask)",
@@ -126,11 +136,13 @@ def breakdown_figure(points, threshold, normalize=False, estimate_rows=None, run
 
 
 def efficiency_figure(bench_attend) -> go.Figure:
-    """Block-sparse attention efficiency (density x cuDNN ms / sparse ms) by density, per length."""
+    """Block-sparse attention efficiency (density x cuDNN ms / sparse ms) by density, per length (the
+    latest run of each length)."""
     fig = go.Figure()
     rows = [r for r in bench_attend if r.get("kind") == "sparse_at_density"]
     for n in sorted({r["seq_len"] for r in rows}):
-        rs = sorted((r for r in rows if r["seq_len"] == n), key=lambda r: r["density"])
+        latest = max((r for r in rows if r["seq_len"] == n), key=lambda r: r.get("time") or "")["run_id"]
+        rs = sorted((r for r in rows if r["seq_len"] == n and r["run_id"] == latest), key=lambda r: r["density"])
         fig.add_trace(go.Scatter(x=[r["density"] for r in rs], y=[r["efficiency"] for r in rs], mode="lines+markers",
                                  name=f"N={n}"))
     fig.add_hline(y=0.9, line=dict(color="red", dash="dash"), annotation_text="target 0.9")

@@ -113,6 +113,27 @@ def test_attend_matches_reference_on_random_masks(n, hq, hkv, d):
         assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
 
 
+@pytest.mark.parametrize("tile", ["tb2", "tb4_w4"])
+def test_attend_tiles_agree_with_the_default(tile):
+    """Every attend tile configuration gathers the same kept blocks (tb = 2 or 4 per tile; the default 1)."""
+    q, k, v = inputs(230, 2, 1, 64, seed=5)
+    cfg = sale.SaleConfig()
+    g = torch.Generator().manual_seed(5)
+    mask = (torch.rand(1, 2, num_blocks(230, 64), num_blocks(230, 32), generator=g) < 0.4).to(DEVICE)
+    mask |= sale.always_computed_blocks(230, cfg, DEVICE)
+    ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
+    out = attend_triton(q, k, v, mask, TRITON, tile=tile)
+    assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
+
+
+@pytest.mark.parametrize("tile", ["qb1_s32", "qb1_n64_s32"])
+def test_select_tiles_give_the_default_mask(tile):
+    q, k, _ = inputs(333, 4, 2, 64, seed=6)
+    quant = sale.quantize(q, k, TRITON)
+    tau = torch.tensor([0.0, 0.003, 0.03, 0.3], device=DEVICE)
+    assert torch.equal(select_triton(q, k, tau, TRITON, quant, tile=tile)[0], select_triton(q, k, tau, TRITON, quant)[0])
+
+
 def test_sale_attention_triton_end_to_end():
     q, k, v = inputs(260, 4, 2, 64, seed=7)
     out, stats = sale.sale_attention(q, k, v, [0.0, 0.01, 0.05, 0.2], TRITON, return_stats=True)

@@ -2,7 +2,7 @@
 
 One program per (query block, query head), longest rows first. It walks the query block's kept list
 (ascending key-block indices), gathering TB kept blocks of block_k keys into one BLOCK_N = TB *
-block_k tile, so the tile stays wide whatever the kept pattern. Kept blocks wholly before the query
+block_k tile (TB=1 by default: a 32-key step, whatever the kept pattern). Kept blocks wholly before the query
 block's first row need no masking and run in the main loop; the last few (the diagonal blocks, and
 a ragged remainder) run in a masked tail loop. GQA reads K and V of the shared kv head, never
 repeated. With every causal block kept it is the project's dense Triton attention.
@@ -103,13 +103,20 @@ def _attend_kernel(
              out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
-# Tile configurations kept as data: (TB kept blocks per tile, num_warps, num_stages, HEADS_FIRST).
+# Tile configurations kept as data: tb kept blocks gathered per tile (BLOCK_N = tb * block_k), warps,
+# stages, heads_first launch order, maxnreg register cap (None: the compiler's choice). The default
+# gathers one block per step: half the shared memory of tb=2 (49 KB instead of 83 KB), so 3 programs fit
+# per SM instead of 2; measured 1-7% faster than tb=2 at 16K and 64K, densities 1 to 0.1 (NOTES.md, run
+# 19). Until then the default was tb=2, stages=3 (now "tb2"), which the session-1 traces used.
+_TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None)
 ATTEND_CONFIGS = {
-    "default": (2, 4, 3, False),
-    "heads_first": (2, 4, 3, True),
-    "s4": (2, 4, 4, False),
-    "tb4_w4": (4, 4, 3, False),
-    "tb4_w8": (4, 8, 3, False),
+    "default": {**_TB2, "tb": 1, "stages": 4},
+    "tb2": _TB2,
+    "heads_first": {**_TB2, "tb": 1, "stages": 4, "heads_first": True},
+    "tb1_s3": {**_TB2, "tb": 1},
+    "tb1_r128": {**_TB2, "tb": 1, "stages": 4, "maxnreg": 128},
+    "tb4_w4": {**_TB2, "tb": 4},
+    "tb4_w8": {**_TB2, "tb": 4, "warps": 8},
 }
 
 
@@ -126,7 +133,8 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
             raise ValueError(f"{name} must be contiguous in the head dimension (stride(-1) == 1)")
     if kept is None:  # blocks above the diagonal are ignored, as in the reference
         kept = mask_to_kept(mask & causal_blocks(seq_len, config, mask.device))
-    tb, num_warps, num_stages, heads_first = ATTEND_CONFIGS[tile or "default"]
+    cfg = ATTEND_CONFIGS[tile or "default"]
+    tb, num_warps, num_stages, heads_first, maxnreg = cfg["tb"], cfg["warps"], cfg["stages"], cfg["heads_first"], cfg["maxnreg"]
     if interpreting():
         num_stages = 1
     nqb, nkb = num_blocks(seq_len, bq), num_blocks(seq_len, bk)
@@ -138,7 +146,7 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=tb, DIAG=pow2(bq // bk), INTERPRET=interpreting(), HEADS_FIRST=heads_first,
-        num_warps=num_warps, num_stages=num_stages)
+        num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     return out
 
 

@@ -187,20 +187,27 @@ def _select_kernel(
         tl.store(idx_row + qb[:, None] * NKB + slot[None, :], tl.full((QB, FILL_NB), -1, tl.int32), mask=pad)
 
 
-# Tile configurations kept as data: (QB query blocks per program, BLOCK_N keys per step, num_warps,
-# num_stages, EPI epilogue order, HEADS_FIRST launch order). EPI 0: s_hat - t per element, then both
-# maxima; 1: the max over each row's keys first, t_i subtracted once per (row, block). All give the
-# same mask; profiler/bench_select.py times them (NOTES.md keeps the variants measured and dropped).
+# Tile configurations kept as data. qb: query blocks per program (BLOCK_M = qb * block_q rows); block_n:
+# keys per estimate step; epi: epilogue order (0: s_hat - t per element, then both maxima; 1: the max over
+# each row's keys first, t_i subtracted once per (row, block); same mask); heads_first: launch order;
+# stats_n: keys per step of the sink/local statistics; maxnreg: register cap (None: the compiler's choice).
+# Variants with fewer registers and less shared memory fit more programs per SM (occupancy is what the
+# latency-bound epilogue lacks, NOTES.md). profiler/bench_select.py times them; all give the same mask.
+_TILE = dict(qb=2, block_n=128, warps=4, stages=3, epi=1, heads_first=False, stats_n=64, maxnreg=None)
 SELECT_CONFIGS = {
-    "default": (2, 128, 4, 3, 1, False),
-    "epi0": (2, 128, 4, 3, 0, False),
-    "qb1": (1, 128, 4, 3, 1, False),
-    "heads_first": (2, 128, 4, 3, 1, True),
-    "s4": (2, 128, 4, 4, 1, False),
-    "n64": (2, 64, 4, 3, 1, False),
+    "default": _TILE,
+    "epi0": {**_TILE, "epi": 0},
+    "qb1": {**_TILE, "qb": 1},
+    "heads_first": {**_TILE, "heads_first": True},
+    "s4": {**_TILE, "stages": 4},
+    "n64": {**_TILE, "block_n": 64},
+    "qb1_s32": {**_TILE, "qb": 1, "stats_n": 32},                                   # 3 programs per SM
+    "qb1_s32_st2_r128": {**_TILE, "qb": 1, "stats_n": 32, "stages": 2, "maxnreg": 128},  # 4 per SM
+    "qb1_n64_s32": {**_TILE, "qb": 1, "block_n": 64, "stats_n": 32},                # 4 per SM
+    "qb2_s32": {**_TILE, "stats_n": 32},
 }
 # Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
-PROBE_CONFIGS = {"probe_int_max": (2, 128, 4, 3, 4, False), "probe_dot_only": (2, 128, 4, 3, 5, False)}
+PROBE_CONFIGS = {"probe_int_max": {**_TILE, "epi": 4}, "probe_dot_only": {**_TILE, "epi": 5}}
 # Registers, spills and shared memory of the last compiled launch of each configuration.
 COMPILED_STATS: dict = {}
 
@@ -218,9 +225,11 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     """Triton version of ``reference.select_reference``: (mask, margin or None[, KeptBlocks])."""
     batch, hq, seq_len, head_dim = q.shape
     nqb, nkb = num_blocks(seq_len, config.block_q), num_blocks(seq_len, config.block_k)
-    qb_per_prog, block_n, num_warps, num_stages, epi, heads_first = {**SELECT_CONFIGS, **PROBE_CONFIGS}[tile or "default"]
+    cfg = {**SELECT_CONFIGS, **PROBE_CONFIGS}[tile or "default"]
+    qb_per_prog, block_n, num_warps, num_stages = cfg["qb"], cfg["block_n"], cfg["warps"], cfg["stages"]
+    epi, heads_first, stats_n, maxnreg = cfg["epi"], cfg["heads_first"], cfg["stats_n"], cfg["maxnreg"]
     if interpreting():
-        qb_per_prog, block_n, num_warps, num_stages = min(qb_per_prog, 2), 2 * config.block_k, 4, 1
+        qb_per_prog, block_n, num_warps, num_stages, stats_n = min(qb_per_prog, 2), 2 * config.block_k, 4, 1, 32
     stride = config.estimate_row_stride
     if stride & (stride - 1):
         raise ValueError(f"SaleConfig.estimate_rows must give a power-of-two row stride for the triton backend, "
@@ -243,8 +252,9 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
         scale, scale * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, ROW_STRIDE=stride, BLOCK_N=block_n,
-        STATS_N=32 if interpreting() else 64, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
-        WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first, num_warps=num_warps, num_stages=num_stages)
+        STATS_N=stats_n, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
+        WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first, num_warps=num_warps,
+        num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     if not interpreting():
         COMPILED_STATS[tile or "default"] = {"n_regs": compiled.n_regs, "n_spills": compiled.n_spills,
                                              "shared_bytes": compiled.metadata.shared}
