@@ -26,19 +26,21 @@ def rows_label(estimate_rows) -> str:
 
 
 def _by_series(points):
-    """{label: points sorted by length}, one series per (threshold, estimate option), and per run where
-    several runs measured the same series (so that no line zigzags between runs)."""
+    """{label: points sorted by length}, one series per (threshold, estimate option). Where several runs
+    measured the same length of a series, the latest point counts (the Runs page compares runs)."""
     groups = defaultdict(list)
     for p in _ok(points):
         groups[(p.get("estimate_rows") or 0, p["threshold"])].append(p)  # 0 sorts the exact estimate first
-    out = {}
-    for (rows, tau), ps in sorted(groups.items()):
-        label = f"tau={tau:g}" + ("" if not rows else f", {rows_label(rows)}")
-        run_ids = list(dict.fromkeys(p["run_id"] for p in sorted(ps, key=lambda p: p["time"])))
-        for run in run_ids:
-            mine = [p for p in ps if p["run_id"] == run]
-            out[label if len(run_ids) == 1 else f"{label} [run {run[:6]}]"] = sorted(mine, key=lambda p: p["seq_len"])
-    return out
+    return {f"tau={tau:g}" + ("" if not rows else f", {rows_label(rows)}"): _latest_per_length(ps)
+            for (rows, tau), ps in sorted(groups.items())}
+
+
+def _by_option(points):
+    """{estimate option (0: exact): points sorted by length}, the latest point per length."""
+    groups = defaultdict(list)
+    for p in _ok(points):
+        groups[p.get("estimate_rows") or 0].append(p)
+    return {rows: _latest_per_length(ps) for rows, ps in sorted(groups.items())}
 
 
 def _latest_per_length(records) -> list[dict]:
@@ -56,14 +58,22 @@ def _length_axis(fig, title="sequence length (tokens)"):
 
 
 def overhead_figure(points, bench_select=()) -> go.Figure:
-    """Estimation overhead (quantize + select, % of the fastest dense attention) by length, against
-    SALE's ~11% budget and the authors' RTX 4090 figures."""
+    """Estimation overhead (quantize + select, % of the fastest dense attention) by length, one line per
+    estimate option (the estimate's cost does not depend on the threshold: each point is the median over
+    the thresholds of the latest run at that length), against SALE's ~11% budget and the authors' RTX
+    4090 figures."""
     fig = go.Figure()
-    for label, ps in _by_series(points).items():
-        fig.add_trace(go.Scatter(x=[p["seq_len"] for p in ps], y=[p["overhead_pct"] for p in ps],
-                                 mode="lines+markers", name=f"sweep, {label}",
-                                 customdata=[[p["dense_backend"], p["gpu"]] for p in ps],
-                                 hovertemplate="N=%{x}<br>%{y:.1f}% of %{customdata[0]}<br>%{customdata[1]}"))
+    for rows, ps in _by_option(points).items():
+        med = []
+        for p in ps:
+            same = [q["overhead_pct"] for q in _ok(points) if q["run_id"] == p["run_id"] and q["seq_len"] == p["seq_len"]
+                    and (q.get("estimate_rows") or 0) == rows]
+            med.append(float(np.median(same)))
+        fig.add_trace(go.Scatter(x=[p["seq_len"] for p in ps], y=med, mode="lines+markers",
+                                 name=f"sweep, {rows_label(rows or None)}",
+                                 customdata=[[p["dense_backend"], p["gpu"], p["run_id"]] for p in ps],
+                                 hovertemplate="N=%{x}<br>%{y:.1f}% of %{customdata[0]}<br>%{customdata[1]}"
+                                               "<br>run %{customdata[2]}"))
     bench = _latest_per_length(r for r in bench_select if r.get("estimate_pct_of_dense") is not None)
     if bench:
         fig.add_trace(go.Scatter(x=[r["seq_len"] for r in bench], y=[r["estimate_pct_of_dense"] for r in bench],
@@ -80,7 +90,7 @@ def overhead_figure(points, bench_select=()) -> go.Figure:
                              name="authors (RTX 4090, INT4, vs FA2)", line=dict(color="grey", dash="dash")))
     fig.add_hline(y=SALE_BUDGET_PCT, line=dict(color="red", dash="dash"), annotation_text="SALE budget 11%")
     fig.update_yaxes(title="quantize + select, % of fastest dense", rangemode="tozero")
-    fig.update_layout(title="Estimation overhead", legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(title="Estimation overhead", legend=dict(font=dict(size=10)), height=480)
     return _length_axis(fig)
 
 
@@ -89,11 +99,13 @@ def speedup_figure(points, summaries=()) -> go.Figure:
     fig = go.Figure()
     for label, ps in _by_series(points).items():
         fig.add_trace(go.Scatter(x=[p["seq_len"] for p in ps], y=[p["speedup"] for p in ps], mode="lines+markers",
-                                 name=label, customdata=[[p["density"]] for p in ps],
-                                 hovertemplate="N=%{x}<br>speedup %{y:.2f}x<br>density %{customdata[0]:.3f}"))
+                                 name=label, customdata=[[p["density"], p.get("rel_l1")] for p in ps],
+                                 hovertemplate="N=%{x}<br>speedup %{y:.2f}x<br>density %{customdata[0]:.3f}"
+                                               "<br>rel.L1 %{customdata[1]:.4f}"))
     fig.add_hline(y=1.0, line=dict(color="black", dash="dash"), annotation_text="break-even")
     fig.update_yaxes(title="speedup over fastest dense (x)", rangemode="tozero")
-    fig.update_layout(title="SALE end to end vs the fastest dense attention")
+    fig.update_layout(title="SALE end to end vs the fastest dense attention", legend=dict(font=dict(size=10)),
+                      height=480)
     return _length_axis(fig)
 
 
@@ -372,5 +384,7 @@ def speed_error_figure(points, seq_len: int) -> go.Figure:
 
 
 def matched_error_rows(points) -> list[dict]:
-    """Each option's speedup at the exact estimate's error, per length and threshold (profiler.analysis)."""
-    return speedup_at_matched_error(points)
+    """Each option's speedup at the exact estimate's error, per length and threshold (profiler.analysis),
+    for the lengths where some option was measured."""
+    with_options = {p["seq_len"] for p in _ok(points) if p.get("estimate_rows") is not None}
+    return [r for r in speedup_at_matched_error(points) if r["seq_len"] in with_options]

@@ -38,7 +38,7 @@ def test_dashboard_never_imports_torch_or_kernels():
 def test_committed_traces_load_cleanly(committed):
     assert committed.problems == []
     assert len(committed.points) >= 24 and committed.summaries and committed.bench_select and committed.bench_attend
-    assert committed.maps and committed.thresholds and committed.accuracy
+    assert committed.maps and committed.thresholds and committed.accuracy and committed.estimate_tradeoff
 
 
 def test_accuracy_rows(committed):
@@ -54,16 +54,15 @@ def test_accuracy_rows(committed):
 def test_overhead_figure_data(committed):
     fig = figures.overhead_figure(committed.points, committed.bench_select)
     sweep = [tr for tr in fig.data if tr.name.startswith("sweep")]
-    series = {(p["threshold"], p.get("estimate_rows")) for p in committed.points}
-    assert len(sweep) == len({(p["threshold"], p.get("estimate_rows"), p["run_id"]) for p in committed.points})
-    for tr in sweep:
-        label, _, run = tr.name.removeprefix("sweep, ").partition(" [run ")
-        tau = float(label.split(",")[0].split("=")[1])
-        rows = int(label.split("estimate_rows=")[1]) if "estimate_rows=" in label else None
-        assert (tau, rows) in series
-        pts = sorted((p for p in committed.points if p["threshold"] == tau and p.get("estimate_rows") == rows
-                      and p["run_id"].startswith(run.rstrip("]"))), key=lambda p: p["seq_len"])
-        assert list(tr.x) == [p["seq_len"] for p in pts] and list(tr.y) == [p["overhead_pct"] for p in pts]
+    options = {p.get("estimate_rows") for p in committed.points}
+    assert [tr.name for tr in sweep] == [f"sweep, {figures.rows_label(r)}" for r in sorted(options, key=lambda r: r or 0)]
+    exact = next(tr for tr in sweep if tr.name == "sweep, exact estimate")
+    # per length: the median over thresholds of the latest run that measured that length
+    for n, y in zip(exact.x, exact.y):
+        pts = [p for p in committed.points if p["seq_len"] == n and p.get("estimate_rows") is None and p["error"] is None]
+        run = max(pts, key=lambda p: p["time"])["run_id"]
+        assert y == pytest.approx(float(np.median([p["overhead_pct"] for p in pts if p["run_id"] == run])))
+    assert list(exact.x) == sorted({p["seq_len"] for p in committed.points if p.get("estimate_rows") is None})
     assert any(s["y0"] == 11.0 for s in fig.layout.shapes)  # the budget line
 
 
@@ -75,7 +74,7 @@ def test_estimate_options_are_separate_series(committed):
     fig = figures.overhead_figure(exact + sampled)
     tau = exact[0]["threshold"]
     by_name = {tr.name: tr for tr in fig.data}
-    a, b = by_name[f"sweep, tau={tau:g}"], by_name[f"sweep, tau={tau:g}, estimate_rows=16"]
+    a, b = by_name["sweep, exact estimate"], by_name["sweep, estimate_rows=16"]
     assert list(b.y) == pytest.approx([y / 4 for y in a.y])
     speed = {tr.name: tr for tr in figures.speedup_figure(exact + sampled).data}
     assert list(speed[f"tau={tau:g}, estimate_rows=16"].y) == pytest.approx([1.5 * y for y in speed[f"tau={tau:g}"].y])

@@ -8,18 +8,29 @@ t = traces()
 if need(bool(t.points or t.bench_select), "No sweep traces here. Run `python -m profiler sweep` on your GPU, or pick "
                                           "another folder in the sidebar."):
     ok = [p for p in t.points if p.get("error") is None]
+    options = sorted({p.get("estimate_rows") or 0 for p in ok})
+    chosen = st.multiselect("estimate", options, default=options, format_func=lambda r: figures.rows_label(r or None),
+                            help="SALE's exact estimate, and estimate_rows=r: every (64/r)-th query row estimated "
+                                 "(less work, a subset of the exact mask; its accuracy cost is on Threshold tuning)")
+    shown = [p for p in t.points if (p.get("estimate_rows") or 0) in chosen]
+    ok = [p for p in shown if p.get("error") is None]
     if ok:
-        latest = ok[-1]
+        latest = max(ok, key=lambda p: p["time"])
         ctx = figures.run_context([latest])
         c = st.columns(4)
         c[0].metric("GPU", ctx["gpu"])
         c[1].metric("fastest dense", str(latest["dense_backend"]))
         best = max(ok, key=lambda p: p["speedup"] or 0)
-        c[2].metric("best speedup", f"{best['speedup']:.2f}x", help=f"N={best['seq_len']}, tau={best['threshold']}")
+        where = f"N={best['seq_len']}, tau={best['threshold']}, {figures.rows_label(best.get('estimate_rows'))}"
+        c[2].metric("best speedup", f"{best['speedup']:.2f}x", help=where + (
+            f"; output error rel.L1 {best['rel_l1']:.3f} vs dense" if best.get("rel_l1") is not None else ""))
         lowest = min(ok, key=lambda p: p["overhead_pct"] or 1e9)
-        c[3].metric("lowest estimate overhead", f"{lowest['overhead_pct']:.1f}%", help="SALE's budget: about 11%")
-    figure(figures.overhead_figure(t.points, t.bench_select), "overhead")
-    figure(figures.speedup_figure(t.points, t.summaries), "speedup")
+        c[3].metric("lowest estimate overhead", f"{lowest['overhead_pct']:.1f}%",
+                    help=f"SALE's budget: about 11%. N={lowest['seq_len']}, {figures.rows_label(lowest.get('estimate_rows'))}")
+        st.caption(f"Best speedup: {where}" + (f", rel.L1 {best['rel_l1']:.3f}" if best.get("rel_l1") is not None else "")
+                   + ". Compare options at equal error on Threshold tuning.")
+    figure(figures.overhead_figure(shown, t.bench_select), "overhead")
+    figure(figures.speedup_figure(shown, t.summaries), "speedup")
     st.subheader("Break-even length")
     table(figures.break_even_rows(t.summaries), "break_even")
     st.subheader("What the runs used")
