@@ -1,4 +1,4 @@
-"""python -m profiler {sweep, bench-select, bench-attend, capture-torch, capture-maps, estimate-tradeoff, matched-error, nsys-breakdown}"""
+"""python -m profiler {sweep, bench-select, bench-attend, capture-torch, capture-maps, estimate-tradeoff, matched-error, sass-loop, nsys-breakdown}"""
 from __future__ import annotations
 
 import argparse
@@ -102,6 +102,9 @@ def main(argv=None) -> int:
     a = sub.add_parser("matched-error", help="speedup of each estimate option at the exact estimate's error",
                        add_help=False)
     a.set_defaults(func=None, module="analysis")
+    sl = sub.add_parser("sass-loop", help="a kernel's hot loop on sm_90 (registers, opcode histogram), no GPU needed",
+                        add_help=False)
+    sl.set_defaults(func=None, module="sass_loop")
     n = sub.add_parser("nsys-breakdown", help="per-stage kernel time from an nsys SQLite export", add_help=False)
     n.set_defaults(func=None, module="nsys_parse")
     args, rest = parser.parse_known_args(argv)

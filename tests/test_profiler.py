@@ -237,3 +237,20 @@ def test_speedup_at_matched_error_interpolates_along_each_option():
     assert rows[1]["estimate_rows=16"] is None      # 0.08 is beyond its curve: no extrapolation
     assert rows[0]["estimate_rows=8"] is None and rows[1]["estimate_rows=8"] == pytest.approx(3.0 + 1.0 * (
         math.log(0.08 / 0.05) / math.log(0.2 / 0.05)))
+
+
+def test_sass_loop_compiles_for_hopper_without_a_gpu():
+    """The select kernel's estimate loop compiled for sm_90 by Triton's bundled ptxas: one 8-bit
+    tensor-core loop whose per-thread work covers the 128 x 128 tile's 128 elements per thread."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-m", "profiler", "sass-loop", "--kernel", "select"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
+    ops = dict(item.split(":") for item in out.strip().splitlines()[-1].split())
+    assert int(ops["IGMMA"]) >= 4                     # the int8 estimate is on tensor cores
+    assert int(ops["I2FP"]) == 128                    # one int->float conversion per estimate element
+    assert "registers" in out and "hot loop" in out

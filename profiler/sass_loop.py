@@ -1,0 +1,142 @@
+"""What a kernel's hot loop compiles to on Hopper, without a GPU: registers, spills, shared memory,
+and the opcode histogram of the loop around its first 8-bit (or any) tensor-core instruction.
+
+    python -m profiler sass-loop --kernel select [--tile default] [--estimate-rows 16] [--out DIR]
+    python -m profiler sass-loop --kernel attend --tile tb2
+
+It compiles the project's Triton kernel for sm_90a with the installed Triton's bundled ptxas (no
+driver needed), with the same constexprs and alignment assumptions as a launch on Llama-3.1-8B shapes,
+and disassembles it with cuobjdump. The histogram counts SASS instructions of one loop iteration for
+one thread: per-element epilogue work, shuffles, barriers (BAR) and shared-memory traffic (LDS/STS)
+show up directly (NOTES.md reads them). `--out` keeps the TTGIR, PTX and SASS.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+from collections import Counter
+
+# integer arguments that a launch on N = 65536 (and any multiple of 16) passes divisible by 16; Triton
+# specializes on that, so the compile here must assume it too to give the same code
+_DIVISIBLE = {"N", "HQ", "NQB", "NKB", "WINDOW"}
+
+
+def _signature(fn, constexprs: dict, pointer_types: dict) -> tuple[dict, dict]:
+    sig, attrs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = pointer_types.get(name, "*fp32")
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif name.startswith("scale"):
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+            if name in _DIVISIBLE or name.startswith("stride_"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    return sig, attrs
+
+
+def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | None = None, head_dim: int = 128):
+    """The compiled kernel (triton CompiledKernel) for sm_90 and the launch options used."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    if kernel == "select":
+        from sale.triton.select_kernel import PROBE_CONFIGS, SELECT_CONFIGS, _select_kernel as fn
+        cfg = {**SELECT_CONFIGS, **PROBE_CONFIGS}[tile]
+        stride = 64 // estimate_rows if estimate_rows else 1
+        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, QB=cfg["qb"] * stride, ROW_STRIDE=stride,
+                          BLOCK_N=cfg["block_n"], STATS_N=cfg["stats_n"], FILL_NB=64, WRITE_MARGIN=False,
+                          INTERPRET=False, EPI=cfg["epi"], HEADS_FIRST=cfg["heads_first"], SINK_BLOCKS=1)
+        pointers = dict(q_ptr="*bf16", k_ptr="*bf16", qhat_ptr="*i8", khat_ptr="*i8", mask_ptr="*i8",
+                        counts_ptr="*i32", idx_ptr="*i32")
+    elif kernel == "attend":
+        from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_kernel as fn
+        cfg = ATTEND_CONFIGS[tile]
+        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, TB=cfg["tb"], DIAG=2, INTERPRET=False,
+                          HEADS_FIRST=cfg["heads_first"])
+        pointers = dict(q_ptr="*bf16", k_ptr="*bf16", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
+                        idx_ptr="*i32")
+    else:
+        raise ValueError(f"kernel must be 'select' or 'attend', got {kernel!r}")
+    sig, attrs = _signature(fn, constexprs, pointers)
+    src = ASTSource(fn=fn, signature=sig, attrs=attrs,
+                    constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
+    options = {"num_warps": cfg["warps"], "num_stages": cfg["stages"]}
+    if cfg.get("maxnreg"):
+        options["maxnreg"] = cfg["maxnreg"]
+    return triton.compile(src, target=GPUTarget("cuda", 90, 128), options=options), options
+
+
+def _tool(name: str) -> str:
+    import triton
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def loop_histogram(sass: str, match: str = "GMMA") -> dict:
+    """Opcode counts of the innermost loop around the first instruction matching `match` (a regular
+    expression; default any tensor-core GMMA) that lies in a loop: the span from a backward branch's
+    target to that branch."""
+    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in
+           (re.match(r"\s*/\*([0-9a-f]+)\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
+    branches = [(a, int(m.group(1), 16)) for a, t in ins for m in [re.search(r"BRA\s+(0x[0-9a-f]+)", t)]
+                if m and int(m.group(1), 16) < a]                   # (branch address, target) going back
+    for addr, text in ins:
+        if not re.search(match, text):
+            continue
+        loops = [(hi, lo) for hi, lo in branches if lo <= addr <= hi]
+        if loops:
+            hi, lo = min(loops, key=lambda span: span[0] - span[1])  # the innermost
+            break
+    else:
+        raise ValueError(f"no instruction matching {match!r} inside a loop")
+    body = [t for a, t in ins if lo <= a <= hi]
+    ops = Counter(re.sub(r"^@!?U?P\w+\s+", "", t).split()[0].split(".")[0] for t in body)
+    return {"loop_start": hex(lo), "loop_end": hex(hi), "instructions": len(body), "opcodes": dict(ops.most_common())}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kernel", choices=["select", "attend"], default="select")
+    p.add_argument("--tile", default="default")
+    p.add_argument("--estimate-rows", type=int, default=None)
+    p.add_argument("--head-dim", type=int, default=128, choices=[64, 128])
+    p.add_argument("--match", default=None, help="regex of the instruction whose loop to count (default: the "
+                   "select kernel's 8-bit IGMMA, the attend kernel's first GMMA)")
+    p.add_argument("--out", default=None, help="folder for the TTGIR, PTX and SASS")
+    args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise SystemExit("sass-loop compiles for the GPU: run it without TRITON_INTERPRET=1 (no GPU is needed)")
+    compiled, options = compile_for_hopper(args.kernel, args.tile, args.estimate_rows, args.head_dim)
+    cubin = compiled.asm["cubin"]
+    folder = args.out or "/tmp/sale_sass"
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{args.kernel}_{args.tile}.cubin")
+    with open(path, "wb") as f:
+        f.write(cubin)
+    sass = subprocess.run([_tool("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True).stdout
+    usage = subprocess.run([_tool("cuobjdump"), "-res-usage", path], capture_output=True, text=True, check=True).stdout
+    if args.out:
+        for ext in ("ttgir", "ptx"):
+            with open(os.path.join(folder, f"{args.kernel}_{args.tile}.{ext}"), "w") as f:
+                f.write(compiled.asm[ext])
+        with open(os.path.join(folder, f"{args.kernel}_{args.tile}.sass"), "w") as f:
+            f.write(sass)
+    regs = re.search(r"REG:(\d+)", usage)
+    stack = re.search(r"STACK:(\d+)", usage)
+    hist = loop_histogram(sass, args.match or ("IGMMA" if args.kernel == "select" else "GMMA"))
+    import triton
+    print(f"{args.kernel} tile={args.tile} estimate_rows={args.estimate_rows} {options} (triton {triton.__version__}, sm_90)")
+    print(f"registers {regs.group(1) if regs else '?'}, stack {stack.group(1) if stack else '?'} B, "
+          f"shared {compiled.metadata.shared} B")
+    print(f"hot loop {hist['loop_start']}-{hist['loop_end']}: {hist['instructions']} instructions per thread per iteration")
+    print("  " + "  ".join(f"{k}:{v}" for k, v in hist["opcodes"].items()))
+    return hist
+
+
+if __name__ == "__main__":
+    main()
