@@ -106,8 +106,8 @@ def _attend_kernel(
 # Tile configurations kept as data: tb kept blocks gathered per tile (BLOCK_N = tb * block_k), warps,
 # stages, heads_first launch order, maxnreg register cap (None: the compiler's choice). The default
 # gathers one block per step: half the shared memory of tb=2 (49 KB instead of 83 KB), so 3 programs fit
-# per SM instead of 2; measured 1-7% faster than tb=2 at 16K and 64K, densities 1 to 0.1 (NOTES.md, run
-# 19). Until then the default was tb=2, stages=3 (now "tb2"), which the session-1 traces used.
+# per SM instead of 2; tb=2 takes 2-14% longer at 16K-128K, densities 1 to 0.05, but for a tie at 16K
+# and density 1 (NOTES.md, run 19 and the final benchmark). Until then the default was tb=2, stages=3 (now "tb2"), which the session-1 traces used.
 _TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None)
 ATTEND_CONFIGS = {
     "default": {**_TB2, "tb": 1, "stages": 4},
