@@ -48,13 +48,15 @@ def main(argv=None):
     p.add_argument("--q-heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--block-q", type=int, default=64, help="query rows per mask block (SALE's default 64)")
     p.add_argument("--out", default="traces/bench_attend.jsonl")
     args = p.parse_args(argv)
-    cfg = sale.SaleConfig(backend="triton", check_finite=False)
+    cfg = sale.SaleConfig(backend="triton", check_finite=False, block_q=args.block_q)
     run_id = uuid.uuid4().hex[:12]
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     common = lambda n: {"run_id": run_id, "git_commit": git_commit(), "gpu": torch.cuda.get_device_name(),
                         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), "seq_len": n, "batch": 1,
+                        "block_q": args.block_q,
                         "num_q_heads": args.q_heads, "num_kv_heads": args.kv_heads, "head_dim": args.head_dim,
                         "dtype": "bfloat16"}
 

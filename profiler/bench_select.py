@@ -82,6 +82,7 @@ def main(argv=None):
     p.add_argument("--q-heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--block-q", type=int, default=64, help="query rows per mask block (SALE's default 64)")
     p.add_argument("--threshold", type=float, default=0.01)
     p.add_argument("--check-heads", type=int, default=4, help="query heads checked against the reference (0: none)")
     p.add_argument("--estimate-rows", type=int, nargs="*", default=[16, 8],
@@ -92,7 +93,7 @@ def main(argv=None):
                    help="longest N at which the estimate_rows masks are also checked against the reference")
     p.add_argument("--out", default="traces/bench_select.jsonl")
     args = p.parse_args(argv)
-    cfg = sale.SaleConfig(backend="triton", check_finite=False)
+    cfg = sale.SaleConfig(backend="triton", check_finite=False, block_q=args.block_q)
     run_id = uuid.uuid4().hex[:12]
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     rows = []
@@ -151,7 +152,7 @@ def main(argv=None):
             rec = {
                 "schema": "sale-bench-select/1", "run_id": run_id, "git_commit": git_commit(),
                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), "gpu": torch.cuda.get_device_name(),
-                "seq_len": n, "batch": 1, "num_q_heads": args.q_heads, "num_kv_heads": args.kv_heads,
+                "seq_len": n, "batch": 1, "block_q": args.block_q, "num_q_heads": args.q_heads, "num_kv_heads": args.kv_heads,
                 "head_dim": args.head_dim, "dtype": "bfloat16", "workload": "structured", "threshold": args.threshold,
                 "quantize_ms": quant_t["median_ms"], "select_ms": {t: s.get("median_ms") for t, s in selects.items()},
                 "select_spread_ms": {t: [s.get("min_ms"), s.get("max_ms")] for t, s in selects.items()},

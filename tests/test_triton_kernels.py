@@ -134,6 +134,18 @@ def test_select_tiles_give_the_default_mask(tile):
     assert torch.equal(select_triton(q, k, tau, TRITON, quant, tile=tile)[0], select_triton(q, k, tau, TRITON, quant)[0])
 
 
+def test_block_q_128_select_and_attend():
+    """128-row mask blocks (an option of SaleConfig): the selection keeps its rows per program, the
+    computation pass runs 128-row tiles on two warpgroups."""
+    q, k, v = inputs(333, 4, 2, 64, seed=8)
+    cfg = sale.SaleConfig(block_q=128)
+    mask = check_select(q, k, [0.0, 0.003, 0.03, 0.3], cfg)
+    assert mask.shape[-2] == 3
+    ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
+    out = attend_triton(q, k, v, mask, cfg.replace(backend="triton"))
+    assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
+
+
 def test_sale_attention_triton_end_to_end():
     q, k, v = inputs(260, 4, 2, 64, seed=7)
     out, stats = sale.sale_attention(q, k, v, [0.0, 0.01, 0.05, 0.2], TRITON, return_stats=True)

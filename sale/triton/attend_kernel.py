@@ -135,6 +135,8 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         kept = mask_to_kept(mask & causal_blocks(seq_len, config, mask.device))
     cfg = ATTEND_CONFIGS[tile or "default"]
     tb, num_warps, num_stages, heads_first, maxnreg = cfg["tb"], cfg["warps"], cfg["stages"], cfg["heads_first"], cfg["maxnreg"]
+    if bq >= 128:  # a 128-row query block: two warpgroups, as in flash attention's 128-row tiles
+        num_warps = max(num_warps, 8)
     if interpreting():
         num_stages = 1
     nqb, nkb = num_blocks(seq_len, bq), num_blocks(seq_len, bk)

@@ -226,7 +226,9 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     batch, hq, seq_len, head_dim = q.shape
     nqb, nkb = num_blocks(seq_len, config.block_q), num_blocks(seq_len, config.block_k)
     cfg = {**SELECT_CONFIGS, **PROBE_CONFIGS}[tile or "default"]
-    qb_per_prog, block_n, num_warps, num_stages = cfg["qb"], cfg["block_n"], cfg["warps"], cfg["stages"]
+    # the tiles are tuned for block_q = 64; other block sizes keep the program's rows (qb * 64)
+    qb_per_prog = max(1, cfg["qb"] * 64 // config.block_q)
+    block_n, num_warps, num_stages = cfg["block_n"], cfg["warps"], cfg["stages"]
     epi, heads_first, stats_n, maxnreg = cfg["epi"], cfg["heads_first"], cfg["stats_n"], cfg["maxnreg"]
     if interpreting():
         qb_per_prog, block_n, num_warps, num_stages, stats_n = min(qb_per_prog, 2), 2 * config.block_k, 4, 1, 32
