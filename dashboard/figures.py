@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import plotly.graph_objects as go
 
-from profiler.analysis import speedup_at_matched_error  # pure Python, no torch
+from profiler.analysis import EXACT, option_label, option_of, speedup_at_matched_error  # pure Python, no torch
 
 SALE_BUDGET_PCT = 11.0
 # The authors' quantization + selection share of dense time (RTX 4090, INT4, vs FlashAttention-2),
@@ -26,21 +26,22 @@ def rows_label(estimate_rows) -> str:
 
 
 def _by_series(points):
-    """{label: points sorted by length}, one series per (threshold, estimate option). Where several runs
-    measured the same length of a series, the latest point counts (the Runs page compares runs)."""
+    """{label: points sorted by length}, one series per (threshold, configuration: estimate_rows,
+    block_q). Where several runs measured the same length of a series, the latest point counts (the
+    Runs page compares runs)."""
     groups = defaultdict(list)
     for p in _ok(points):
-        groups[(p.get("estimate_rows") or 0, p["threshold"])].append(p)  # 0 sorts the exact estimate first
-    return {f"tau={tau:g}" + ("" if not rows else f", {rows_label(rows)}"): _latest_per_length(ps)
-            for (rows, tau), ps in sorted(groups.items())}
+        groups[(option_of(p), p["threshold"])].append(p)
+    return {f"tau={tau:g}" + ("" if opt == EXACT else f", {option_label(opt)}"): _latest_per_length(ps)
+            for (opt, tau), ps in sorted(groups.items())}
 
 
 def _by_option(points):
-    """{estimate option (0: exact): points sorted by length}, the latest point per length."""
+    """{configuration (block_q, estimate_rows or 0): points sorted by length}, the latest point per length."""
     groups = defaultdict(list)
     for p in _ok(points):
-        groups[p.get("estimate_rows") or 0].append(p)
-    return {rows: _latest_per_length(ps) for rows, ps in sorted(groups.items())}
+        groups[option_of(p)].append(p)
+    return {opt: _latest_per_length(ps) for opt, ps in sorted(groups.items())}
 
 
 def _latest_per_length(records) -> list[dict]:
@@ -63,28 +64,32 @@ def overhead_figure(points, bench_select=()) -> go.Figure:
     the thresholds of the latest run at that length), against SALE's ~11% budget and the authors' RTX
     4090 figures."""
     fig = go.Figure()
-    for rows, ps in _by_option(points).items():
+    for opt, ps in _by_option(points).items():
         med = []
         for p in ps:
             same = [q["overhead_pct"] for q in _ok(points) if q["run_id"] == p["run_id"] and q["seq_len"] == p["seq_len"]
-                    and (q.get("estimate_rows") or 0) == rows]
+                    and option_of(q) == opt]
             med.append(float(np.median(same)))
         fig.add_trace(go.Scatter(x=[p["seq_len"] for p in ps], y=med, mode="lines+markers",
-                                 name=f"sweep, {rows_label(rows or None)}",
+                                 name=f"sweep, {option_label(opt)}",
                                  customdata=[[p["dense_backend"], p["gpu"], p["run_id"]] for p in ps],
                                  hovertemplate="N=%{x}<br>%{y:.1f}% of %{customdata[0]}<br>%{customdata[1]}"
                                                "<br>run %{customdata[2]}"))
-    bench = _latest_per_length(r for r in bench_select if r.get("estimate_pct_of_dense") is not None)
-    if bench:
+    for block_q in sorted({r.get("block_q") or 64 for r in bench_select}):
+        mine = [r for r in bench_select if (r.get("block_q") or 64) == block_q]
+        suffix = "" if block_q == 64 else f", block_q={block_q}"
+        bench = _latest_per_length(r for r in mine if r.get("estimate_pct_of_dense") is not None)
+        if not bench:
+            continue
         fig.add_trace(go.Scatter(x=[r["seq_len"] for r in bench], y=[r["estimate_pct_of_dense"] for r in bench],
-                                 mode="lines+markers", name="kernel benchmark (best tile)", line=dict(dash="dot")))
-        with_rows = _latest_per_length(r for r in bench_select if r.get("estimate_rows"))
+                                 mode="lines+markers", name=f"kernel benchmark (best tile){suffix}", line=dict(dash="dot")))
+        with_rows = _latest_per_length(r for r in mine if r.get("estimate_rows"))
         for rows in sorted({r for b in with_rows for r in b["estimate_rows"]}, key=int, reverse=True):
             pts = [(b["seq_len"], b["estimate_rows"][rows].get("estimate_pct_of_dense")) for b in with_rows
                    if rows in b["estimate_rows"]]
             pts = [(n, y) for n, y in pts if y is not None]
             fig.add_trace(go.Scatter(x=[n for n, _ in pts], y=[y for _, y in pts], mode="lines+markers",
-                                     name=f"kernel benchmark, {rows_label(int(rows))} (changes the mask)",
+                                     name=f"kernel benchmark, {rows_label(int(rows))}{suffix} (changes the mask)",
                                      line=dict(dash="dot")))
     fig.add_trace(go.Scatter(x=list(AUTHORS_OVERHEAD), y=list(AUTHORS_OVERHEAD.values()), mode="lines+markers",
                              name="authors (RTX 4090, INT4, vs FA2)", line=dict(color="grey", dash="dash")))
@@ -118,10 +123,11 @@ def break_even_rows(summaries) -> list[dict]:
     return rows
 
 
-def breakdown_figure(points, threshold, normalize=False, estimate_rows=None, run_id=None) -> go.Figure:
+def breakdown_figure(points, threshold, normalize=False, option=EXACT, run_id=None) -> go.Figure:
     """Per-stage times (stacked, with min-max spread on the total) beside every dense baseline, for one
-    threshold and estimate option, of one run (default: the latest run that has them)."""
-    ps = [p for p in _ok(points) if p["threshold"] == threshold and p.get("estimate_rows") == estimate_rows]
+    threshold and configuration (block_q, estimate_rows or 0), of one run (default: the latest run that
+    has them)."""
+    ps = [p for p in _ok(points) if p["threshold"] == threshold and option_of(p) == option]
     run_id = run_id or (max(ps, key=lambda p: p["time"])["run_id"] if ps else None)
     ps = sorted((p for p in ps if p["run_id"] == run_id), key=lambda p: p["seq_len"])
     x = [f"N={p['seq_len']}" for p in ps]
@@ -140,7 +146,7 @@ def breakdown_figure(points, threshold, normalize=False, estimate_rows=None, run
         fig.add_trace(go.Bar(x=x, y=[(p.get("dense_all_ms", {}).get(b) or float("nan")) * s for p, s in zip(ps, scale)],
                              name=f"dense: {b}", offsetgroup=b, opacity=0.6))
     fig.update_layout(barmode="group", title=f"Stage breakdown at tau={threshold:g}"
-                      + ("" if estimate_rows is None else f", {rows_label(estimate_rows)}"),
+                      + ("" if option == EXACT else f", {option_label(option)}"),
                       yaxis_title="% of fastest dense" if normalize else "ms (median)")
     if not normalize:
         fig.update_yaxes(type="log")
@@ -152,11 +158,13 @@ def efficiency_figure(bench_attend) -> go.Figure:
     latest run of each length)."""
     fig = go.Figure()
     rows = [r for r in bench_attend if r.get("kind") == "sparse_at_density"]
-    for n in sorted({r["seq_len"] for r in rows}):
-        latest = max((r for r in rows if r["seq_len"] == n), key=lambda r: r.get("time") or "")["run_id"]
-        rs = sorted((r for r in rows if r["seq_len"] == n and r["run_id"] == latest), key=lambda r: r["density"])
+    for bq, n in sorted({(r.get("block_q") or 64, r["seq_len"]) for r in rows}):
+        same = [r for r in rows if r["seq_len"] == n and (r.get("block_q") or 64) == bq]
+        latest = max(same, key=lambda r: r.get("time") or "")["run_id"]
+        rs = sorted((r for r in same if r["run_id"] == latest), key=lambda r: r["density"])
         fig.add_trace(go.Scatter(x=[r["density"] for r in rs], y=[r["efficiency"] for r in rs], mode="lines+markers",
-                                 name=f"N={n}"))
+                                 name=f"N={n}" + ("" if bq == 64 else f", block_q={bq}"),
+                                 line=dict(dash="solid" if bq == 64 else "dot")))
     fig.add_hline(y=0.9, line=dict(color="red", dash="dash"), annotation_text="target 0.9")
     fig.update_layout(title="Computation pass: efficiency per computed block vs cuDNN",
                       xaxis_title="density (kept causal blocks / causal blocks)", yaxis_title="efficiency")
@@ -233,12 +241,12 @@ def density_error_figure(maps: dict, points=()) -> go.Figure:
             fig.add_trace(go.Scatter(x=arrays[f"head{h}.density"], y=arrays[f"head{h}.rel_l1"], mode="lines+markers",
                                      name=f"{name} head {h}", customdata=arrays["tau_grid"],
                                      hovertemplate="tau=%{customdata:g}<br>density %{x:.3f}<br>rel.L1 %{y:.4f}"))
-    for rows in sorted({p.get("estimate_rows") or 0 for p in _ok(points)}):
-        ok = [p for p in _ok(points) if p.get("rel_l1") is not None and (p.get("estimate_rows") or 0) == rows]
+    for opt in sorted({option_of(p) for p in _ok(points)}):
+        ok = [p for p in _ok(points) if p.get("rel_l1") is not None and option_of(p) == opt]
         if not ok:
             continue
         fig.add_trace(go.Scatter(x=[p["density"] for p in ok], y=[p["rel_l1"] for p in ok], mode="markers",
-                                 name=f"sweep points, {rows_label(rows or None)}", marker=dict(symbol="x"),
+                                 name=f"sweep points, {option_label(opt)}", marker=dict(symbol="x"),
                                  customdata=[[p["seq_len"], p["threshold"]] for p in ok],
                                  hovertemplate="N=%{customdata[0]} tau=%{customdata[1]}<br>density %{x:.3f}<br>rel.L1 %{y:.4f}"))
     fig.update_layout(title="Density against error", xaxis_title="density", yaxis_title="relative L1 error vs dense")
@@ -272,13 +280,13 @@ def runs(points) -> dict:
 
 def compare_runs(a: list, b: list) -> list[dict]:
     """Per (N, tau) present in both runs: their times and the deltas."""
-    index_b = {(p["seq_len"], p["threshold"], p.get("estimate_rows")): p for p in _ok(b)}
+    index_b = {(p["seq_len"], p["threshold"], option_of(p)): p for p in _ok(b)}
     rows = []
-    for p in sorted(_ok(a), key=lambda p: (p["seq_len"], p["threshold"], p.get("estimate_rows") or 0)):
-        q = index_b.get((p["seq_len"], p["threshold"], p.get("estimate_rows")))
+    for p in sorted(_ok(a), key=lambda p: (p["seq_len"], p["threshold"], option_of(p))):
+        q = index_b.get((p["seq_len"], p["threshold"], option_of(p)))
         if q is None:
             continue
-        rows.append({"seq_len": p["seq_len"], "threshold": p["threshold"], "estimate_rows": p.get("estimate_rows"),
+        rows.append({"seq_len": p["seq_len"], "threshold": p["threshold"], "configuration": option_label(option_of(p)),
                      "sale_ms_a": p["sale_ms"],
                      "sale_ms_b": q["sale_ms"], "sale_delta_pct": 100 * (q["sale_ms"] / p["sale_ms"] - 1),
                      "dense_ms_a": p["dense_ms"], "dense_ms_b": q["dense_ms"], "speedup_a": p["speedup"],
@@ -369,11 +377,11 @@ def speed_error_figure(points, seq_len: int) -> go.Figure:
     ok = [p for p in _ok(points) if p["seq_len"] == seq_len and p.get("rel_l1")]
     latest = {}
     for p in sorted(ok, key=lambda p: p["time"]):
-        latest[(p.get("estimate_rows") or 0, p["threshold"])] = p
-    for rows in sorted({r for r, _ in latest}):
-        ps = sorted((p for (r, _), p in latest.items() if r == rows), key=lambda p: p["rel_l1"])
+        latest[(option_of(p), p["threshold"])] = p
+    for opt in sorted({o for o, _ in latest}):
+        ps = sorted((p for (o, _), p in latest.items() if o == opt), key=lambda p: p["rel_l1"])
         fig.add_trace(go.Scatter(x=[p["rel_l1"] for p in ps], y=[p["speedup"] for p in ps], mode="lines+markers",
-                                 name=rows_label(rows or None), customdata=[[p["threshold"], p["density"]] for p in ps],
+                                 name=option_label(opt), customdata=[[p["threshold"], p["density"]] for p in ps],
                                  hovertemplate="tau=%{customdata[0]:g}, density %{customdata[1]:.3f}<br>"
                                                "rel.L1 %{x:.4f}<br>speedup %{y:.2f}x"))
     fig.add_hline(y=1.0, line=dict(color="black", dash="dash"), annotation_text="break-even")
@@ -386,5 +394,5 @@ def speed_error_figure(points, seq_len: int) -> go.Figure:
 def matched_error_rows(points) -> list[dict]:
     """Each option's speedup at the exact estimate's error, per length and threshold (profiler.analysis),
     for the lengths where some option was measured."""
-    with_options = {p["seq_len"] for p in _ok(points) if p.get("estimate_rows") is not None}
+    with_options = {p["seq_len"] for p in _ok(points) if option_of(p) != EXACT}
     return [r for r in speedup_at_matched_error(points) if r["seq_len"] in with_options]

@@ -14,18 +14,18 @@ def _sweep(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = args.backend or ("triton" if device == "cuda" else "reference")
     combos = list(itertools.product(args.workload, args.batch, args.q_heads, args.kv_heads, args.head_dim, args.dtype,
-                                    args.granularity, args.estimate_rows))
+                                    args.granularity, args.estimate_rows, args.block_q))
     records = []
-    for workload, batch, hq, hkv, d, dtype, granularity, estimate_rows in combos:
+    for workload, batch, hq, hkv, d, dtype, granularity, estimate_rows, block_q in combos:
         if len(combos) > 1:
             print(f"-- workload={workload} B={batch} Hq={hq} Hkv={hkv} D={d} {dtype} {granularity} "
-                  f"estimate_rows={estimate_rows or 'all'}")
+                  f"estimate_rows={estimate_rows or 'all'} block_q={block_q}")
         if hq % hkv:
             print(f"   skipped: {hq} query heads are not a multiple of {hkv} kv heads")
             continue
         records += sweep(args.lengths, args.thresholds, backend=backend, device=device, workload=workload, batch=batch,
                          num_q_heads=hq, num_kv_heads=hkv, head_dim=d, dtype=dtype, granularity=granularity,
-                         estimate_rows=estimate_rows, reps=args.reps, warmup=args.warmup, accuracy_max_len=args.accuracy_max_len,
+                         estimate_rows=estimate_rows, block_q=block_q, reps=args.reps, warmup=args.warmup, accuracy_max_len=args.accuracy_max_len,
                          out_path=args.out, seed=args.seed, progress=not args.no_progress)
     points = [r for r in records if r["kind"] == "point"]
     print(f"{'N':>7} {'tau':>7} {'rows':>4} {'quant':>8} {'select':>8} {'attend':>8} {'dense':>9} {'backend':>13} "
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--estimate-rows", nargs="+", default=[None], type=_estimate_rows,
                    help="'all' (SALE's exact estimate, the default) or r: SaleConfig(estimate_rows=r), every "
                         "(block_q/r)-th query row estimated (less work, a subset of the exact mask)")
+    p.add_argument("--block-q", type=int, nargs="+", default=[64], help="query rows per mask block (SALE: 64)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--accuracy-max-len", type=int, default=16384,

@@ -15,6 +15,20 @@ import sys
 from collections import defaultdict
 
 
+EXACT = (64, 0)  # SALE's defaults: 64-row mask blocks, every query row estimated
+
+
+def option_of(point: dict) -> tuple[int, int]:
+    """The configuration a sweep point ran, as (block_q, estimate_rows or 0); old traces lack both."""
+    return (point.get("block_q") or 64, point.get("estimate_rows") or 0)
+
+
+def option_label(option: tuple[int, int]) -> str:
+    block_q, rows = option
+    parts = ([f"block_q={block_q}"] if block_q != 64 else []) + ([f"estimate_rows={rows}"] if rows else [])
+    return ", ".join(parts) or "exact estimate"
+
+
 def _interp(x: float, xs: list[float], ys: list[float]) -> float | None:
     """Piecewise-linear interpolation at x of ascending xs, or None outside [xs[0], xs[-1]]."""
     if not xs or x < xs[0] or x > xs[-1]:
@@ -26,23 +40,24 @@ def _interp(x: float, xs: list[float], ys: list[float]) -> float | None:
 
 
 def speedup_at_matched_error(points: list[dict]) -> list[dict]:
-    """Rows {seq_len, threshold, rel_l1, density, speedup (exact estimate), "estimate_rows=r": the
-    option's speedup at that error or None}. Curves are per (length, option); where several runs measured
-    the same (length, option, threshold), the latest point counts."""
+    """Rows {seq_len, threshold, rel_l1, density, speedup (SALE's defaults: 64-row blocks, exact estimate),
+    and per other configuration (option_label: estimate_rows, block_q) its speedup at that error or None}.
+    Curves are per (length, configuration); where several runs measured the same (length, configuration,
+    threshold), the latest point counts."""
     ok = [p for p in points if p.get("error") is None and p.get("rel_l1") and p.get("speedup")]
     curves = defaultdict(dict)  # (seq_len, option) -> {threshold: point}
     for p in sorted(ok, key=lambda p: p["time"]):
-        curves[(p["seq_len"], p.get("estimate_rows"))][p["threshold"]] = p
-    options = sorted({opt for _, opt in curves if opt is not None}, reverse=True)
+        curves[(p["seq_len"], option_of(p))][p["threshold"]] = p
+    options = sorted({opt for _, opt in curves if opt != EXACT}, key=lambda o: (o[0], -o[1] if o[1] else -10**6))
     rows = []
-    for (n, opt), exact in sorted((k, v) for k, v in curves.items() if k[1] is None):
+    for (n, opt), exact in sorted((k, v) for k, v in curves.items() if k[1] == EXACT):
         for tau, e in sorted(exact.items()):
             row = {"seq_len": n, "threshold": tau, "rel_l1": e["rel_l1"], "density": e["density"],
                    "speedup": e["speedup"]}
             for o in options:
                 pts = sorted(curves.get((n, o), {}).values(), key=lambda p: p["rel_l1"])
                 xs = [math.log(p["rel_l1"]) for p in pts]
-                row[f"estimate_rows={o}"] = _interp(math.log(e["rel_l1"]), xs, [p["speedup"] for p in pts])
+                row[option_label(o)] = _interp(math.log(e["rel_l1"]), xs, [p["speedup"] for p in pts])
             rows.append(row)
     return rows
 
@@ -63,12 +78,12 @@ def main(argv=None) -> int:
     if not rows:
         print("no exact-estimate points with an error measure in these traces")
         return 1
-    options = [k for k in rows[0] if k.startswith("estimate_rows=")]
+    options = [k for k in rows[0] if k not in ("seq_len", "threshold", "rel_l1", "density", "speedup")]
     print("speedup over the fastest dense attention at the exact estimate's output error (rel. L1 vs dense)")
-    print(f"{'N':>7} {'tau':>6} {'rel.L1':>7} {'exact':>6} " + " ".join(f"{o:>16}" for o in options))
+    print(f"{'N':>7} {'tau':>6} {'rel.L1':>7} {'exact':>6} " + " ".join(f"{o:>30}" for o in options))
     for r in rows:
         print(f"{r['seq_len']:>7} {r['threshold']:>6g} {r['rel_l1']:7.4f} {r['speedup']:5.2f}x " + " ".join(
-            f"{'-' if r[o] is None else format(r[o], '.2f') + 'x':>16}" for o in options))
+            f"{'-' if r[o] is None else format(r[o], '.2f') + 'x':>30}" for o in options))
     return 0
 
 

@@ -108,16 +108,18 @@ def break_even(points: list[dict]) -> dict:
 
 
 def sweep(lengths, thresholds, *, backend="reference", device="cpu", workload="structured", batch=1,
-          num_q_heads=8, num_kv_heads=2, head_dim=64, dtype="fp32", granularity="per_token", estimate_rows=None,
+          num_q_heads=8, num_kv_heads=2, head_dim=64, dtype="fp32", granularity="per_token", estimate_rows=None, block_q=64,
           reps=3, warmup=1,
           accuracy_max_len=4096, out_path="traces/sweep.jsonl", seed=0, progress=True) -> list[dict]:
     """Run the sweep and append one validated record per point to `out_path`. Returns the records."""
-    config = sale.SaleConfig(backend=backend, granularity=granularity, estimate_rows=estimate_rows, check_finite=False)
+    config = sale.SaleConfig(backend=backend, granularity=granularity, estimate_rows=estimate_rows, block_q=block_q,
+                             check_finite=False)
     run_id = uuid.uuid4().hex[:12]
     base = {"schema": trace.SCHEMA, "kind": "point", "run_id": run_id, "git_commit": git_commit(),
             "gpu": device_name(device), "backend": backend, "workload": workload, "batch": batch,
             "num_q_heads": num_q_heads, "num_kv_heads": num_kv_heads, "head_dim": head_dim,
-            "dtype": str(DTYPES[dtype]).replace("torch.", ""), "granularity": granularity, "estimate_rows": estimate_rows}
+            "dtype": str(DTYPES[dtype]).replace("torch.", ""), "granularity": granularity, "estimate_rows": estimate_rows,
+            "block_q": block_q}
     records = []
     bar = tqdm(total=len(lengths) * len(thresholds), desc="sale sweep", disable=not progress, unit="point")
     for n in lengths:
@@ -164,7 +166,7 @@ def sweep(lengths, thresholds, *, backend="reference", device="cpu", workload="s
     summary = {"schema": trace.SCHEMA, "kind": "summary", "run_id": run_id, "break_even": break_even(ok),
                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), **{k: base[k] for k in (
                    "gpu", "backend", "workload", "batch", "num_q_heads", "num_kv_heads", "head_dim", "dtype", "granularity",
-                   "estimate_rows")},
+                   "estimate_rows", "block_q")},
                "lengths": list(lengths), "thresholds": [float(t) for t in thresholds],
                "failed_points": len(records) - len(ok)}
     trace.append(out_path, summary)

@@ -24,7 +24,8 @@ POINT_FIELDS = {
     "speedup": (float, type(None)), "gpu_context": (dict,), "error": (str, type(None)),
 }
 # Fields added after the first traces were written: checked when present (old traces lack them).
-OPTIONAL_FIELDS = {"estimate_rows": (int, type(None))}  # None: every query row estimated (the exact mask)
+OPTIONAL_FIELDS = {"estimate_rows": (int, type(None)),  # None: every query row estimated (the exact mask)
+                   "block_q": (int, type(None))}        # None: 64, SALE's default
 KINDS = ("point", "summary")
 
 

@@ -78,7 +78,7 @@ def test_estimate_options_are_separate_series(committed):
     assert list(b.y) == pytest.approx([y / 4 for y in a.y])
     speed = {tr.name: tr for tr in figures.speedup_figure(exact + sampled).data}
     assert list(speed[f"tau={tau:g}, estimate_rows=16"].y) == pytest.approx([1.5 * y for y in speed[f"tau={tau:g}"].y])
-    only16 = figures.breakdown_figure(exact + sampled, tau, estimate_rows=16)
+    only16 = figures.breakdown_figure(exact + sampled, tau, option=(64, 16))
     assert "estimate_rows=16" in only16.layout.title.text
     assert len(next(tr for tr in only16.data if tr.name == "select").y) == len([p for p in exact if p["threshold"] == tau])
 

@@ -254,3 +254,17 @@ def test_sass_loop_compiles_for_hopper_without_a_gpu():
     assert int(ops["IGMMA"]) >= 4                     # the int8 estimate is on tensor cores
     assert int(ops["I2FP"]) == 128                    # one int->float conversion per estimate element
     assert "registers" in out and "hot loop" in out
+
+
+def test_sweep_records_block_q_and_the_matched_error_table_keeps_configurations_apart(tmp_path):
+    from profiler.analysis import speedup_at_matched_error
+    path = tmp_path / "bq.jsonl"
+    records = sweep([300], [0.003, 0.03], num_q_heads=2, num_kv_heads=1, head_dim=64, reps=1, block_q=128,
+                    accuracy_max_len=512, out_path=str(path), progress=False)
+    points = [r for r in records if r["kind"] == "point"]
+    assert all(r["block_q"] == 128 and r["error"] is None for r in points)
+    assert trace.read(str(path))[1] == []
+    exact = sweep([300], [0.003, 0.03], num_q_heads=2, num_kv_heads=1, head_dim=64, reps=1,
+                  accuracy_max_len=512, out_path=str(path), progress=False)
+    rows = speedup_at_matched_error([r for r in exact + records if r["kind"] == "point"])
+    assert rows and all("block_q=128" in r for r in rows)

@@ -1,6 +1,7 @@
 import streamlit as st
 
 from dashboard import figures
+from profiler.analysis import option_label, option_of
 from dashboard.ui import figure, need, table, traces
 
 st.title("Where the time goes")
@@ -8,19 +9,19 @@ t = traces()
 ok = [p for p in t.points if p.get("error") is None]
 if need(bool(ok), "No sweep points to break down."):
     thresholds = sorted({p["threshold"] for p in ok})
-    options = sorted({p.get("estimate_rows") or 0 for p in ok})
+    options = sorted({option_of(p) for p in ok})
     c1, c2, c3 = st.columns(3)
     tau = c1.selectbox("threshold", thresholds, index=len(thresholds) // 2)
-    rows = c2.selectbox("estimate", options, format_func=lambda r: figures.rows_label(r or None)) or None
+    opt = c2.selectbox("configuration", options, format_func=option_label)
     normalize = c3.toggle("as % of the fastest dense attention", value=False)
-    runs = sorted({p["run_id"]: p["time"] for p in ok if p["threshold"] == tau and p.get("estimate_rows") == rows}.items(),
+    runs = sorted({p["run_id"]: p["time"] for p in ok if p["threshold"] == tau and option_of(p) == opt}.items(),
                   key=lambda kv: kv[1], reverse=True)
     run = st.selectbox("run (latest first)", [r for r, _ in runs], format_func=lambda r: f"{r} ({dict(runs)[r][:16]})") \
         if len(runs) > 1 else (runs[0][0] if runs else None)
-    key = f"breakdown_tau{tau:g}" + ("" if rows is None else f"_rows{rows}")
-    figure(figures.breakdown_figure(ok, tau, normalize, rows, run), key)
-    table([p for p in ok if p["threshold"] == tau and p.get("estimate_rows") == rows and p["run_id"] == run], key,
-          ["run_id", "seq_len", "estimate_rows", "quantize_ms", "select_ms", "attend_ms", "sale_ms", "dense_ms", "dense_backend",
+    key = f"breakdown_tau{tau:g}_bq{opt[0]}_rows{opt[1]}"
+    figure(figures.breakdown_figure(ok, tau, normalize, opt, run), key)
+    table([p for p in ok if p["threshold"] == tau and option_of(p) == opt and p["run_id"] == run], key,
+          ["run_id", "seq_len", "block_q", "estimate_rows", "quantize_ms", "select_ms", "attend_ms", "sale_ms", "dense_ms", "dense_backend",
            "density", "overhead_pct", "speedup", "rel_l1", "recall_mean", "instrumentation_overhead_pct"])
 if t.bench_attend:
     st.subheader("Computation pass efficiency")
@@ -30,7 +31,7 @@ if t.bench_attend:
            "speedup", "rel_l1_vs_dense"])
 if t.bench_select:
     st.subheader("Selection kernel variants")
-    rows = [{"seq_len": r["seq_len"], "quantize_ms": r["quantize_ms"], **{f"select[{k}]": v for k, v in r["select_ms"].items()},
+    rows = [{"seq_len": r["seq_len"], "block_q": r.get("block_q") or 64, "quantize_ms": r["quantize_ms"], **{f"select[{k}]": v for k, v in r["select_ms"].items()},
              "fastest_dense_ms": r["fastest_dense_ms"], "estimate_pct_of_dense": r["estimate_pct_of_dense"],
              **{f"estimate_rows={o}: {f}": v.get(f) for o, v in (r.get("estimate_rows") or {}).items()
                 for f in ("select_ms", "estimate_pct_of_dense", "density", "candidate_recall_vs_exact")}}

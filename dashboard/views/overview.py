@@ -1,6 +1,7 @@
 import streamlit as st
 
 from dashboard import figures
+from profiler.analysis import option_label, option_of
 from dashboard.ui import figure, need, table, traces
 
 st.title("Does SALE pay off?")
@@ -8,11 +9,12 @@ t = traces()
 if need(bool(t.points or t.bench_select), "No sweep traces here. Run `python -m profiler sweep` on your GPU, or pick "
                                           "another folder in the sidebar."):
     ok = [p for p in t.points if p.get("error") is None]
-    options = sorted({p.get("estimate_rows") or 0 for p in ok})
-    chosen = st.multiselect("estimate", options, default=options, format_func=lambda r: figures.rows_label(r or None),
-                            help="SALE's exact estimate, and estimate_rows=r: every (64/r)-th query row estimated "
-                                 "(less work, a subset of the exact mask; its accuracy cost is on Threshold tuning)")
-    shown = [p for p in t.points if (p.get("estimate_rows") or 0) in chosen]
+    options = sorted({option_of(p) for p in ok})
+    chosen = st.multiselect("configuration", options, default=options, format_func=option_label,
+                            help="SALE's defaults (exact estimate, 64-row blocks); estimate_rows=r: every (block_q/r)-th "
+                                 "query row estimated (less work, a subset of the exact mask); block_q=128: 128-row mask "
+                                 "blocks. Accuracy at equal error is on Threshold tuning.")
+    shown = [p for p in t.points if option_of(p) in chosen]
     ok = [p for p in shown if p.get("error") is None]
     if ok:
         latest = max(ok, key=lambda p: p["time"])
@@ -21,12 +23,12 @@ if need(bool(t.points or t.bench_select), "No sweep traces here. Run `python -m 
         c[0].metric("GPU", ctx["gpu"])
         c[1].metric("fastest dense", str(latest["dense_backend"]))
         best = max(ok, key=lambda p: p["speedup"] or 0)
-        where = f"N={best['seq_len']}, tau={best['threshold']}, {figures.rows_label(best.get('estimate_rows'))}"
+        where = f"N={best['seq_len']}, tau={best['threshold']}, {option_label(option_of(best))}"
         c[2].metric("best speedup", f"{best['speedup']:.2f}x", help=where + (
             f"; output error rel.L1 {best['rel_l1']:.3f} vs dense" if best.get("rel_l1") is not None else ""))
         lowest = min(ok, key=lambda p: p["overhead_pct"] or 1e9)
         c[3].metric("lowest estimate overhead", f"{lowest['overhead_pct']:.1f}%",
-                    help=f"SALE's budget: about 11%. N={lowest['seq_len']}, {figures.rows_label(lowest.get('estimate_rows'))}")
+                    help=f"SALE's budget: about 11%. N={lowest['seq_len']}, {option_label(option_of(lowest))}")
         st.caption(f"Best speedup: {where}" + (f", rel.L1 {best['rel_l1']:.3f}" if best.get("rel_l1") is not None else "")
                    + ". Compare options at equal error on Threshold tuning.")
     figure(figures.overhead_figure(shown, t.bench_select), "overhead")

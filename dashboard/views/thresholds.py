@@ -1,6 +1,7 @@
 import streamlit as st
 
 from dashboard import figures
+from profiler.analysis import EXACT, option_of
 from dashboard.ui import figure, need, table, traces
 
 st.title("Thresholds: accuracy against speed")
@@ -21,10 +22,10 @@ if t.accuracy:
     st.caption("theta = 0 is the control: every block computed through SALE's kernels (the numeric floor).")
     table(held, "accuracy_held_out")
     table(needles, "accuracy_needles")
-options = {p.get("estimate_rows") for p in t.points if p.get("error") is None and p.get("rel_l1")}
+options = {option_of(p) for p in t.points if p.get("error") is None and p.get("rel_l1")}
 if len(options) > 1:
-    st.subheader("Speed against accuracy: the exact estimate and the reduced-work options")
-    lengths = sorted({p["seq_len"] for p in t.points if p.get("estimate_rows") is not None})
+    st.subheader("Speed against accuracy: SALE's defaults and the other configurations")
+    lengths = sorted({p["seq_len"] for p in t.points if option_of(p) != EXACT})
     n = st.selectbox("sequence length", lengths, index=len(lengths) - 1, key="speed-error-n")
     figure(figures.speed_error_figure(t.points, n), f"speed_error_N{n}")
     st.caption("Speedup each estimate option reaches at the exact estimate's error (interpolated along its "

@@ -118,6 +118,10 @@ ATTEND_CONFIGS = {
     "tb4_w4": {**_TB2, "tb": 4},
     "tb4_w8": {**_TB2, "tb": 4, "warps": 8},
 }
+# The default for 128-row mask blocks (SaleConfig(block_q=128)): 128-key tiles on two warpgroups, 0.67-0.71
+# of cuDNN per block where the 64-row default reaches 0.53-0.64 (NOTES.md, run 20).
+ATTEND_CONFIGS["bq128"] = {**_TB2, "tb": 4, "warps": 8}
+DEFAULT_TILE = {64: "default", 128: "bq128"}
 
 
 def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: str | None = None):
@@ -133,7 +137,7 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
             raise ValueError(f"{name} must be contiguous in the head dimension (stride(-1) == 1)")
     if kept is None:  # blocks above the diagonal are ignored, as in the reference
         kept = mask_to_kept(mask & causal_blocks(seq_len, config, mask.device))
-    cfg = ATTEND_CONFIGS[tile or "default"]
+    cfg = ATTEND_CONFIGS[tile or DEFAULT_TILE.get(bq, "default")]
     tb, num_warps, num_stages, heads_first, maxnreg = cfg["tb"], cfg["warps"], cfg["stages"], cfg["heads_first"], cfg["maxnreg"]
     if bq >= 128:  # a 128-row query block: two warpgroups, as in flash attention's 128-row tiles
         num_warps = max(num_warps, 8)
