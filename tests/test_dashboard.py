@@ -17,6 +17,7 @@ pytest.importorskip("streamlit", reason="the dashboard's dependencies (pip insta
 
 from dashboard import figures  # noqa: E402
 from dashboard.data import load_folder  # noqa: E402
+from profiler.analysis import EXACT, option_label, option_of  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACES = os.path.join(ROOT, "traces")
@@ -54,15 +55,15 @@ def test_accuracy_rows(committed):
 def test_overhead_figure_data(committed):
     fig = figures.overhead_figure(committed.points, committed.bench_select)
     sweep = [tr for tr in fig.data if tr.name.startswith("sweep")]
-    options = {p.get("estimate_rows") for p in committed.points}
-    assert [tr.name for tr in sweep] == [f"sweep, {figures.rows_label(r)}" for r in sorted(options, key=lambda r: r or 0)]
+    options = {option_of(p) for p in committed.points}
+    assert [tr.name for tr in sweep] == [f"sweep, {option_label(o)}" for o in sorted(options)]
     exact = next(tr for tr in sweep if tr.name == "sweep, exact estimate")
     # per length: the median over thresholds of the latest run that measured that length
     for n, y in zip(exact.x, exact.y):
-        pts = [p for p in committed.points if p["seq_len"] == n and p.get("estimate_rows") is None and p["error"] is None]
+        pts = [p for p in committed.points if p["seq_len"] == n and option_of(p) == EXACT and p["error"] is None]
         run = max(pts, key=lambda p: p["time"])["run_id"]
         assert y == pytest.approx(float(np.median([p["overhead_pct"] for p in pts if p["run_id"] == run])))
-    assert list(exact.x) == sorted({p["seq_len"] for p in committed.points if p.get("estimate_rows") is None})
+    assert list(exact.x) == sorted({p["seq_len"] for p in committed.points if option_of(p) == EXACT})
     assert any(s["y0"] == 11.0 for s in fig.layout.shapes)  # the budget line
 
 
@@ -100,13 +101,13 @@ def test_estimate_tradeoff_figure_and_rows():
 
 
 def test_speed_error_figure_and_matched_table(committed):
-    with_options = [p for p in committed.points if p.get("estimate_rows") is not None]
-    assert with_options, "the committed traces include a sweep over estimate options"
+    with_options = [p for p in committed.points if option_of(p) != EXACT]
+    assert with_options, "the committed traces include sweeps over other configurations"
     n = max(p["seq_len"] for p in with_options)
     fig = figures.speed_error_figure(committed.points, n)
     names = [tr.name for tr in fig.data]
-    assert names[0] == "exact estimate" and set(names[1:]) == {figures.rows_label(r) for r in
-                                                               {p["estimate_rows"] for p in with_options}}
+    assert names[0] == "exact estimate" and set(names[1:]) == {option_label(option_of(p)) for p in with_options
+                                                               if p["seq_len"] == n}
     for tr in fig.data:
         assert list(tr.x) == sorted(tr.x)  # each line runs along increasing error
     rows = figures.matched_error_rows(committed.points)
