@@ -30,6 +30,31 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process's whole group, then SIGKILL to whatever is left of it after 10 s."""
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.perf_counter() + 10
+    while time.perf_counter() < deadline:
+        try:
+            os.killpg(proc.pid, 0)            # raises once no process of the group is left
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=5)
+
+
 def first_chart(chromium: str, url: str, t0: float, screenshot: str | None = None) -> tuple[float, float]:
     """Seconds from t0 (and from the browser's launch) to the first drawn chart, polled through the
     DevTools protocol; with `screenshot`, a PNG of the page once the chart is drawn."""
@@ -37,13 +62,15 @@ def first_chart(chromium: str, url: str, t0: float, screenshot: str | None = Non
 
     from websockets.sync.client import connect  # a Streamlit dependency
     debug_port = _port()
-    with tempfile.TemporaryDirectory() as profile:
+    # The profile folder goes only after every chromium process (they form one process group) has exited:
+    # its helper processes may still write there after the main one quits.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         t_browser = time.perf_counter()
         browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
                                     "--disable-background-networking", "--no-first-run", "--disable-component-update",
                                     "--disable-sync", f"--user-data-dir={profile}",
                                     f"--remote-debugging-port={debug_port}", url],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             ws_url = None
             while ws_url is None:
@@ -88,8 +115,7 @@ def first_chart(chromium: str, url: str, t0: float, screenshot: str | None = Non
                         f.write(base64.b64decode(msg["result"]["data"]))
             return t_chart - t0, t_chart - t_browser
         finally:
-            browser.terminate()
-            browser.wait(timeout=20)
+            _stop_group(browser)
 
 
 def one_run(chromium: str) -> tuple[float, float]:
