@@ -58,11 +58,12 @@ def _length_axis(fig, title="sequence length (tokens)"):
     return fig
 
 
-def overhead_figure(points, bench_select=()) -> go.Figure:
+def overhead_figure(points, bench_select=(), options=None) -> go.Figure:
     """Estimation overhead (quantize + select, % of the fastest dense attention) by length, one line per
     estimate option (the estimate's cost does not depend on the threshold: each point is the median over
     the thresholds of the latest run at that length), against SALE's ~11% budget and the authors' RTX
-    4090 figures."""
+    4090 figures. `options`: the configurations (block_q, estimate_rows or 0) whose kernel-benchmark
+    lines to draw (default: all)."""
     fig = go.Figure()
     for opt, ps in _by_option(points).items():
         med = []
@@ -81,10 +82,14 @@ def overhead_figure(points, bench_select=()) -> go.Figure:
         bench = _latest_per_length(r for r in mine if r.get("estimate_pct_of_dense") is not None)
         if not bench:
             continue
-        fig.add_trace(go.Scatter(x=[r["seq_len"] for r in bench], y=[r["estimate_pct_of_dense"] for r in bench],
-                                 mode="lines+markers", name=f"kernel benchmark (best tile){suffix}", line=dict(dash="dot")))
+        if options is None or (block_q, 0) in options:
+            fig.add_trace(go.Scatter(x=[r["seq_len"] for r in bench], y=[r["estimate_pct_of_dense"] for r in bench],
+                                     mode="lines+markers", name=f"kernel benchmark (best tile){suffix}",
+                                     line=dict(dash="dot")))
         with_rows = _latest_per_length(r for r in mine if r.get("estimate_rows"))
         for rows in sorted({r for b in with_rows for r in b["estimate_rows"]}, key=int, reverse=True):
+            if options is not None and (block_q, int(rows)) not in options:
+                continue
             pts = [(b["seq_len"], b["estimate_rows"][rows].get("estimate_pct_of_dense")) for b in with_rows
                    if rows in b["estimate_rows"]]
             pts = [(n, y) for n, y in pts if y is not None]

@@ -67,6 +67,15 @@ def test_overhead_figure_data(committed):
     assert any(s["y0"] == 11.0 for s in fig.layout.shapes)  # the budget line
 
 
+def test_overhead_figure_draws_only_the_chosen_benchmark_configurations(committed):
+    names = [tr.name for tr in figures.overhead_figure([], committed.bench_select, options={(64, 0), (64, 16)}).data]
+    assert "kernel benchmark (best tile)" in names
+    assert "kernel benchmark, estimate_rows=16 (changes the mask)" in names
+    assert not [n for n in names if "block_q=128" in n or "estimate_rows=8" in n]
+    everything = [tr.name for tr in figures.overhead_figure([], committed.bench_select).data]
+    assert any("block_q=128" in n for n in everything) and any("estimate_rows=8" in n for n in everything)
+
+
 def test_estimate_options_are_separate_series(committed):
     run = next(p["run_id"] for p in committed.points if p.get("estimate_rows") is None)
     exact = [p for p in committed.points if p.get("estimate_rows") is None and p["error"] is None and p["run_id"] == run]

@@ -10,7 +10,9 @@ if need(bool(t.points or t.bench_select), "No sweep traces here. Run `python -m 
                                           "another folder in the sidebar."):
     ok = [p for p in t.points if p.get("error") is None]
     options = sorted({option_of(p) for p in ok})
-    chosen = st.multiselect("configuration", options, default=options, format_func=option_label,
+    # SALE's defaults and the reduced-work estimate the README recommends; the others one click away
+    default = [o for o in options if o in ((64, 0), (64, 16))] or options
+    chosen = st.multiselect("configuration", options, default=default, format_func=option_label,
                             help="SALE's defaults (exact estimate, 64-row blocks); estimate_rows=r: every (block_q/r)-th "
                                  "query row estimated (less work, a subset of the exact mask); block_q=128: 128-row mask "
                                  "blocks. Accuracy at equal error is on Threshold tuning.")
@@ -31,7 +33,7 @@ if need(bool(t.points or t.bench_select), "No sweep traces here. Run `python -m 
                     help=f"SALE's budget: about 11%. N={lowest['seq_len']}, {option_label(option_of(lowest))}")
         st.caption(f"Best speedup: {where}" + (f", rel.L1 {best['rel_l1']:.3f}" if best.get("rel_l1") is not None else "")
                    + ". Compare options at equal error on Threshold tuning.")
-    figure(figures.overhead_figure(shown, t.bench_select), "overhead")
+    figure(figures.overhead_figure(shown, t.bench_select, options=set(chosen)), "overhead")
     figure(figures.speedup_figure(shown, t.summaries), "speedup")
     st.subheader("Break-even length")
     table(figures.break_even_rows(t.summaries), "break_even")
