@@ -1,8 +1,8 @@
 import streamlit as st
 
 from dashboard import figures
-from profiler.analysis import option_label, option_of
 from dashboard.ui import figure, need, table, traces
+from profiler.analysis import option_label, option_of
 
 st.title("Where the time goes")
 t = traces()
@@ -27,8 +27,8 @@ if t.bench_attend:
     st.subheader("Computation pass efficiency")
     figure(figures.efficiency_figure(t.bench_attend), "efficiency")
     table([r for r in t.bench_attend if r.get("kind") == "sale_end_to_end"], "sale_end_to_end",
-          ["seq_len", "threshold", "quantize_ms", "select_ms", "attend_ms", "sale_ms", "fastest_dense_ms", "density",
-           "speedup", "rel_l1_vs_dense"])
+          ["seq_len", "block_q", "threshold", "quantize_ms", "select_ms", "attend_ms", "sale_ms", "fastest_dense_ms",
+           "density", "speedup", "rel_l1_vs_dense"])
 if t.bench_select:
     st.subheader("Selection kernel variants")
     rows = [{"seq_len": r["seq_len"], "block_q": r.get("block_q") or 64, "quantize_ms": r["quantize_ms"], **{f"select[{k}]": v for k, v in r["select_ms"].items()},

@@ -1,8 +1,8 @@
 import streamlit as st
 
 from dashboard import figures
-from profiler.analysis import option_label, option_of
 from dashboard.ui import figure, need, table, traces
+from profiler.analysis import option_label, option_of
 
 st.title("Does SALE pay off?")
 t = traces()

@@ -1,8 +1,8 @@
 import streamlit as st
 
 from dashboard import figures
-from profiler.analysis import EXACT, option_of
 from dashboard.ui import figure, need, table, traces
+from profiler.analysis import EXACT, option_of
 
 st.title("Thresholds: accuracy against speed")
 t = traces()
