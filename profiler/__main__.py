@@ -13,6 +13,13 @@ def _sweep(args) -> int:
     from .sweep import sweep
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = args.backend or ("triton" if device == "cuda" else "reference")
+    import sale
+    for rows, block_q in itertools.product(args.estimate_rows, args.block_q):
+        try:  # a bad pair fails here, with SaleConfig's message, before any point runs
+            sale.SaleConfig(estimate_rows=rows, block_q=block_q)
+        except ValueError as exc:
+            print(f"error: --estimate-rows {rows} with --block-q {block_q}: {exc}", file=sys.stderr)
+            return 2
     combos = list(itertools.product(args.workload, args.batch, args.q_heads, args.kv_heads, args.head_dim, args.dtype,
                                     args.granularity, args.estimate_rows, args.block_q))
     records = []
@@ -58,6 +65,18 @@ def _estimate_rows(text: str):
     return value
 
 
+MODULE_COMMANDS = [  # (subcommand, module under profiler/, help)
+    ("bench-select", "bench_select", "the selection benchmark in profiler/bench_select.py"),
+    ("bench-attend", "bench_attend", "the computation-pass benchmark in profiler/bench_attend.py"),
+    ("capture-torch", "capture_torch", "one point under torch.profiler: Chrome trace + per-stage breakdown"),
+    ("capture-maps", "capture_maps", "block-level attention maps of a few heads for the dashboard"),
+    ("estimate-tradeoff", "estimate_tradeoff", "accuracy of SaleConfig.estimate_rows against the exact estimate"),
+    ("matched-error", "analysis", "speedup of each configuration at the exact estimate's error"),
+    ("sass-loop", "sass_loop", "a kernel's hot loop on sm_90 (registers, opcode histogram), no GPU needed"),
+    ("nsys-breakdown", "nsys_parse", "per-stage kernel time from an nsys SQLite export"),
+]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m profiler", description="Profile SALE against dense attention.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,26 +107,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="traces/sweep.jsonl")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_sweep)
-    for name, module in (("bench-select", "bench_select"), ("bench-attend", "bench_attend")):
-        b = sub.add_parser(name, help=f"the kernel benchmark in profiler/{module}.py", add_help=False)
-        b.set_defaults(func=None, module=module)
-    c = sub.add_parser("capture-torch", help="one point under torch.profiler: Chrome trace + per-stage breakdown",
-                       add_help=False)
-    c.set_defaults(func=None, module="capture_torch")
-    m = sub.add_parser("capture-maps", help="block-level attention maps of a few heads for the dashboard",
-                       add_help=False)
-    m.set_defaults(func=None, module="capture_maps")
-    e = sub.add_parser("estimate-tradeoff", help="accuracy of SaleConfig.estimate_rows against the exact estimate",
-                       add_help=False)
-    e.set_defaults(func=None, module="estimate_tradeoff")
-    a = sub.add_parser("matched-error", help="speedup of each estimate option at the exact estimate's error",
-                       add_help=False)
-    a.set_defaults(func=None, module="analysis")
-    sl = sub.add_parser("sass-loop", help="a kernel's hot loop on sm_90 (registers, opcode histogram), no GPU needed",
-                        add_help=False)
-    sl.set_defaults(func=None, module="sass_loop")
-    n = sub.add_parser("nsys-breakdown", help="per-stage kernel time from an nsys SQLite export", add_help=False)
-    n.set_defaults(func=None, module="nsys_parse")
+    # Subcommands that hand their arguments to a module's own main(argv).
+    for name, module, what in MODULE_COMMANDS:
+        sub.add_parser(name, help=what, add_help=False).set_defaults(func=None, module=module)
     args, rest = parser.parse_known_args(argv)
     if args.func is None:
         import importlib

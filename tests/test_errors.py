@@ -80,3 +80,14 @@ def test_triton_backend_rejects_float32():
     q, k, v = qkv()
     with pytest.raises(TypeError, match="backend 'triton'"):
         sale.sale_attention(q, k, v, 0.01, sale.SaleConfig(backend="triton"))
+
+
+def test_estimate_rows_and_block_q_errors_name_the_argument(capsys):
+    for bad in (0, 3, 128, True, 2.0):
+        with pytest.raises(ValueError, match="estimate_rows"):
+            sale.SaleConfig(estimate_rows=bad)
+    assert sale.SaleConfig(estimate_rows=16).estimate_row_stride == 4
+    assert sale.SaleConfig().estimate_row_stride == 1
+    from profiler.__main__ import main
+    assert main(["sweep", "--lengths", "128", "--estimate-rows", "48", "--no-progress", "--out", "/dev/null"]) == 2
+    assert "--estimate-rows 48" in capsys.readouterr().err
