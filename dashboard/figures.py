@@ -20,11 +20,6 @@ def _ok(points):
     return [p for p in points if p.get("error") is None and p.get("sale_ms") is not None]
 
 
-def rows_label(estimate_rows) -> str:
-    """How a trace names its estimate: every query row (SALE's exact mask) or every (64/r)-th row."""
-    return "exact estimate" if estimate_rows is None else f"estimate_rows={estimate_rows}"
-
-
 def _by_series(points):
     """{label: points sorted by length}, one series per (threshold, configuration: estimate_rows,
     block_q). Where several runs measured the same length of a series, the latest point counts (the
@@ -94,7 +89,7 @@ def overhead_figure(points, bench_select=(), options=None) -> go.Figure:
                    if rows in b["estimate_rows"]]
             pts = [(n, y) for n, y in pts if y is not None]
             fig.add_trace(go.Scatter(x=[n for n, _ in pts], y=[y for _, y in pts], mode="lines+markers",
-                                     name=f"kernel benchmark, {rows_label(int(rows))}{suffix} (changes the mask)",
+                                     name=f"kernel benchmark, {option_label((block_q, int(rows)))} (changes the mask)",
                                      line=dict(dash="dot")))
     fig.add_trace(go.Scatter(x=list(AUTHORS_OVERHEAD), y=list(AUTHORS_OVERHEAD.values()), mode="lines+markers",
                              name="authors (RTX 4090, INT4, vs FA2)", line=dict(color="grey", dash="dash")))
@@ -352,7 +347,7 @@ def estimate_tradeoff_figure(rows) -> go.Figure:
         taus = sorted({r["threshold"] for r in rs})
         dens = [float(np.mean([r["density"] for r in rs if r["threshold"] == t])) for t in taus]
         err = [float(np.mean([r["rel_l1_vs_dense"] for r in rs if r["threshold"] == t])) for t in taus]
-        fig.add_trace(go.Scatter(x=dens, y=err, mode="lines+markers", name=f"{source} N={n}: {rows_label(opt or None)}",
+        fig.add_trace(go.Scatter(x=dens, y=err, mode="lines+markers", name=f"{source} N={n}: {option_label((64, opt))}",
                                  customdata=taus, hovertemplate="tau=%{customdata:g}<br>density %{x:.3f}<br>rel.L1 %{y:.4f}"))
     fig.update_layout(title="Reduced-work estimate against the exact one: density against error (lower left is better)",
                       xaxis_title="density (kept causal blocks)", yaxis_title="relative L1 error vs dense")

@@ -42,8 +42,8 @@ def tradeoff(q, k, v, options, taus, config=None) -> list[dict]:
     config = (config or sale.SaleConfig()).replace(backend="reference")
     n = q.shape[2]
     always = always_computed_blocks(n, config, q.device)
-    causal = always | candidate_blocks(n, config, q.device)
     cand = candidate_blocks(n, config, q.device)
+    causal = always | cand
     dense = attention_reference(q, k, v, None, config).double()
     rows, exact_kept = [], {}
     for rows_opt in [None, *[o for o in options if o is not None]]:

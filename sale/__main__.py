@@ -130,6 +130,12 @@ def capture_cmd(args) -> int:
     return 0
 
 
+def _device_options(parser) -> None:
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--backend", choices=["reference", "triton"], default=None,
+                        help="default: triton on cuda, reference on cpu")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,9 +148,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32")
     p.add_argument("--threshold", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--backend", choices=["reference", "triton"], default=None,
-                   help="default: triton on cuda, reference on cpu")
+    _device_options(p)
     p.set_defaults(func=demo)
     c = sub.add_parser("calibrate", help="per-layer, per-head thresholds for an error target theta (SALE-SPEC 4)")
     c.add_argument("--model", choices=["smollm2", "synthetic"], default="smollm2")
@@ -157,8 +161,7 @@ def main(argv=None) -> int:
     c.add_argument("--kv-heads", type=int, default=2)
     c.add_argument("--head-dim", type=int, default=128)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--device", default=None)
-    c.add_argument("--backend", choices=["reference", "triton"], default=None)
+    _device_options(c)
     c.add_argument("--estimate-rows", type=int, default=None,
                    help="calibrate for SaleConfig(estimate_rows=r): every (64/r)-th query row estimated (default: all)")
     c.add_argument("--out", default=None)
@@ -174,8 +177,7 @@ def main(argv=None) -> int:
     e.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
     e.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
     e.add_argument("--held-out-len", type=int, default=2048)
-    e.add_argument("--device", default=None)
-    e.add_argument("--backend", choices=["reference", "triton"], default=None)
+    _device_options(e)
     e.add_argument("--estimate-rows", type=int, default=None,
                    help="default: the thresholds file's own estimate_rows (all rows if it has none)")
     e.add_argument("--out", default=None)

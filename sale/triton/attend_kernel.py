@@ -117,10 +117,10 @@ ATTEND_CONFIGS = {
     "tb1_r128": {**_TB2, "tb": 1, "stages": 4, "maxnreg": 128},
     "tb4_w4": {**_TB2, "tb": 4},
     "tb4_w8": {**_TB2, "tb": 4, "warps": 8},
+    # the default for 128-row mask blocks (SaleConfig(block_q=128)): 128-key tiles on two warpgroups,
+    # 0.62-0.71 of cuDNN per block from 64K (NOTES.md, runs 20-21)
+    "bq128": {**_TB2, "tb": 4, "warps": 8},
 }
-# The default for 128-row mask blocks (SaleConfig(block_q=128)): 128-key tiles on two warpgroups, 0.67-0.71
-# of cuDNN per block where the 64-row default reaches 0.53-0.64 (NOTES.md, run 20).
-ATTEND_CONFIGS["bq128"] = {**_TB2, "tb": 4, "warps": 8}
 DEFAULT_TILE = {64: "default", 128: "bq128"}
 
 
