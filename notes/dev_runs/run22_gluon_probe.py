@@ -1,5 +1,5 @@
-"""Run 22 probe (session 3): one selection launch on 16K Llama shapes, for ncu, with the tile given on the
-command line; and the Gluon mask with estimate_rows=16 against the Triton kernel's and the reference's
+"""Run 22 probe (session 3; runs on the tree of commit b02a524, where the Gluon tiles exist): one
+selection launch on 16K Llama shapes, for ncu, with the tile given on the command line; and the Gluon mask with estimate_rows=16 against the Triton kernel's and the reference's
 on the same quantized inputs.   python3 notes/dev_runs/run22_gluon_probe.py TILE [compare]"""
 import sys
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run 22 (session 3): ncu stall reasons of the Triton and Gluon estimate loops at 16K, and the Gluon
-# estimate_rows mask check on the same quantized inputs.   OUT=dir bash notes/dev_runs/run22_gluon_probe.sh
+# Run 22 (session 3; tree of commit b02a524): ncu issue statistics of the Triton and Gluon estimate
+# loops at 16K, and the Gluon estimate_rows mask check on the same quantized inputs.   OUT=dir bash notes/dev_runs/run22_gluon_probe.sh
 set -uo pipefail
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/sale_out}; mkdir -p "$OUT"

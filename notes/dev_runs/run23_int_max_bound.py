@@ -1,12 +1,16 @@
 """Run 23 (session 3, CPU): would an exact integer-max bound let the estimate skip tiles? Per (row, 32-key
-block): max_j s_hat_ij <= sq_i * (skmax or skmin) * max_j dot_ij + max_j qmk_j (one integer max per element
-instead of the scaled float epilogue); a 128x128 tile (2 query x 4 key blocks) whose 8 bounds all fall
-below t_i could skip the exact epilogue with the mask unchanged.   python3 notes/dev_runs/run23_int_max_bound.py [N]"""
-import math, torch, sys
+block): max_j s_hat_ij <= sq_i * (skmax or skmin) * max_j dot_ij + max_j qmk_j (one integer max per
+element instead of the scaled float epilogue); a 128x128 tile (2 query x 4 key blocks) whose 8 bounds all
+fall below t_i could skip the exact epilogue with the mask unchanged.
+    python3 notes/dev_runs/run23_int_max_bound.py [N]      (repo root, CPU)"""
+import sys
+
+import torch
+
 sys.path.insert(0, ".")
-import sale
-from sale.reference import quantize_reference, row_statistics, row_thresholds, _grouped
-from sale.workloads import make_qkv
+import sale  # noqa: E402
+from sale.reference import _grouped, quantize_reference, row_statistics, row_thresholds  # noqa: E402
+from sale.workloads import make_qkv  # noqa: E402
 torch.manual_seed(0)
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 4096
 q, k, v = make_qkv("structured", 1, 8, 2, N, 128, torch.float32, "cpu", seed=N)

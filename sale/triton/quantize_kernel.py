@@ -57,37 +57,12 @@ def _quantize_rows_kernel(
                 tl.store(qmk_ptr + (b * H * GROUP + h * GROUP + g) * N + rows, qmk, mask=valid)
 
 
-# Readable floats past the end of per-key vectors, so that the Gluon estimate loads whole key tiles
-# without masks (estimate_gluon.py: keys past N only reach blocks that are never candidates).
-KEY_PAD = 512
-
-
-def padded_empty(shape, device, pad=KEY_PAD):
-    """float32 tensor of `shape` whose storage has `pad` zeros after its last element."""
-    numel = 1
-    for n in shape:
-        numel *= n
-    buf = torch.empty(numel + pad, dtype=torch.float32, device=device)
-    buf[numel:].zero_()
-    return buf[:numel].view(shape)
-
-
-def with_key_pad(x, pad=KEY_PAD):
-    """x if it is contiguous with `pad` readable elements after it, else a padded copy."""
-    end = (x.storage_offset() + x.numel() + pad) * x.element_size()
-    if x.is_contiguous() and x.untyped_storage().nbytes() >= end:
-        return x
-    out = padded_empty(tuple(x.shape), x.device, pad)
-    out.copy_(x)
-    return out
-
-
 def _launch(x, mean, group_rows, qmean=None, group=1):
     batch, heads, seq_len, head_dim = x.shape
     x_hat = torch.empty((batch, heads, seq_len, head_dim), dtype=torch.int8, device=x.device)
-    scale = padded_empty((batch, heads, seq_len), x.device)
+    scale = torch.empty((batch, heads, seq_len), dtype=torch.float32, device=x.device)
     with_qmk = qmean is not None
-    qmk = padded_empty((batch, heads * group, seq_len), x.device) if with_qmk else scale
+    qmk = torch.empty((batch, heads * group, seq_len), dtype=torch.float32, device=x.device) if with_qmk else scale
     block_rows = max(pow2(group_rows), 64 if not interpreting() else 16)
     grid = (triton.cdiv(seq_len, block_rows), batch * heads)
     _quantize_rows_kernel[grid](

@@ -71,15 +71,16 @@ def _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N,
 @triton.jit
 def _select_kernel(
     q_ptr, k_ptr, kmean_ptr, qhat_ptr, khat_ptr, sq_ptr, sk_ptr, qmk_ptr, tau_ptr,
-    mask_ptr, counts_ptr, idx_ptr, margin_ptr, trow_ptr, bits_ptr,
-    N, HQ, GROUP, NQB, NKB, NW, WINDOW, SINK_BLOCKS, scale, scale_log2e,
+    mask_ptr, counts_ptr, idx_ptr, margin_ptr,
+    N, HQ, GROUP, NQB, NKB, WINDOW, SINK_BLOCKS, scale, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr, ROW_STRIDE: tl.constexpr,
     BLOCK_N: tl.constexpr, STATS_N: tl.constexpr, FILL_NB: tl.constexpr, WRITE_MARGIN: tl.constexpr,
-    INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr, PHASE: tl.constexpr,
+    INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr,
 ):
     BQS: tl.constexpr = BQ // ROW_STRIDE      # estimated rows per query block
     BLOCK_M: tl.constexpr = QB * BQS
+    NB_T: tl.constexpr = BLOCK_N // BK
     n_groups = tl.cdiv(NQB, QB)
     if HEADS_FIRST:  # launch order: the longest rows of every head first, then shorter ones
         qg = n_groups - 1 - tl.program_id(1)
@@ -94,40 +95,9 @@ def _select_kernel(
     r = tl.arange(0, BLOCK_M)
     rows = (qg * QB + r // BQS) * BQ + (r % BQS) * ROW_STRIDE
     row_ok = rows < N
+    d = tl.arange(0, HEAD_DIM)
     qb = qg * QB + tl.arange(0, QB)
 
-    # PHASE 0: everything here. With the Gluon estimate (estimate_gluon.py) the work splits in three
-    # launches: PHASE 1 writes t_i (steps 1-2), the Gluon kernel ORs keep bits into a bitmask
-    # [B*Hq, NQB, NW] int32 (step 3), PHASE 2 reads them (step 4).
-    if PHASE != 2:
-        t_row = _row_thresholds(q_ptr, k_ptr, kmean_ptr, tau_ptr, rows, row_ok, qg, b, h, kvh, bkv, N, WINDOW,
-                                SINK_BLOCKS, scale, scale_log2e, stride_qb, stride_qh, stride_qn, stride_kb,
-                                stride_kh, stride_kn, HEAD_DIM, BQ, BK, QB, BLOCK_M, STATS_N, INTERPRET)
-    if PHASE == 1:
-        tl.store(trow_ptr + bh * N + rows, t_row, mask=row_ok)
-        return
-    last_qb = tl.minimum(qg * QB + QB, NQB) - 1
-    cand_end = _local_start_key(last_qb * BQ, WINDOW, BK)
-    mask_row = mask_ptr + bh * NQB * NKB
-    idx_row = idx_ptr + bh * NQB * NKB
-    margin_row = margin_ptr + bh * NQB * NKB
-    if PHASE == 0:
-        _estimate_loop(qhat_ptr, khat_ptr, sq_ptr, sk_ptr, qmk_ptr, mask_row, margin_row, t_row, rows, row_ok, qb,
-                       bh, bkv, N, NQB, NKB, cand_end, HEAD_DIM, BQ, BK, QB, BQS, BLOCK_N, WRITE_MARGIN, EPI)
-        tl.debug_barrier()  # the row pass below reads what other threads of this program stored
-
-    # ---- 4. the whole row: keep = always | (candidate & estimate), compact kept list ----------------
-    _row_pass(mask_row, idx_row, margin_row, bits_ptr + bh * NQB * NW, counts_ptr + bh * NQB, qb, cand_end,
-              N, NQB, NKB, NW, WINDOW, SINK_BLOCKS, BQ, BK, QB, BLOCK_N, FILL_NB, WRITE_MARGIN, PHASE)
-
-
-@triton.jit
-def _row_thresholds(q_ptr, k_ptr, kmean_ptr, tau_ptr, rows, row_ok, qg, b, h, kvh, bkv, N, WINDOW, SINK_BLOCKS,
-                    scale, scale_log2e, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-                    HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr,
-                    BLOCK_M: tl.constexpr, STATS_N: tl.constexpr, INTERPRET: tl.constexpr):
-    """Steps 1-2: t_i [BLOCK_M] from the exact sink-and-local statistics m_i, l_i (+inf past N)."""
-    d = tl.arange(0, HEAD_DIM)
     # ---- 1. exact statistics over sink and local keys -------------------------------------------
     q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qn + d[None, :],
                 mask=row_ok[:, None], other=0.0)
@@ -165,20 +135,17 @@ def _row_thresholds(q_ptr, k_ptr, kmean_ptr, tau_ptr, rows, row_ok, qg, b, h, kv
     # ---- 2. row thresholds ----------------------------------------------------------------------
     tau = tl.load(tau_ptr + h)
     t_row = m_i + tl.log(tau * l_i) / scale
-    return tl.where(row_ok, t_row, float("inf"))
+    t_row = tl.where(row_ok, t_row, float("inf"))
 
-
-@triton.jit
-def _estimate_loop(qhat_ptr, khat_ptr, sq_ptr, sk_ptr, qmk_ptr, mask_row, margin_row, t_row, rows, row_ok, qb, bh,
-                   bkv, N, NQB, NKB, cand_end, HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
-                   QB: tl.constexpr, BQS: tl.constexpr, BLOCK_N: tl.constexpr, WRITE_MARGIN: tl.constexpr,
-                   EPI: tl.constexpr):
-    """Step 3: raw keep bits (and margins) of every candidate tile, stored into the mask rows."""
-    NB_T: tl.constexpr = BLOCK_N // BK
-    d = tl.arange(0, HEAD_DIM)
+    # ---- 3. the 4-bit estimate over candidate tiles ------------------------------------------------
     hat_rows = bh * N + rows
     q_hat = tl.load(qhat_ptr + hat_rows[:, None] * HEAD_DIM + d[None, :], mask=row_ok[:, None], other=0)
     sq = tl.load(sq_ptr + hat_rows, mask=row_ok, other=0.0)
+    last_qb = tl.minimum(qg * QB + QB, NQB) - 1
+    cand_end = _local_start_key(last_qb * BQ, WINDOW, BK)
+    mask_row = mask_ptr + bh * NQB * NKB
+    idx_row = idx_ptr + bh * NQB * NKB
+    margin_row = margin_ptr + bh * NQB * NKB
     khat_base = khat_ptr + bkv * N * HEAD_DIM
     # Hot loop: nothing but the estimate and a store of raw keep bits (and margins), with no value
     # carried between iterations, so that Triton can pipeline the K loads under the MMAs.
@@ -193,26 +160,16 @@ def _estimate_loop(qhat_ptr, khat_ptr, sq_ptr, sk_ptr, qmk_ptr, mask_row, margin
         tl.store(mask_row + qb[:, None] * NKB + c[None, :], (blockmax > 0).to(tl.int8), mask=ok)
         if WRITE_MARGIN:
             tl.store(margin_row + qb[:, None] * NKB + c[None, :], blockmax, mask=ok)
+    tl.debug_barrier()  # the row pass below reads what other threads of this program stored
 
-
-@triton.jit
-def _row_pass(mask_row, idx_row, margin_row, bits_row, counts_row, qb, cand_end, N, NQB, NKB, NW, WINDOW,
-              SINK_BLOCKS, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr, BLOCK_N: tl.constexpr,
-              FILL_NB: tl.constexpr, WRITE_MARGIN: tl.constexpr, PHASE: tl.constexpr):
-    """Step 4: keep = always | (candidate & estimate) over the whole row; bool mask, counts and the
-    compact kept list (ascending, -1 padding) written whole. The estimate bits come from the mask
-    rows (PHASE 0) or from the Gluon kernel's bitmask (PHASE 2)."""
-    NB_T: tl.constexpr = BLOCK_N // BK
-    est_end = tl.cdiv(cand_end, BLOCK_N) * NB_T          # key blocks the hot loop wrote (PHASE 0)
+    # ---- 4. the whole row: keep = always | (candidate & estimate), compact kept list ----------------
+    est_end = tl.cdiv(cand_end, BLOCK_N) * NB_T          # key blocks the hot loop wrote
     count = tl.zeros((QB,), tl.int32)
     for c0 in range(0, NKB, FILL_NB):
         c = c0 + tl.arange(0, FILL_NB)
         exists, always, cand = _block_flags(qb, c, N, NQB, NKB, BQ, BK, WINDOW, SINK_BLOCKS)
-        if PHASE == 2:  # every candidate block's bit was ORed in by the program that holds its query block
-            word = tl.load(bits_row + qb[:, None] * NW + c[None, :] // 32, mask=cand, other=0)
-            est = (word >> (c[None, :] % 32)) & 1
-        else:
-            est = tl.load(mask_row + qb[:, None] * NKB + c[None, :], mask=exists & (c[None, :] < est_end), other=0)
+        written = exists & (c[None, :] < est_end)
+        est = tl.load(mask_row + qb[:, None] * NKB + c[None, :], mask=written, other=0)
         keep = always | (cand & (est > 0))
         tl.store(mask_row + qb[:, None] * NKB + c[None, :], keep.to(tl.int8), mask=exists)
         keep_i = (keep & exists).to(tl.int32)
@@ -220,11 +177,10 @@ def _row_pass(mask_row, idx_row, margin_row, bits_row, counts_row, qb, cand_end,
         tl.store(idx_row + qb[:, None] * NKB + pos, c[None, :] + 0 * pos, mask=keep_i > 0)
         count += tl.sum(keep_i, axis=1)
         if WRITE_MARGIN:
-            written = exists & (c[None, :] < est_end)
             margin = tl.load(margin_row + qb[:, None] * NKB + c[None, :], mask=written & cand, other=float("-inf"))
             tl.store(margin_row + qb[:, None] * NKB + c[None, :], tl.where(cand, margin, float("-inf")), mask=exists)
     qb_ok = qb < NQB
-    tl.store(counts_row + qb, count, mask=qb_ok)
+    tl.store(counts_ptr + bh * NQB + qb, count, mask=qb_ok)
     for s0 in range(tl.min(count, axis=0), NKB, FILL_NB):      # -1 past each count
         slot = s0 + tl.arange(0, FILL_NB)
         pad = qb_ok[:, None] & (slot[None, :] < NKB) & (slot[None, :] >= count[:, None])
@@ -251,16 +207,6 @@ SELECT_CONFIGS = {
     "qb2_s32": {**_TILE, "stats_n": 32},
 }
 # Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
-# The Gluon estimate (estimate_gluon.py, Hopper only): 128 rows on two warpgroups, cp.async stages of
-# 128-key tiles, the next tile's MMA under this tile's epilogue; a_in_regs: Q_hat in registers.
-_GLUON = dict(kernel="gluon", block_n=128, warps=8, stages=4, a_in_regs=False, fp8=False, maxnreg=None)
-SELECT_CONFIGS.update({
-    "gluon": _GLUON,
-    "gluon_fp8": {**_GLUON, "fp8": True},
-    "gluon_n64": {**_GLUON, "block_n": 64},                                 # 99 registers: 2 programs per SM
-    "gluon_n64_fp8": {**_GLUON, "block_n": 64, "fp8": True},
-    "gluon_n64_r80": {**_GLUON, "block_n": 64, "maxnreg": 80},              # 3 programs per SM
-})
 PROBE_CONFIGS = {"probe_int_max": {**_TILE, "epi": 4}, "probe_dot_only": {**_TILE, "epi": 5}}
 # Registers, spills and shared memory of the last compiled launch of each configuration.
 COMPILED_STATS: dict = {}
@@ -275,82 +221,44 @@ def _check_tile(config, block_n: int):
         raise ValueError(f"tile BLOCK_N={block_n} must be a multiple of block_k={bk}")
 
 
-def _launch_select(phase, grid, q, k, tau, config, quant, mask, counts, indices, margin, trow, bits, qb_per_prog,
-                   block_n, stats_n, num_warps, num_stages, epi=1, heads_first=False, maxnreg=None,
-                   return_margin=False):
-    batch, hq, seq_len, head_dim = q.shape
-    nqb, nkb = mask.shape[-2:]
-    scale = config.scale_for(head_dim)
-    return _select_kernel[grid](
-        q, k, quant.k_mean, quant.q_hat, quant.k_hat, quant.q_scale, quant.k_scale, quant.qmk, tau.float().contiguous(),
-        mask, counts, indices, margin, trow, bits,
-        seq_len, hq, hq // k.shape[1], nqb, nkb, bits.shape[-1], config.local_window, config.sink_blocks,
-        scale, scale * math.log2(math.e),
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, ROW_STRIDE=config.estimate_row_stride,
-        BLOCK_N=block_n, STATS_N=stats_n, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
-        WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first, PHASE=phase,
-        num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
-
-
 def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, return_kept=False):
     """Triton version of ``reference.select_reference``: (mask, margin or None[, KeptBlocks])."""
     batch, hq, seq_len, head_dim = q.shape
     nqb, nkb = num_blocks(seq_len, config.block_q), num_blocks(seq_len, config.block_k)
-    name = tile or "default"
-    cfg = {**SELECT_CONFIGS, **PROBE_CONFIGS}[name]
-    stride = config.estimate_row_stride
-    if stride & (stride - 1):
-        raise ValueError(f"SaleConfig.estimate_rows must give a power-of-two row stride for the triton backend, "
-                         f"got block_q={config.block_q}, estimate_rows={config.estimate_rows}")
-    mask = torch.empty((batch, hq, nqb, nkb), dtype=torch.int8, device=q.device)
-    counts = torch.empty((batch, hq, nqb), dtype=torch.int32, device=q.device)
-    indices = torch.empty((batch, hq, nqb, nkb), dtype=torch.int32, device=q.device)
-    if cfg.get("kernel") == "gluon":
-        if return_margin:
-            raise ValueError(f"select tile {name!r} (Gluon) does not write margins; use a Triton tile")
-        _select_gluon(q, k, tau, config, quant, mask, counts, indices, cfg, name)
-        return (mask.view(torch.bool), None) + ((KeptBlocks(counts, indices),) if return_kept else ())
+    cfg = {**SELECT_CONFIGS, **PROBE_CONFIGS}[tile or "default"]
     # the tiles are tuned for block_q = 64; other block sizes keep the program's rows (qb * 64)
     qb_per_prog = max(1, cfg["qb"] * 64 // config.block_q)
     block_n, num_warps, num_stages = cfg["block_n"], cfg["warps"], cfg["stages"]
     epi, heads_first, stats_n, maxnreg = cfg["epi"], cfg["heads_first"], cfg["stats_n"], cfg["maxnreg"]
     if interpreting():
         qb_per_prog, block_n, num_warps, num_stages, stats_n = min(qb_per_prog, 2), 2 * config.block_k, 4, 1, 32
+    stride = config.estimate_row_stride
+    if stride & (stride - 1):
+        raise ValueError(f"SaleConfig.estimate_rows must give a power-of-two row stride for the triton backend, "
+                         f"got block_q={config.block_q}, estimate_rows={config.estimate_rows}")
     qb_per_prog *= stride  # the same BLOCK_M estimated rows per program, from more query blocks
     block_n = max(block_n, config.block_k)
     _check_tile(config, block_n)
+    scale = config.scale_for(head_dim)
+    mask = torch.empty((batch, hq, nqb, nkb), dtype=torch.int8, device=q.device)
+    counts = torch.empty((batch, hq, nqb), dtype=torch.int32, device=q.device)
+    indices = torch.empty((batch, hq, nqb, nkb), dtype=torch.int32, device=q.device)
     margin = torch.empty((batch, hq, nqb, nkb), dtype=torch.float32, device=q.device) if return_margin else mask
     grid = (triton.cdiv(nqb, qb_per_prog), batch * hq)
     if heads_first:
         grid = grid[::-1]
-    unused = counts  # PHASE 0 reads no t_i buffer and no bitmask
-    compiled = _launch_select(0, grid, q, k, tau, config, quant, mask, counts, indices, margin, unused,
-                              counts.view(batch * hq, nqb, 1), qb_per_prog, block_n, stats_n, num_warps, num_stages,
-                              epi, heads_first, maxnreg, return_margin)
+    compiled = _select_kernel[grid](
+        q, k, quant.k_mean, quant.q_hat, quant.k_hat, quant.q_scale, quant.k_scale, quant.qmk, tau.float().contiguous(),
+        mask, counts, indices, margin,
+        seq_len, hq, hq // k.shape[1], nqb, nkb, config.local_window, config.sink_blocks,
+        scale, scale * math.log2(math.e),
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, ROW_STRIDE=stride, BLOCK_N=block_n,
+        STATS_N=stats_n, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
+        WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first, num_warps=num_warps,
+        num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     if not interpreting():
-        COMPILED_STATS[name] = {"n_regs": compiled.n_regs, "n_spills": compiled.n_spills,
-                                "shared_bytes": compiled.metadata.shared}
+        COMPILED_STATS[tile or "default"] = {"n_regs": compiled.n_regs, "n_spills": compiled.n_spills,
+                                             "shared_bytes": compiled.metadata.shared}
     out = (mask.view(torch.bool), margin if return_margin else None)
     return out + (KeptBlocks(counts, indices),) if return_kept else out
-
-
-def _select_gluon(q, k, tau, config, quant, mask, counts, indices, cfg, name):
-    """Three launches: t_i (Triton, PHASE 1), the Gluon estimate into a bitmask, the row pass (PHASE 2)."""
-    from .estimate_gluon import launch_estimate
-    batch, hq, seq_len, head_dim = q.shape
-    nqb, nkb = mask.shape[-2:]
-    stride = config.estimate_row_stride
-    _check_tile(config, cfg["block_n"])
-    tri = SELECT_CONFIGS["default"]
-    qb_per_prog = max(1, tri["qb"] * 64 // config.block_q) * stride
-    grid = (triton.cdiv(nqb, qb_per_prog), batch * hq)
-    trow = torch.empty((batch * hq, seq_len), dtype=torch.float32, device=q.device)
-    bits = torch.zeros((batch * hq, nqb, triton.cdiv(nkb, 32)), dtype=torch.int32, device=q.device)
-    args = (q, k, tau, config, quant, mask, counts, indices, mask, trow, bits, qb_per_prog, tri["block_n"],
-            tri["stats_n"], tri["warps"], tri["stages"])
-    _launch_select(1, grid, *args)
-    compiled = launch_estimate(quant, trow, bits, config, hq // k.shape[1], cfg)
-    _launch_select(2, grid, *args)
-    COMPILED_STATS[name] = {"n_regs": compiled.n_regs, "n_spills": compiled.n_spills,
-                            "shared_bytes": compiled.metadata.shared}
