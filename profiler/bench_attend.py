@@ -43,7 +43,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
     p.add_argument("--densities", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.1, 0.05])
-    p.add_argument("--thresholds", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
+    p.add_argument("--thresholds", type=float, nargs="*", default=[0.003, 0.01, 0.03, 0.1],
+                   help="fixed thresholds for SALE end to end (none: skip)")
     p.add_argument("--tiles", nargs="+", default=list(ATTEND_CONFIGS))
     p.add_argument("--q-heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)

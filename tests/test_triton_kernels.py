@@ -8,7 +8,7 @@ import torch
 
 import sale
 from sale.blocks import causal_blocks, num_blocks
-from sale.triton.attend_kernel import attend_triton
+from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton
 from sale.triton.select_kernel import select_triton
 from sale.workloads import StructuredParams, make_qkv
 
@@ -116,9 +116,10 @@ def test_attend_matches_reference_on_random_masks(n, hq, hkv, d):
         assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
 
 
-@pytest.mark.parametrize("tile", ["tb2", "tb4_w4"])
+@pytest.mark.parametrize("tile", ["tb2", "tb4_w4", "fold", "tma", "tma2"])
 def test_attend_tiles_agree_with_the_default(tile):
-    """Every attend tile configuration gathers the same kept blocks (tb = 2 or 4 per tile; the default 1)."""
+    """Every attend tile configuration computes the same kept blocks (tb = 2 or 4 per tile, the default 1;
+    the softmax scale folded into exp2, TMA loads of 1 or 2 blocks per step)."""
     q, k, v = inputs(230, 2, 1, 64, seed=5)
     cfg = sale.SaleConfig()
     g = torch.Generator().manual_seed(5)
@@ -220,3 +221,18 @@ def test_attend_on_gpu(n, hq, hkv, d):
     # 100% density against SDPA (cuDNN where it runs, else any backend)
     sdpa = sale.sdpa_attention(q, k, v, "cudnn" if d == 128 else "flash")
     assert rel_err(out, sdpa) < 1e-2
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("tile", [t for t in ATTEND_CONFIGS if t != "default" and not t.startswith("bq128") and t != "tma_ws"])
+def test_attend_tiles_on_gpu(tile):
+    """Every tile configuration of the computation pass on a SALE mask at 8K (odd length, GQA 4)."""
+    n, hq, hkv, d = 8191, 8, 2, 128
+    q, k, v = inputs(n, hq, hkv, d, seed=16)
+    rows = slice(n - 2048, n)
+    mask = sale.select_blocks(q, k, 0.01, TRITON)
+    out = torch.full_like(q, math.nan)
+    out.copy_(attend_triton(q, k, v, mask, TRITON, tile=tile))
+    assert torch.isfinite(out).all()
+    bound, ref = plain_rows_error(q, k, v, mask, rows)
+    assert rel_err(out[:, :, rows], ref) <= 2 * bound + 1e-6
