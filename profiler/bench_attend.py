@@ -7,6 +7,13 @@ attention (the same kernel with every causal block kept); for each density, a ma
 density (sink and local blocks always kept), its sparse ms and efficiency = density x cuDNN ms /
 sparse ms; then SALE end to end (quantize + select + attend) on the structured workload at several
 thresholds: ms, density, speedup over the fastest dense, and relative L1 error against cuDNN's output.
+
+With `--calibrate-theta THETA`, SALE end to end also runs at per-head thresholds calibrated on that
+length's workload (SALE-SPEC.md section 4: the authors' halving from tau = 0.008, error = sum over the
+head's [N, D] output of |O_sale - O_dense| < THETA * N; THETA = 0.4 is theirs for Llama-3.1-8B), once
+per `--estimate-rows` option (each option calibrated for itself): the density and speedup the issue's
+3.36x target refers to. `--calibrate-len L` calibrates on the first L tokens' workload instead (faster
+at 128K) and applies those thresholds at N.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import argparse
 import datetime
 import json
 import os
+import time
 import uuid
 
 import torch
@@ -24,6 +32,9 @@ from sale.blocks import always_computed_blocks, candidate_blocks, causal_blocks,
 from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton
 from sale.workloads import make_qkv
 
+from sale.calibrate import METHODS, calibrate
+
+from .__main__ import _estimate_rows
 from .baselines import dense_medians
 from .gpu_context import git_commit, nvml_snapshot, software_versions
 from .timing import time_cuda
@@ -39,10 +50,44 @@ def mask_at_density(density, batch, heads, n, cfg, seed):
     return (drawn & cand) | always
 
 
+def sale_point(q, k, v, taus, cfg, dense, fastest_name, fastest, ref_out) -> dict:
+    """SALE end to end at per-head thresholds taus [Hq]: each stage's median ms, the whole call's, the
+    density, speedup over the fastest dense attention and relative L1 error against its output."""
+    from sale.triton.select_kernel import select_triton
+    quant = sale.quantize(q, k, cfg)
+    mask, _, kept = select_triton(q, k, taus, cfg, quant, return_kept=True)
+    stages = {"quantize_ms": time_cuda(lambda: sale.quantize(q, k, cfg), budget_s=0.5)["median_ms"],
+              "select_ms": time_cuda(lambda: select_triton(q, k, taus, cfg, quant), budget_s=0.5)["median_ms"],
+              "attend_ms": time_cuda(lambda: attend_triton(q, k, v, mask, cfg, kept=kept), budget_s=0.5)["median_ms"]}
+    total = time_cuda(lambda: sale.sale_attention(q, k, v, taus, cfg), budget_s=1.0)["median_ms"]
+    out = sale.sale_attention(q, k, v, taus, cfg)
+    per_head = sale.density(mask, q.shape[2], cfg)[0]
+    return {**stages, "sale_ms": total, "density": float(per_head.mean()), "density_per_head": per_head.tolist(),
+            "dense_ms": dense, "fastest_dense_ms": fastest, "dense_backend": fastest_name, "speedup": fastest / total,
+            "overhead_pct": 100 * (stages["quantize_ms"] + stages["select_ms"]) / fastest,
+            "rel_l1_vs_dense": float(sale.relative_l1(out, ref_out).mean()),
+            "gpu_context": nvml_snapshot(), "software": software_versions()}
+
+
+def point_line(rec: dict) -> str:
+    return (f"{rec['sale_ms']:8.2f} ms (q {rec['quantize_ms']:.2f} + s {rec['select_ms']:.2f} + a {rec['attend_ms']:.2f})  "
+            f"density {rec['density']:.3f}  speedup {rec['speedup']:.2f}x  rel.L1 {rec['rel_l1_vs_dense']:.4f}")
+
+
+def calibrated_thresholds(args, cfg, q, k, v):
+    """Per-head thresholds calibrated on the structured workload of length calibrate_len (default: q's)."""
+    length = args.calibrate_len or q.shape[2]
+    if length != q.shape[2]:
+        q, k, v = make_qkv("structured", 1, args.q_heads, args.kv_heads, length, args.head_dim, torch.bfloat16,
+                           "cuda", seed=length)
+    return calibrate(q, k, v, args.calibrate_theta, args.calibrate_method, cfg)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
-    p.add_argument("--densities", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.1, 0.05])
+    p.add_argument("--densities", type=float, nargs="*", default=[1.0, 0.5, 0.25, 0.1, 0.05],
+                   help="mask densities of the computation-pass timing (none: skip)")
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.003, 0.01, 0.03, 0.1],
                    help="fixed thresholds for SALE end to end (none: skip)")
     p.add_argument("--tiles", nargs="+", default=list(ATTEND_CONFIGS))
@@ -50,8 +95,16 @@ def main(argv=None):
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--block-q", type=int, default=64, help="query rows per mask block (SALE's default 64)")
+    p.add_argument("--calibrate-theta", type=float, default=None,
+                   help="also run SALE at per-head thresholds calibrated to this theta (0.4: Llama-3.1-8B)")
+    p.add_argument("--calibrate-method", choices=METHODS, default="halving")
+    p.add_argument("--calibrate-len", type=int, default=None, help="calibrate on this length (default: each N)")
+    p.add_argument("--estimate-rows", nargs="+", default=[None], type=_estimate_rows,
+                   help="estimate options of the calibrated runs: 'all' (the exact estimate) or r rows per block")
     p.add_argument("--out", default="traces/bench_attend.jsonl")
     args = p.parse_args(argv)
+    if args.calibrate_theta is not None and not args.calibrate_theta > 0:
+        p.error(f"--calibrate-theta must be > 0, got {args.calibrate_theta}")
     cfg = sale.SaleConfig(backend="triton", check_finite=False, block_q=args.block_q)
     run_id = uuid.uuid4().hex[:12]
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -62,7 +115,7 @@ def main(argv=None):
                         "dtype": "bfloat16"}
 
     def emit(rec):
-        atomic_append_line(args.out, json.dumps(rec))
+        atomic_append_line(args.out, json.dumps({"schema": "sale-bench-attend/1", **rec}))
 
     for n in args.lengths:
         q = k = v = None
@@ -86,7 +139,7 @@ def main(argv=None):
                         print(f"  tile {tile}: {str(exc).splitlines()[0][:120]}")
                 best = min((t, name) for name, t in tiles.items() if t is not None)
                 base = cudnn if cudnn is not None else fastest
-                rec = {"schema": "sale-bench-attend/1", "kind": "sparse_at_density", **common(n),
+                rec = {"kind": "sparse_at_density", **common(n),
                        "density": real_density, "sparse_ms": best[0], "best_tile": best[1], "tiles_ms": tiles,
                        "dense_ms": dense, "cudnn_ms": cudnn, "efficiency": real_density * base / best[0],
                        "gpu_context": nvml_snapshot(), "software": software_versions()}
@@ -96,30 +149,30 @@ def main(argv=None):
                       flush=True)
                 mask = kept = None  # free before the next density
             for tau in args.thresholds:
-                stages = {}
-                quant = sale.quantize(q, k, cfg)
                 taus = torch.full((args.q_heads,), tau, device="cuda")
-                from sale.triton.select_kernel import select_triton
-                mask, _, kept = select_triton(q, k, taus, cfg, quant, return_kept=True)
-                stages["quantize_ms"] = time_cuda(lambda: sale.quantize(q, k, cfg), budget_s=0.5)["median_ms"]
-                stages["select_ms"] = time_cuda(lambda: select_triton(q, k, taus, cfg, quant), budget_s=0.5)["median_ms"]
-                stages["attend_ms"] = time_cuda(lambda: attend_triton(q, k, v, mask, cfg, kept=kept), budget_s=0.5)["median_ms"]
-                total = time_cuda(lambda: sale.sale_attention(q, k, v, taus, cfg), budget_s=1.0)["median_ms"]
-                out = sale.sale_attention(q, k, v, taus, cfg)
-                dens = float(sale.density(mask, n, cfg).mean())
-                rec = {"schema": "sale-bench-attend/1", "kind": "sale_end_to_end", **common(n), "workload": "structured",
-                       "threshold": tau, **stages, "sale_ms": total, "density": dens, "dense_ms": dense,
-                       "fastest_dense_ms": fastest, "dense_backend": fastest_name, "speedup": fastest / total,
-                       "overhead_pct": 100 * (stages["quantize_ms"] + stages["select_ms"]) / fastest,
-                       "rel_l1_vs_dense": float(sale.relative_l1(out, ref_out).mean()),
-                       "gpu_context": nvml_snapshot(), "software": software_versions()}
+                rec = {"kind": "sale_end_to_end", **common(n), "workload": "structured", "threshold": tau,
+                       **sale_point(q, k, v, taus, cfg, dense, fastest_name, fastest, ref_out)}
                 emit(rec)
-                print(f"  SALE tau={tau}: {total:8.2f} ms (q {stages['quantize_ms']:.2f} + s {stages['select_ms']:.2f} + "
-                      f"a {stages['attend_ms']:.2f})  density {dens:.3f}  speedup {rec['speedup']:.2f}x  "
-                      f"rel.L1 {rec['rel_l1_vs_dense']:.4f}", flush=True)
-                mask = kept = out = quant = None
+                print(f"  SALE tau={tau}: {point_line(rec)}", flush=True)
+            if args.calibrate_theta is not None:
+                for rows in args.estimate_rows:
+                    ecfg = cfg.replace(estimate_rows=rows)
+                    t0 = time.perf_counter()
+                    heads = calibrated_thresholds(args, ecfg, q, k, v)
+                    cal_s = time.perf_counter() - t0
+                    taus = torch.tensor([h.threshold for h in heads], device="cuda")
+                    rec = {"kind": "sale_end_to_end_calibrated", **common(n), "workload": "structured",
+                           "estimate_rows": rows, "theta": args.calibrate_theta, "calibrate_method": args.calibrate_method,
+                           "calibrate_len": args.calibrate_len or n, "calibrate_s": cal_s,
+                           "thresholds": [h.threshold for h in heads],
+                           "calibrate_error_per_token": [h.error_per_token for h in heads],
+                           "target_speedup": 3.36, **sale_point(q, k, v, taus, ecfg, dense, fastest_name, fastest, ref_out)}
+                    emit(rec)
+                    print(f"  SALE calibrated (theta {args.calibrate_theta}, estimate_rows={rows or 'all'}, taus "
+                          f"{min(rec['thresholds']):.4g}..{max(rec['thresholds']):.4g}, {cal_s:.0f} s): {point_line(rec)}",
+                          flush=True)
         except torch.OutOfMemoryError as exc:
-            emit({"schema": "sale-bench-attend/1", "kind": "error", "seq_len": n, "error": f"OOM: {exc}"[:300]})
+            emit({"kind": "error", "seq_len": n, "error": f"OOM: {exc}"[:300]})
             print(f"N={n}: OOM")
         q = k = v = None  # free the inputs before the next length
         torch.cuda.empty_cache()

@@ -28,8 +28,6 @@ def _signature(fn, constexprs: dict, pointer_types: dict) -> tuple[dict, dict]:
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
             sig[name] = "constexpr"
-        elif name in pointer_types and pointer_types[name].startswith("tensordesc"):
-            sig[name] = pointer_types[name]
         elif name.endswith("_ptr"):
             sig[name] = pointer_types.get(name, "*fp32")
             attrs[(i,)] = [["tt.divisibility", 16]]
@@ -60,11 +58,9 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_kernel as fn
         cfg = ATTEND_CONFIGS[tile]
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, TB=cfg["tb"], DIAG=2, INTERPRET=False,
-                          HEADS_FIRST=cfg["heads_first"], FOLD=cfg["fold"], TMA=cfg["tma"],
-                          WS=cfg["ws"])
-        desc = f"tensordesc<bf16[1,1,32,{head_dim}]>" if cfg["tma"] else "*bf16"
+                          HEADS_FIRST=cfg["heads_first"], FOLD=cfg["fold"])
         pointers = dict(q_ptr="*bf16", k_ptr="*bf16", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
-                        idx_ptr="*i32", desc_k=desc, desc_v=desc)
+                        idx_ptr="*i32")
     else:
         raise ValueError(f"kernel must be 'select' or 'attend', got {kernel!r}")
     sig, attrs = _signature(fn, constexprs, pointers)

@@ -78,67 +78,13 @@ def _empty_rows_at_zero(m_new, MASKED: tl.constexpr):
 
 
 @triton.jit
-def _tma_block(desc, b, kvh, blk, BK: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """Key block blk of one (batch, kv head) by a TMA copy: [BK, HEAD_DIM], zero-filled past N."""
-    return tl.reshape(desc.load([b, kvh, blk * BK, 0]), (BK, HEAD_DIM))
-
-
-@triton.jit
-def _block_mask(s, blk, ok, rows, N, BK: tl.constexpr):
-    keys = blk * BK + tl.arange(0, BK)
-    return tl.where(ok & (keys[None, :] <= rows[:, None]) & (keys[None, :] < N), s, float("-inf"))
-
-
-@triton.jit
-def _attend_tile_tma(acc, m_i, l_i, q, desc_k, desc_v, b, kvh, idx_base, p0, count, rows, N, scale_log2e,
-                     BK: tl.constexpr, TB: tl.constexpr, MASKED: tl.constexpr, INTERPRET: tl.constexpr):
-    """One step over TB (1 or 2) kept blocks, each a TMA copy into its own shared-memory tile (a TMA box
-    is contiguous, so two blocks are two boxes). With two blocks, the first block's probabilities are
-    taken against its own running maximum and corrected by one factor per row once the second block's
-    is known (16 multiplies instead of a second 64-register accumulator rescale). The two score tiles
-    are never live together: two live wgmma accumulators make ptxas serialize every wgmma (C7515)."""
-    HEAD_DIM: tl.constexpr = q.shape[1]
-    blk0 = tl.load(idx_base + p0)
-    s = _scores(q, _tma_block(desc_k, b, kvh, blk0, BK, HEAD_DIM), INTERPRET)
-    if MASKED:
-        s = _block_mask(s, blk0, True, rows, N, BK)
-    m_new = tl.maximum(m_i, tl.max(s, axis=1) * scale_log2e)
-    m_use = _empty_rows_at_zero(m_new, MASKED)
-    p = tl.exp2(s * scale_log2e - m_use[:, None])
-    if TB == 2:
-        m_first = m_new
-        has1 = p0 + 1 < count
-        if MASKED:  # an odd tail: the missing second block reads block blk0 again, then is masked out
-            blk1 = tl.load(idx_base + p0 + 1, mask=has1, other=blk0)
-        else:
-            blk1 = tl.load(idx_base + p0 + 1)
-        s = _scores(q, _tma_block(desc_k, b, kvh, blk1, BK, HEAD_DIM), INTERPRET)
-        if MASKED:
-            s = _block_mask(s, blk1, has1, rows, N, BK)
-        m_new = tl.maximum(m_first, tl.max(s, axis=1) * scale_log2e)
-        m_use = _empty_rows_at_zero(m_new, MASKED)
-        p = p * tl.exp2(m_first - m_use)[:, None]    # 0 for rows still empty after the first block
-        p_second = tl.exp2(s * scale_log2e - m_use[:, None])
-        alpha = tl.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p + p_second, axis=1)
-        acc = _accumulate(acc * alpha[:, None], p, _tma_block(desc_v, b, kvh, blk0, BK, HEAD_DIM), INTERPRET)
-        acc = _accumulate(acc, p_second, _tma_block(desc_v, b, kvh, blk1, BK, HEAD_DIM), INTERPRET)
-    else:
-        alpha = tl.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = _accumulate(acc * alpha[:, None], p, _tma_block(desc_v, b, kvh, blk0, BK, HEAD_DIM), INTERPRET)
-    return acc, m_new, l_i
-
-
-@triton.jit
 def _attend_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, counts_ptr, idx_ptr, desc_k, desc_v,
+    q_ptr, k_ptr, v_ptr, o_ptr, counts_ptr, idx_ptr,
     N, HQ, GROUP, NQB, NKB, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, TB: tl.constexpr, DIAG: tl.constexpr,
-    INTERPRET: tl.constexpr, HEADS_FIRST: tl.constexpr, FOLD: tl.constexpr, TMA: tl.constexpr,
-    WS: tl.constexpr,
+    INTERPRET: tl.constexpr, HEADS_FIRST: tl.constexpr, FOLD: tl.constexpr,
 ):
     if HEADS_FIRST:  # launch order: the longest rows of every head first
         qb = NQB - 1 - tl.program_id(1)
@@ -166,36 +112,28 @@ def _attend_kernel(
     m_i = tl.full((BQ,), float("-inf"), tl.float32)
     l_i = tl.zeros((BQ,), tl.float32)
     acc = tl.zeros((BQ, HEAD_DIM), tl.float32)
-    for p0 in tl.range(0, n_full, TB, warp_specialize=WS):
-        if TMA:
-            acc, m_i, l_i = _attend_tile_tma(acc, m_i, l_i, q, desc_k, desc_v, b, kvh, idx_base, p0, count, rows, N,
-                                             scale_log2e, BK, TB, False, INTERPRET)
-        else:
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
-                                         stride_vn, N, scale_log2e, d, BK, TB, False, INTERPRET, FOLD)
+    for p0 in range(0, n_full, TB):
+        acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
+                                     stride_vn, N, scale_log2e, d, BK, TB, False, INTERPRET, FOLD)
     for p0 in range(n_full, count, TB):
-        if TMA:
-            acc, m_i, l_i = _attend_tile_tma(acc, m_i, l_i, q, desc_k, desc_v, b, kvh, idx_base, p0, count, rows, N,
-                                             scale_log2e, BK, TB, True, INTERPRET)
-        else:
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
-                                         stride_vn, N, scale_log2e, d, BK, TB, True, INTERPRET, FOLD)
+        acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
+                                     stride_vn, N, scale_log2e, d, BK, TB, True, INTERPRET, FOLD)
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     tl.store(o_ptr + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + d[None, :],
              out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
-# Tile configurations kept as data: tb kept blocks per step (pointer loads gather them into one
-# BLOCK_N = tb * block_k tile; TMA loads copy each into its own tile), warps, stages, heads_first launch
-# order, maxnreg register cap (None: the compiler's choice), fold (the softmax scale inside exp2's
-# argument), tma (K/V blocks by TMA descriptors, tb 1 or 2), ws (Triton's warp specialization of the main
-# loop; Triton 3.6 fails to compile it for this kernel, NOTES.md run 24). tb=1 with pointer loads needs
-# half the shared memory of tb=2 (49 KB instead of 83 KB), so 3 programs fit per SM instead of 2; tb=2
-# took 2-14% longer at 16K-128K (run 19). Session 1's traces used "tb2".
-_TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None, fold=False, tma=False, ws=False)
+# Tile configurations kept as data: tb kept blocks gathered per step into one BLOCK_N = tb * block_k
+# tile, warps, stages, heads_first launch order, maxnreg register cap (None: the compiler's choice), fold
+# (the softmax scale inside exp2's argument: one FFMA per score instead of FMUL + FADD; 1-5% faster at
+# 16K-64K, NOTES.md run 24). tb=1 needs half the shared memory of tb=2 (49 KB instead of 83 KB), so 3
+# programs fit per SM instead of 2; tb=2 took 2-14% longer at 16K-128K (run 19). TMA descriptor loads
+# (one box per kept block) and Triton's warp specialization were slower or did not compile (run 24).
+_TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None, fold=True)
 _TB1 = {**_TB2, "tb": 1, "stages": 4}
 ATTEND_CONFIGS = {
     "default": _TB1,
+    "unfolded": {**_TB1, "fold": False},   # the default until run 24
     "tb2": _TB2,
     "heads_first": {**_TB1, "heads_first": True},
     "tb1_s3": {**_TB2, "tb": 1},
@@ -205,23 +143,9 @@ ATTEND_CONFIGS = {
     # the default for 128-row mask blocks (SaleConfig(block_q=128)): 128-key tiles on two warpgroups,
     # 0.62-0.71 of cuDNN per block from 64K (NOTES.md, runs 20-21)
     "bq128": {**_TB2, "tb": 4, "warps": 8},
-    # run 24 (NOTES.md)
-    "fold": {**_TB1, "fold": True},
-    "tma": {**_TB1, "tma": True},
-    "tma2": {**_TB2, "tma": True},
-    "tma2_s2": {**_TB2, "tma": True, "stages": 2},
-    "tma2_s4": {**_TB2, "tma": True, "stages": 4},
-    "tb2_fold": {**_TB2, "fold": True},
-    "tb2_fold_s2": {**_TB2, "fold": True, "stages": 2},
-    "tma_ws": {**_TB1, "tma": True, "ws": True},
+    "bq128_unfolded": {**_TB2, "tb": 4, "warps": 8, "fold": False},
 }
 DEFAULT_TILE = {64: "default", 128: "bq128"}
-
-
-def _kv_descriptors(k, v, block_k):
-    """TMA descriptors of K and V [B, Hkv, N, D] (any strides with 16-byte rows), one key block per load."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-    return tuple(TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 1, block_k, x.shape[-1]]) for x in (k, v))
 
 
 def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: str | None = None):
@@ -239,12 +163,6 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         kept = mask_to_kept(mask & causal_blocks(seq_len, config, mask.device))
     cfg = ATTEND_CONFIGS[tile or DEFAULT_TILE.get(bq, "default")]
     tb, num_warps, num_stages, heads_first, maxnreg = cfg["tb"], cfg["warps"], cfg["stages"], cfg["heads_first"], cfg["maxnreg"]
-    if cfg["tma"]:
-        if tb not in (1, 2):
-            raise ValueError(f"tile {tile!r}: TMA loads take tb 1 or 2, got {tb}")
-        desc_k, desc_v = _kv_descriptors(k, v, bk)
-    else:
-        desc_k, desc_v = k, v  # unused by the kernel
     if bq >= 128:  # a 128-row query block: two warpgroups, as in flash attention's 128-row tiles
         num_warps = max(num_warps, 8)
     if interpreting():
@@ -253,12 +171,12 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
     out = torch.empty_like(q)
     grid = (batch * hq, nqb) if heads_first else (nqb, batch * hq)
     _attend_kernel[grid](
-        q, k, v, out, kept.counts, kept.indices, desc_k, desc_v,
+        q, k, v, out, kept.counts, kept.indices,
         seq_len, hq, hq // k.shape[1], nqb, nkb, config.scale_for(head_dim) * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=tb, DIAG=pow2(bq // bk), INTERPRET=interpreting(), HEADS_FIRST=heads_first,
-        FOLD=cfg["fold"], TMA=cfg["tma"], WS=cfg["ws"] and not interpreting(),
+        FOLD=cfg["fold"],
         num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     return out
 
