@@ -105,6 +105,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.calibrate_theta is not None and not args.calibrate_theta > 0:
         p.error(f"--calibrate-theta must be > 0, got {args.calibrate_theta}")
+    if args.calibrate_len is not None and args.calibrate_len < 1:
+        p.error(f"--calibrate-len must be >= 1, got {args.calibrate_len}")
     cfg = sale.SaleConfig(backend="triton", check_finite=False, block_q=args.block_q)
     run_id = uuid.uuid4().hex[:12]
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -158,7 +160,12 @@ def main(argv=None):
                 for rows in args.estimate_rows:
                     ecfg = cfg.replace(estimate_rows=rows)
                     t0 = time.perf_counter()
-                    heads = calibrated_thresholds(args, ecfg, q, k, v)
+                    try:
+                        heads = calibrated_thresholds(args, ecfg, q, k, v)
+                    except (RuntimeError, ValueError) as exc:  # record why, go on with the next option
+                        emit({"kind": "error", **common(n), "estimate_rows": rows, "error": f"calibration: {exc}"[:300]})
+                        print(f"  calibration (estimate_rows={rows or 'all'}) failed: {str(exc).splitlines()[0][:120]}")
+                        continue
                     cal_s = time.perf_counter() - t0
                     taus = torch.tensor([h.threshold for h in heads], device="cuda")
                     rec = {"kind": "sale_end_to_end_calibrated", **common(n), "workload": "structured",
