@@ -29,10 +29,9 @@ import torch
 import sale
 from sale._io import atomic_append_line
 from sale.blocks import always_computed_blocks, candidate_blocks, causal_blocks, mask_to_kept
+from sale.calibrate import METHODS, calibrate
 from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton
 from sale.workloads import make_qkv
-
-from sale.calibrate import METHODS, calibrate
 
 from .__main__ import _estimate_rows
 from .baselines import dense_medians

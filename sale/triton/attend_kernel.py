@@ -125,8 +125,8 @@ def _attend_kernel(
 
 # Tile configurations kept as data: tb kept blocks gathered per step into one BLOCK_N = tb * block_k
 # tile, warps, stages, heads_first launch order, maxnreg register cap (None: the compiler's choice), fold
-# (the softmax scale inside exp2's argument: one FFMA per score instead of FMUL + FADD; 1-5% faster at
-# 16K-64K, NOTES.md run 24). tb=1 needs half the shared memory of tb=2 (49 KB instead of 83 KB), so 3
+# (the softmax scale inside exp2's argument: one FFMA per score instead of FMUL + FADD; 1-2% faster from
+# 32K for 64-row blocks, within noise at 16K, NOTES.md run 24; the 128-row tile keeps the measured form). tb=1 needs half the shared memory of tb=2 (49 KB instead of 83 KB), so 3
 # programs fit per SM instead of 2; tb=2 took 2-14% longer at 16K-128K (run 19). TMA descriptor loads
 # (one box per kept block) and Triton's warp specialization were slower or did not compile (run 24).
 _TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None, fold=True)
@@ -142,8 +142,7 @@ ATTEND_CONFIGS = {
     "tb4_w8": {**_TB2, "tb": 4, "warps": 8},
     # the default for 128-row mask blocks (SaleConfig(block_q=128)): 128-key tiles on two warpgroups,
     # 0.62-0.71 of cuDNN per block from 64K (NOTES.md, runs 20-21)
-    "bq128": {**_TB2, "tb": 4, "warps": 8},
-    "bq128_unfolded": {**_TB2, "tb": 4, "warps": 8, "fold": False},
+    "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
 }
 DEFAULT_TILE = {64: "default", 128: "bq128"}
 
