@@ -30,7 +30,7 @@ import sale
 from sale._io import atomic_append_line
 from sale.blocks import always_computed_blocks, candidate_blocks, causal_blocks, mask_to_kept
 from sale.calibrate import METHODS, calibrate
-from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton
+from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton, kept_to_steps
 from sale.workloads import make_qkv
 
 from .__main__ import _estimate_rows
@@ -47,6 +47,32 @@ def mask_at_density(density, batch, heads, n, cfg, seed):
     g = torch.Generator(device="cuda").manual_seed(seed)
     drawn = torch.rand(batch, heads, *causal.shape, generator=g, device="cuda") < extra
     return (drawn & cand) | always
+
+
+def structured_mask_at_density(q, k, density, cfg, steps=14):
+    """SALE's own mask on the structured workload at one threshold for every head, the threshold found by
+    bisection on log10(tau) so that the mean density comes closest to `density`: (mask, tau)."""
+    from sale.triton.select_kernel import select_triton
+    heads = q.shape[1]
+    quant = sale.quantize(q, k, cfg)
+    at = lambda tau: select_triton(q, k, torch.full((heads,), tau, device=q.device), cfg, quant)[0]
+    if density >= 1.0:
+        return at(0.0), 0.0
+    lo, hi, best = -12.0, 0.0, None
+    for _ in range(steps):  # the density falls as tau grows
+        mid = (lo + hi) / 2
+        mask = at(10.0 ** mid)
+        got = float(sale.density(mask, q.shape[2], cfg).mean())
+        if best is None or abs(got - density) < best[0]:
+            best = (abs(got - density), mask, 10.0 ** mid)
+        lo, hi = (mid, hi) if got > density else (lo, mid)
+    return best[1], best[2]
+
+
+def full_pair_share(kept, cfg) -> float:
+    """Share of the kept blocks that the split form computes in full-pair (64-key) steps."""
+    full_pairs = kept_to_steps(kept, cfg).counts[..., 0].sum(dtype=torch.int64)
+    return float(2 * full_pairs) / max(1, int(kept.counts.sum(dtype=torch.int64)))
 
 
 def sale_point(q, k, v, taus, cfg, dense, fastest_name, fastest, ref_out) -> dict:
@@ -90,6 +116,9 @@ def main(argv=None):
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.003, 0.01, 0.03, 0.1],
                    help="fixed thresholds for SALE end to end (none: skip)")
     p.add_argument("--tiles", nargs="+", default=list(ATTEND_CONFIGS))
+    p.add_argument("--mask-source", nargs="+", choices=["random", "structured"], default=["random", "structured"],
+                   help="masks of the computation-pass timing: candidate blocks drawn independently at the "
+                        "density, or SALE's own mask on the structured workload at the threshold giving it")
     p.add_argument("--q-heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
@@ -126,8 +155,12 @@ def main(argv=None):
             dense, fastest_name, fastest, ref_out = dense_medians(q, k, v, with_output=True)
             cudnn = dense.get("sdpa_cudnn")
             print(f"N={n}: dense " + "  ".join(f"{b}={t if t is None else round(t, 2)}" for b, t in dense.items()), flush=True)
-            for density in args.densities:
-                mask = mask_at_density(density, 1, args.q_heads, n, cfg, seed=int(density * 1000))
+            for source, density in ((s, d) for s in args.mask_source for d in args.densities):
+                tau = None
+                if source == "random":
+                    mask = mask_at_density(density, 1, args.q_heads, n, cfg, seed=int(density * 1000))
+                else:
+                    mask, tau = structured_mask_at_density(q, k, density, cfg)
                 kept = mask_to_kept(mask)
                 real_density = float(sale.density(mask, n, cfg).mean())
                 tiles = {}
@@ -140,12 +173,13 @@ def main(argv=None):
                         print(f"  tile {tile}: {str(exc).splitlines()[0][:120]}")
                 best = min((t, name) for name, t in tiles.items() if t is not None)
                 base = cudnn if cudnn is not None else fastest
-                rec = {"kind": "sparse_at_density", **common(n),
+                rec = {"kind": "sparse_at_density", **common(n), "mask_source": source, "threshold": tau,
+                       "target_density": density, "full_pair_share": full_pair_share(kept, cfg),
                        "density": real_density, "sparse_ms": best[0], "best_tile": best[1], "tiles_ms": tiles,
                        "dense_ms": dense, "cudnn_ms": cudnn, "efficiency": real_density * base / best[0],
                        "gpu_context": nvml_snapshot(), "software": software_versions()}
                 emit(rec)
-                print(f"  density {real_density:5.3f}: sparse {best[0]:8.2f} ms [{best[1]}]  efficiency vs cuDNN "
+                print(f"  {source:10s} density {real_density:5.3f} (in full pairs {rec['full_pair_share']:.2f}): sparse {best[0]:8.2f} ms [{best[1]}]  efficiency vs cuDNN "
                       f"{rec['efficiency']:.3f}   tiles " + " ".join(f"{t}={'-' if x is None else round(x, 2)}" for t, x in tiles.items()),
                       flush=True)
                 mask = kept = None  # free before the next density

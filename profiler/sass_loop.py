@@ -2,7 +2,7 @@
 and the opcode histogram of the loop around its first 8-bit (or any) tensor-core instruction.
 
     python -m profiler sass-loop --kernel select [--tile default] [--estimate-rows 16] [--out DIR]
-    python -m profiler sass-loop --kernel attend --tile tb2
+    python -m profiler sass-loop --kernel attend --tile gathered
 
 It compiles the project's Triton kernel for sm_90a with the installed Triton's bundled ptxas (no
 driver needed), with the same constexprs and alignment assumptions as a launch on Llama-3.1-8B shapes,
@@ -20,7 +20,7 @@ from collections import Counter
 
 # integer arguments that a launch on N = 65536 (and any multiple of 16) passes divisible by 16; Triton
 # specializes on that, so the compile here must assume it too to give the same code
-_DIVISIBLE = {"N", "HQ", "NQB", "NKB", "WINDOW"}
+_DIVISIBLE = {"N", "HQ", "NQB", "NKB", "NPB", "WINDOW"}
 
 
 def _signature(fn, constexprs: dict, pointer_types: dict) -> tuple[dict, dict]:
@@ -28,6 +28,8 @@ def _signature(fn, constexprs: dict, pointer_types: dict) -> tuple[dict, dict]:
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
             sig[name] = "constexpr"
+        elif name.startswith("desc_"):  # a TMA tensor descriptor: its type names dtype and box
+            sig[name] = pointer_types[name]
         elif name.endswith("_ptr"):
             sig[name] = pointer_types.get(name, "*fp32")
             attrs[(i,)] = [["tt.divisibility", 16]]
@@ -54,6 +56,13 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
                           INTERPRET=False, EPI=cfg["epi"], HEADS_FIRST=cfg["heads_first"], SINK_BLOCKS=1)
         pointers = dict(q_ptr="*bf16", k_ptr="*bf16", qhat_ptr="*i8", khat_ptr="*i8", mask_ptr="*i8",
                         counts_ptr="*i32", idx_ptr="*i32")
+    elif kernel == "attend" and tile in _split_tiles():
+        from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_steps_kernel as fn
+        cfg = ATTEND_CONFIGS[tile]
+        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, INTERPRET=False)
+        box = f"tensordesc<bf16[1,1,64,{head_dim}]>"
+        pointers = dict(q_ptr="*bf16", k_ptr="*bf16", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
+                        steps_ptr="*i32", desc_k2=box, desc_v2=box)
     elif kernel == "attend":
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_kernel as fn
         cfg = ATTEND_CONFIGS[tile]
@@ -70,6 +79,11 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
     if cfg.get("maxnreg"):
         options["maxnreg"] = cfg["maxnreg"]
     return triton.compile(src, target=GPUTarget("cuda", 90, 128), options=options), options
+
+
+def _split_tiles() -> set:
+    from sale.triton.attend_kernel import ATTEND_CONFIGS
+    return {name for name, cfg in ATTEND_CONFIGS.items() if cfg.get("split")}
 
 
 def _tool(name: str) -> str:

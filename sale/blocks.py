@@ -91,3 +91,41 @@ def kept_to_mask(kept: KeptBlocks) -> torch.Tensor:
     # scatter_ writes False for padded slots at index 0; put block 0 back where it is kept.
     mask[..., 0] = (valid & (kept.indices == 0)).any(-1)
     return mask
+
+
+@dataclasses.dataclass
+class KeptSteps:
+    """The kept blocks of each query block as the split form of the computation pass walks them.
+
+    Attributes:
+        counts: int32 [B, Hq, nqb, 3]: full pairs, lone blocks, tail pairs.
+        steps: int32 [B, Hq, nqb, ceil(nkb / 2)]. From the front, ascending: the full pairs c (key blocks
+            2c and 2c+1 both kept, every key before the query block's first row). From the end backwards,
+            ascending: the lone kept blocks, then the pairs that reach the first row (computed with the
+            causal mask), both as codes ``4 * c + flags`` (bit 0: block 2c kept, bit 1: block 2c+1).
+            Other entries are undefined.
+    """
+
+    counts: torch.Tensor
+    steps: torch.Tensor
+
+
+def mask_to_steps(mask: torch.Tensor, config: SaleConfig) -> KeptSteps:
+    """Bool block mask [B, Hq, nqb, nkb] (causal blocks only) -> KeptSteps: the reference of the Triton
+    converter, undefined entries set to -1."""
+    if mask.dtype != torch.bool or mask.dim() != 4:
+        raise ValueError(f"mask must be a 4-d torch.bool tensor, got {mask.dtype} of shape {tuple(mask.shape)}")
+    halves = torch.nn.functional.pad(mask, (0, mask.shape[-1] % 2)).unflatten(-1, (-1, 2)).to(torch.int32)
+    flags = halves[..., 0] + 2 * halves[..., 1]          # [B, Hq, nqb, npb]
+    pair = torch.arange(flags.shape[-1], device=mask.device)
+    first_row = (torch.arange(mask.shape[-2], device=mask.device) * config.block_q)[:, None]
+    tail = (flags > 0) & ((pair + 1) * (2 * config.block_k) > first_row)
+    full = (flags == 3) & ~tail
+    rest = (flags > 0) & ~full
+    codes = 4 * pair + flags
+    front, back = mask_to_kept(full), mask_to_kept(rest)   # ascending pair indices, -1 padding
+    steps = torch.where(front.indices >= 0, front.indices, -1)
+    back_codes = torch.where(back.indices >= 0, codes.gather(-1, back.indices.clamp(min=0).to(torch.int64)), -1)
+    steps = torch.where(back.indices.flip(-1) >= 0, back_codes.flip(-1), steps)
+    counts = torch.stack([full.sum(-1), (rest & ~tail).sum(-1), tail.sum(-1)], -1).to(torch.int32)
+    return KeptSteps(counts=counts, steps=steps)

@@ -256,6 +256,23 @@ def test_sass_loop_compiles_for_hopper_without_a_gpu():
     assert "registers" in out and "hot loop" in out
 
 
+def test_sass_loop_of_the_split_computation_pass():
+    """The default computation pass (split form) compiled for sm_90: its first loop walks full pairs,
+    each step two TMA copies (K and V of 64 keys) and bf16 tensor-core MMAs, and no score is masked
+    (the constant flags of a full pair fold away: no FSEL)."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-m", "profiler", "sass-loop", "--kernel", "attend"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ops = dict(item.split(":") for item in run.stdout.strip().splitlines()[-1].split())
+    assert int(ops["UTMALDG"]) == 2
+    assert int(ops["HGMMA"]) >= 8
+    assert "FSEL" not in ops
+
+
 def test_sweep_records_block_q_and_the_matched_error_table_keeps_configurations_apart(tmp_path):
     from profiler.analysis import speedup_at_matched_error
     path = tmp_path / "bq.jsonl"

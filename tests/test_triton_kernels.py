@@ -8,7 +8,8 @@ import torch
 
 import sale
 from sale.blocks import causal_blocks, num_blocks
-from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton
+from sale.blocks import mask_to_steps
+from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton, kept_to_steps
 from sale.triton.select_kernel import select_triton
 from sale.workloads import StructuredParams, make_qkv
 
@@ -98,8 +99,9 @@ def test_select_with_sampled_rows_matches_reference(n, estimate_rows, local_wind
     assert int(mask.sum()) < int(exact.sum()), "the test input should make row sampling drop some blocks"
 
 
+@pytest.mark.parametrize("tile", ["default", "gathered"])
 @pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128)])
-def test_attend_matches_reference_on_random_masks(n, hq, hkv, d):
+def test_attend_matches_reference_on_random_masks(n, hq, hkv, d, tile):
     q, k, v = inputs(n, hq, hkv, d, seed=n + 2)
     cfg = sale.SaleConfig()
     g = torch.Generator().manual_seed(n)
@@ -110,16 +112,17 @@ def test_attend_matches_reference_on_random_masks(n, hq, hkv, d):
                  .expand(1, hq, -1, -1).contiguous(), drawn):
         ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
         out = torch.full_like(q, math.nan)  # poison: every row must be written
-        out.copy_(attend_triton(q, k, v, mask, TRITON))
+        out.copy_(attend_triton(q, k, v, mask, TRITON, tile=tile))
         assert torch.isfinite(out).all()
         bound = low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
         assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
 
 
-@pytest.mark.parametrize("tile", ["tb2", "tb4_w4", "unfolded"])
+@pytest.mark.parametrize("tile", ["gathered", "tb2", "tb4_w4", "unfolded", "split_s2"])
 def test_attend_tiles_agree_with_the_default(tile):
-    """Every attend tile configuration computes the same kept blocks (tb = 2 or 4 per tile, the default 1;
-    the softmax scale folded into exp2 or not)."""
+    """Every attend tile configuration computes the same kept blocks (the split form's full pairs, lone
+    blocks and tail pairs; the gathered form with tb = 1, 2 or 4 blocks per step, the softmax scale
+    folded into exp2 or not)."""
     q, k, v = inputs(230, 2, 1, 64, seed=5)
     cfg = sale.SaleConfig()
     g = torch.Generator().manual_seed(5)
@@ -128,6 +131,60 @@ def test_attend_tiles_agree_with_the_default(tile):
     ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
     out = attend_triton(q, k, v, mask, TRITON, tile=tile)
     assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
+
+
+@pytest.mark.parametrize("n, share", [(1, 1.0), (97, 0.5), (1500, 0.3), (4099, 0.05)])
+@pytest.mark.parametrize("block_q", [64, 128])
+def test_kept_to_steps_matches_the_torch_converter(n, share, block_q):
+    """The Triton converter (kept lists -> the split form's steps) equals blocks.mask_to_steps exactly,
+    with odd numbers of key blocks and lists longer than one chunk of the kernel; every kept block is
+    in exactly one step."""
+    cfg = sale.SaleConfig(block_q=block_q)
+    g = torch.Generator().manual_seed(n)
+    causal = causal_blocks(n, cfg, DEVICE)
+    mask = (torch.rand(2, 3, *causal.shape, generator=g) < share).to(DEVICE) & causal
+    steps, ref = kept_to_steps(sale.mask_to_kept(mask), cfg), mask_to_steps(mask, cfg)
+    assert torch.equal(steps.counts, ref.counts)
+    assert torch.equal(torch.where(ref.steps >= 0, steps.steps, -1), ref.steps)
+    full, lone, tail = (c.sum() for c in ref.counts.unbind(-1))
+    from_end = torch.arange(ref.steps.shape[-1], device=DEVICE).flip(0)  # position counted from the end
+    in_lone = from_end < ref.counts[..., 1:2]
+    in_tail = (from_end >= ref.counts[..., 1:2]) & (from_end < ref.counts[..., 1:2] + ref.counts[..., 2:3])
+    lone_flags, tail_flags = (torch.where(w, ref.steps & 3, 0) for w in (in_lone, in_tail))
+    assert ((lone_flags == 1) | (lone_flags == 2))[in_lone].all(), "a lone entry holds exactly one kept block"
+    assert int(2 * full + lone + (tail_flags & 1).sum() + (tail_flags >> 1).sum()) == int(mask.sum())
+    assert int(in_tail.sum()) == int(tail) and int(in_lone.sum()) == int(lone)
+    if share == 1.0 and n > 64:
+        assert int(full) > 0
+
+
+@pytest.mark.parametrize("tile", ["default", "bq128"])
+def test_attend_with_128_row_blocks(tile):
+    """128-row blocks (an odd length): the split form (two tail pairs, 8 warps) and the 128-row default."""
+    q, k, v = inputs(333, 4, 2, 128, seed=9)
+    cfg = sale.SaleConfig(block_q=128)
+    g = torch.Generator().manual_seed(9)
+    mask = (torch.rand(1, 4, num_blocks(333, 128), num_blocks(333, 32), generator=g) < 0.4).to(DEVICE)
+    mask |= sale.always_computed_blocks(333, cfg, DEVICE)
+    ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
+    out = torch.full_like(q, math.nan)
+    out.copy_(attend_triton(q, k, v, mask, cfg.replace(backend="triton"), tile=tile))
+    assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
+
+
+def test_attend_default_falls_back_without_tma_alignment():
+    """K and V at an address TMA cannot copy from: the default runs the gathered form, the split form
+    named explicitly says which tensor and why."""
+    q, k, v = inputs(150, 2, 1, 64, seed=10)
+    cfg = sale.SaleConfig()
+    mask = sale.always_computed_blocks(150, cfg, DEVICE).expand(1, 2, -1, -1).contiguous()
+    storage = torch.empty(k.numel() + 1, dtype=k.dtype, device=DEVICE)
+    k_odd = storage[1:].view(k.shape)   # 2 bytes past a 16-byte boundary
+    k_odd.copy_(k)
+    out = attend_triton(q, k_odd, v, mask, TRITON)
+    torch.testing.assert_close(out, attend_triton(q, k, v, mask, TRITON, tile="gathered"), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="copies k by TMA"):
+        attend_triton(q, k_odd, v, mask, TRITON, tile="default")
 
 
 @pytest.mark.parametrize("tile", ["qb1_s32", "qb1_n64_s32"])

@@ -1,11 +1,20 @@
 """Stage 3 on the GPU: block-sparse causal flash attention over the kept key blocks.
 
-One program per (query block, query head), longest rows first. It walks the query block's kept list
-(ascending key-block indices), gathering TB kept blocks of block_k keys into one BLOCK_N = TB *
-block_k tile (TB=1 by default: a 32-key step, whatever the kept pattern). Kept blocks wholly before the query
-block's first row need no masking and run in the main loop; the last few (the diagonal blocks, and
-a ragged remainder) run in a masked tail loop. GQA reads K and V of the shared kv head, never
-repeated. With every causal block kept it is the project's dense Triton attention.
+One program per (query block, query head), longest rows first. Two forms, picked by tile:
+
+- split (the default for 64-row blocks): a converter kernel sorts each query block's kept list into
+  steps (``blocks.KeptSteps``): full pairs (key blocks 2c and 2c+1 both kept) run as one 2 * block_k
+  key step copied by TMA; lone kept blocks run as block_k key steps gathered by pointers; the pairs that
+  reach the query block's first row run last with the causal mask. Exactly the kept blocks are
+  computed, in half as many steps where kept blocks come in pairs: each step carries a fixed cost
+  (accumulator rescale, addresses) that held 32-key steps to ~0.6 of cuDNN (NOTES.md, runs 24 and 27).
+- gathered: the kept list as it is, TB kept blocks gathered by pointer loads into one BLOCK_N = TB *
+  block_k tile per step (TB=1: a 32-key step, whatever the kept pattern); kept blocks wholly before the
+  query block's first row run unmasked, the last few (the diagonal blocks, a ragged remainder) in a
+  masked tail loop.
+
+GQA reads K and V of the shared kv head, never repeated. With every causal block kept either form is
+the project's dense Triton attention.
 """
 import math
 
@@ -13,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..blocks import KeptBlocks, causal_blocks, mask_to_kept, num_blocks
+from ..blocks import KeptBlocks, KeptSteps, causal_blocks, mask_to_kept, num_blocks
 from ._common import interpreting, pow2
 
 
@@ -78,6 +87,140 @@ def _empty_rows_at_zero(m_new, MASKED: tl.constexpr):
 
 
 @triton.jit
+def _attend_pair(acc, m_i, l_i, q, desc_k, desc_v, b, kvh, code, rows, scale_log2e,
+                 BK: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, INTERPRET: tl.constexpr):
+    """One step over the 2 * BK keys of pair code >> 2, by TMA copies (zero-filled past N); the columns of
+    a half whose flag bit is clear, and with MASKED the keys after each row, score -inf."""
+    PK: tl.constexpr = 2 * BK
+    key0 = (code >> 2) * PK
+    k = tl.reshape(desc_k.load([b, kvh, key0, 0]), (PK, HEAD_DIM))
+    s = _scores(q, k, INTERPRET)
+    half_kept = ((code >> (tl.arange(0, PK) // BK)) & 1) != 0
+    if MASKED:
+        keys = key0 + tl.arange(0, PK)
+        s = tl.where(half_kept[None, :] & (keys[None, :] <= rows[:, None]), s, float("-inf"))
+    else:
+        s = tl.where(half_kept[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1) * scale_log2e)
+    m_use = _empty_rows_at_zero(m_new, MASKED)
+    p = tl.exp2(s * scale_log2e - m_use[:, None])
+    alpha = tl.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    v = tl.reshape(desc_v.load([b, kvh, key0, 0]), (PK, HEAD_DIM))
+    acc = _accumulate(acc * alpha[:, None], p, v, INTERPRET)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _attend_steps_kernel(
+    q_ptr, k_ptr, v_ptr, desc_k2, desc_v2, o_ptr, counts_ptr, steps_ptr,
+    N, HQ, GROUP, NQB, NPB, scale_log2e,
+    stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
+    HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    """The split form: full pairs of kept blocks in 2 * BK key steps (TMA), lone kept blocks in BK key
+    steps (gathered by pointers, as the gathered form), the pairs that reach the first row (masked) last;
+    exactly the kept blocks are computed."""
+    qb = NQB - 1 - tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // HQ
+    h = bh % HQ
+    kvh = h // GROUP
+    rows = qb * BQ + tl.arange(0, BQ)
+    row_ok = rows < N
+    d = tl.arange(0, HEAD_DIM)
+    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qn + d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    row = bh * NQB + qb
+    n_full = tl.load(counts_ptr + row * 3)
+    n_single = tl.load(counts_ptr + row * 3 + 1)
+    n_tail = tl.load(counts_ptr + row * 3 + 2)
+    step_base = steps_ptr + row * NPB
+    back = step_base + NPB - 1   # lone blocks, then the tail pairs, stored from the end backwards
+    m_i = tl.full((BQ,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BQ,), tl.float32)
+    acc = tl.zeros((BQ, HEAD_DIM), tl.float32)
+    for j in range(0, n_full):
+        # flags 3 (both halves kept): the half mask folds away in compilation; built from the loaded index
+        # anyway, which keeps Triton 3.6's pipeliner on its faster register-prefetch form of this load
+        code = tl.load(step_base + j) * 4 + 3
+        acc, m_i, l_i = _attend_pair(acc, m_i, l_i, q, desc_k2, desc_v2, b, kvh, code, rows, scale_log2e,
+                                     BK, HEAD_DIM, False, INTERPRET)
+    k_base = k_ptr + b * stride_kb + kvh * stride_kh
+    v_base = v_ptr + b * stride_vb + kvh * stride_vh
+    for j in range(0, n_single):
+        code = tl.load(back - j)
+        keys = ((code >> 2) * 2 + ((code & 3) >> 1)) * BK + tl.arange(0, BK)
+        k = tl.load(k_base + keys[:, None] * stride_kn + d[None, :])
+        s = _scores(q, k, INTERPRET)
+        m_new = tl.maximum(m_i, tl.max(s, axis=1) * scale_log2e)
+        p = tl.exp2(s * scale_log2e - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_base + keys[:, None] * stride_vn + d[None, :])
+        acc = _accumulate(acc * alpha[:, None], p, v, INTERPRET)
+        m_i = m_new
+    for j in range(n_single, n_single + n_tail):
+        code = tl.load(back - j)
+        acc, m_i, l_i = _attend_pair(acc, m_i, l_i, q, desc_k2, desc_v2, b, kvh, code, rows, scale_log2e,
+                                     BK, HEAD_DIM, True, INTERPRET)
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    tl.store(o_ptr + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + d[None, :],
+             out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _kept_to_steps_kernel(counts_ptr, idx_ptr, step_counts_ptr, steps_ptr, NKB, NPB, NQB,
+                          BQ: tl.constexpr, BK: tl.constexpr, CHUNK: tl.constexpr):
+    """One kept list (ascending key blocks) -> the split form's steps, one program per list: full pairs
+    (both blocks kept, every key before the first row) as pair indices from the front; lone blocks, then
+    the pairs reaching the first row, as pair codes 4 * pair + flags from the end backwards."""
+    row = tl.program_id(0).to(tl.int64)
+    first_row = (row % NQB) * BQ
+    count = tl.load(counts_ptr + row)
+    idx_base = idx_ptr + row * NKB
+    front = steps_ptr + row * NPB
+    back = front + NPB - 1
+    n_front = 0
+    n_back = 0
+    n_tail = 0
+    for c0 in range(0, count, CHUNK):
+        slot = c0 + tl.arange(0, CHUNK)
+        ok = slot < count
+        cur = tl.load(idx_base + slot, mask=ok, other=0)
+        prev = tl.load(idx_base + slot - 1, mask=ok & (slot > 0), other=-2)   # -2 >> 1 is no pair
+        nxt = tl.load(idx_base + slot + 1, mask=slot + 1 < count, other=-2)
+        pair = cur >> 1
+        starts = ok & ((prev >> 1) != pair)
+        flags = (1 << (cur & 1)) | tl.where((nxt >> 1) == pair, 1 << (nxt & 1), 0)
+        tail = (pair + 1) * (2 * BK) > first_row
+        full = starts & (flags == 3) & ~tail
+        rest = starts & ~full
+        tl.store(front + n_front + tl.cumsum(full.to(tl.int32), axis=0) - 1, pair, mask=full)
+        tl.store(back - (n_back + tl.cumsum(rest.to(tl.int32), axis=0) - 1), pair * 4 + flags, mask=rest)
+        n_front += tl.sum(full.to(tl.int32), axis=0)
+        n_back += tl.sum(rest.to(tl.int32), axis=0)
+        n_tail += tl.sum((rest & tail).to(tl.int32), axis=0)
+    tl.store(step_counts_ptr + row * 3, n_front)
+    tl.store(step_counts_ptr + row * 3 + 1, n_back - n_tail)
+    tl.store(step_counts_ptr + row * 3 + 2, n_tail)
+
+
+def kept_to_steps(kept: KeptBlocks, config) -> KeptSteps:
+    """The split form's steps (``blocks.KeptSteps``) from the selection kernel's kept lists."""
+    counts = kept.counts.contiguous()
+    indices = kept.indices.contiguous()
+    nkb = indices.shape[-1]
+    npb = -(-nkb // 2)
+    step_counts = torch.empty(*counts.shape, 3, dtype=torch.int32, device=counts.device)
+    steps = torch.empty(*indices.shape[:-1], npb, dtype=torch.int32, device=indices.device)
+    _kept_to_steps_kernel[(counts.numel(),)](counts, indices, step_counts, steps, nkb, npb, counts.shape[-1],
+                                             BQ=config.block_q, BK=config.block_k, CHUNK=min(1024, pow2(nkb)))
+    return KeptSteps(counts=step_counts, steps=steps)
+
+
+@triton.jit
 def _attend_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, counts_ptr, idx_ptr,
     N, HQ, GROUP, NQB, NKB, scale_log2e,
@@ -123,16 +266,21 @@ def _attend_kernel(
              out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
-# Tile configurations kept as data: tb kept blocks gathered per step into one BLOCK_N = tb * block_k
-# tile, warps, stages, heads_first launch order, maxnreg register cap (None: the compiler's choice), fold
-# (the softmax scale inside exp2's argument: one FFMA per score instead of FMUL + FADD; 1-2% faster from
-# 32K for 64-row blocks, within noise at 16K, NOTES.md run 24; the 128-row tile keeps the measured form). tb=1 needs half the shared memory of tb=2 (49 KB instead of 83 KB), so 3
-# programs fit per SM instead of 2; tb=2 took 2-14% longer at 16K-128K (run 19). TMA descriptor loads
-# (one box per kept block) and Triton's warp specialization were slower or did not compile (run 24).
+# Tile configurations kept as data. Gathered form: tb kept blocks gathered per step into one BLOCK_N = tb *
+# block_k tile, warps, stages, heads_first launch order, maxnreg register cap (None: the compiler's choice),
+# fold (the softmax scale inside exp2's argument: one FFMA per score instead of FMUL + FADD; 1-2% faster
+# from 32K for 64-row blocks, NOTES.md run 24; the 128-row tile keeps the measured form). tb=1 needs half
+# the shared memory of tb=2 (49 KB instead of 83 KB), so 3 programs fit per SM instead of 2; tb=2 took
+# 2-14% longer at 16K-128K (run 19). TMA copies of single blocks and Triton's warp specialization were
+# slower or did not compile (run 24). Split form (split=True): stages of the 64-key TMA copies; with 3,
+# one program per SM (113 KB of shared memory) and the fastest full pairs; with 2, two programs per SM,
+# 10% slower on full pairs and 2-4% faster where most kept blocks are lone (run 27).
 _TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None, fold=True)
 _TB1 = {**_TB2, "tb": 1, "stages": 4}
 ATTEND_CONFIGS = {
-    "default": _TB1,
+    "default": {**_TB1, "split": True, "stages": 3},
+    "split_s2": {**_TB1, "split": True, "stages": 2},
+    "gathered": _TB1,                         # the default until run 27
     "unfolded": {**_TB1, "fold": False},   # the default until run 24
     "tb2": _TB2,
     "heads_first": {**_TB1, "heads_first": True},
@@ -160,7 +308,13 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
             raise ValueError(f"{name} must be contiguous in the head dimension (stride(-1) == 1)")
     if kept is None:  # blocks above the diagonal are ignored, as in the reference
         kept = mask_to_kept(mask & causal_blocks(seq_len, config, mask.device))
-    cfg = ATTEND_CONFIGS[tile or DEFAULT_TILE.get(bq, "default")]
+    if tile is None:  # the default; the split form needs TMA-compatible K and V, else the gathered form
+        tile = DEFAULT_TILE.get(bq, "default")
+        if ATTEND_CONFIGS[tile].get("split") and not _tma_compatible(k, v):
+            tile = "gathered"
+    cfg = ATTEND_CONFIGS[tile]
+    if cfg.get("split"):
+        return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg)
     tb, num_warps, num_stages, heads_first, maxnreg = cfg["tb"], cfg["warps"], cfg["stages"], cfg["heads_first"], cfg["maxnreg"]
     if bq >= 128:  # a 128-row query block: two warpgroups, as in flash attention's 128-row tiles
         num_warps = max(num_warps, 8)
@@ -177,6 +331,37 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=tb, DIAG=pow2(bq // bk), INTERPRET=interpreting(), HEADS_FIRST=heads_first,
         FOLD=cfg["fold"],
         num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
+    return out
+
+
+def _tma_compatible(*xs) -> bool:
+    return all(x.data_ptr() % 16 == 0 and all(st * x.element_size() % 16 == 0 for st in x.stride()[:-1]) for x in xs)
+
+
+def _kv_descriptors(k, v, box_keys):
+    """TMA descriptors of K and V [B, Hkv, N, D], one box of box_keys keys per copy."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    for name, x in (("k", k), ("v", v)):
+        if not _tma_compatible(x):
+            raise ValueError(f"the split form of the triton computation pass copies {name} by TMA: it needs a "
+                             f"16-byte aligned base and strides, got strides {tuple(x.stride())} (tile 'gathered' "
+                             f"takes any)")
+    return tuple(TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 1, box_keys, x.shape[-1]]) for x in (k, v))
+
+
+def _attend_steps(q, k, v, steps: KeptSteps, config, cfg):
+    batch, hq, seq_len, head_dim = q.shape
+    bq, bk = config.block_q, config.block_k
+    desc_k2, desc_v2 = _kv_descriptors(k, v, 2 * bk)
+    nqb = num_blocks(seq_len, bq)
+    out = torch.empty_like(q)
+    _attend_steps_kernel[(nqb, batch * hq)](
+        q, k, v, desc_k2, desc_v2, out, steps.counts, steps.steps,
+        seq_len, hq, hq // k.shape[1], nqb, steps.steps.shape[-1], config.scale_for(head_dim) * math.log2(math.e),
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        HEAD_DIM=head_dim, BQ=bq, BK=bk, INTERPRET=interpreting(),
+        num_warps=max(cfg["warps"], 8 if bq >= 128 else 4), num_stages=1 if interpreting() else cfg["stages"])
     return out
 
 
