@@ -59,8 +59,7 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
     elif kernel == "attend" and tile in _split_tiles():
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_steps_kernel as fn
         cfg = ATTEND_CONFIGS[tile]
-        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, INTERPRET=False,
-                          MIN_FULL_PCT=round(100 * cfg.get("hybrid_min_full_share", 0.0)))
+        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, INTERPRET=False)
         box = f"tensordesc<bf16[1,1,64,{head_dim}]>"
         pointers = dict(q_ptr="*bf16", k_ptr="*bf16", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
                         steps_ptr="*i32", desc_k2=box, desc_v2=box)
@@ -68,7 +67,7 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_kernel as fn
         cfg = ATTEND_CONFIGS[tile]
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, TB=cfg["tb"], DIAG=2, INTERPRET=False,
-                          HEADS_FIRST=cfg["heads_first"], FOLD=cfg["fold"], SPLIT_ROWS_PCT=0)
+                          HEADS_FIRST=cfg["heads_first"], FOLD=cfg["fold"])
         pointers = dict(q_ptr="*bf16", k_ptr="*bf16", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
                         idx_ptr="*i32")
     else:

@@ -172,28 +172,6 @@ def test_attend_with_128_row_blocks(tile):
     assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
 
 
-def test_attend_hybrid_runs_each_query_block_once():
-    """The default hybrid: query blocks whose kept blocks come in full pairs run in the split kernel, the
-    others (lone blocks) in the gathered kernel; every row is written once and matches the reference."""
-    n, hq = 700, 2
-    q, k, v = inputs(n, hq, 1, 64, seed=11)
-    cfg = sale.SaleConfig()
-    causal = causal_blocks(n, cfg, DEVICE)
-    pairs_rows = torch.zeros_like(causal)
-    pairs_rows[0::2, :] = True                       # even query blocks: every causal block (full pairs)
-    pairs_rows[1::2, 0::2] = True                    # odd query blocks: every other block (lone blocks)
-    mask = (pairs_rows & causal).expand(1, hq, -1, -1).contiguous() | sale.always_computed_blocks(n, cfg, DEVICE)
-    steps = kept_to_steps(sale.mask_to_kept(mask & causal), cfg)
-    full, lone = steps.counts[..., 0], steps.counts[..., 1]
-    split_rows = 2 * full >= lone
-    assert split_rows.any() and (~split_rows).any(), "the mask should give both kinds of query block"
-    ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
-    out = torch.full_like(q, math.nan)
-    out.copy_(attend_triton(q, k, v, mask, TRITON))
-    assert torch.isfinite(out).all()
-    assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
-
-
 def test_attend_default_falls_back_without_tma_alignment():
     """K and V at an address TMA cannot copy from: the default runs the gathered form, the split form
     named explicitly says which tensor and why."""

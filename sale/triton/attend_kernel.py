@@ -112,33 +112,18 @@ def _attend_pair(acc, m_i, l_i, q, desc_k, desc_v, b, kvh, code, rows, scale_log
 
 
 @triton.jit
-def _split_row(step_counts_ptr, row, MIN_FULL_PCT: tl.constexpr):
-    """Whether the hybrid runs this query block in the split form: at least MIN_FULL_PCT percent of its
-    kept blocks before the tail lie in full pairs (else its steps are mostly lone 32-key blocks, which the
-    gathered form runs faster: three programs per SM instead of one)."""
-    n_full = tl.load(step_counts_ptr + row * 3)
-    n_single = tl.load(step_counts_ptr + row * 3 + 1)
-    return 2 * n_full * 100 >= MIN_FULL_PCT * (2 * n_full + n_single)
-
-
-@triton.jit
 def _attend_steps_kernel(
     q_ptr, k_ptr, v_ptr, desc_k2, desc_v2, o_ptr, counts_ptr, steps_ptr,
     N, HQ, GROUP, NQB, NPB, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, INTERPRET: tl.constexpr,
-    MIN_FULL_PCT: tl.constexpr,
 ):
     """The split form: full pairs of kept blocks in 2 * BK key steps (TMA), lone kept blocks in BK key
     steps (gathered by pointers, as the gathered form), the pairs that reach the first row (masked) last;
-    exactly the kept blocks are computed. With MIN_FULL_PCT > 0, only the query blocks that _split_row
-    picks (the gathered kernel runs the others)."""
+    exactly the kept blocks are computed."""
     qb = NQB - 1 - tl.program_id(0)
     bh = tl.program_id(1)
-    if MIN_FULL_PCT > 0:
-        if not _split_row(counts_ptr, bh * NQB + qb, MIN_FULL_PCT):
-            return
     b = bh // HQ
     h = bh % HQ
     kvh = h // GROUP
@@ -237,12 +222,12 @@ def kept_to_steps(kept: KeptBlocks, config) -> KeptSteps:
 
 @triton.jit
 def _attend_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, counts_ptr, idx_ptr, step_counts_ptr,
+    q_ptr, k_ptr, v_ptr, o_ptr, counts_ptr, idx_ptr,
     N, HQ, GROUP, NQB, NKB, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, TB: tl.constexpr, DIAG: tl.constexpr,
-    INTERPRET: tl.constexpr, HEADS_FIRST: tl.constexpr, FOLD: tl.constexpr, SPLIT_ROWS_PCT: tl.constexpr,
+    INTERPRET: tl.constexpr, HEADS_FIRST: tl.constexpr, FOLD: tl.constexpr,
 ):
     if HEADS_FIRST:  # launch order: the longest rows of every head first
         qb = NQB - 1 - tl.program_id(1)
@@ -250,9 +235,6 @@ def _attend_kernel(
     else:            # longest rows first within each head
         qb = NQB - 1 - tl.program_id(0)
         bh = tl.program_id(1)
-    if SPLIT_ROWS_PCT > 0:  # the hybrid: the split kernel runs the query blocks _split_row picks
-        if _split_row(step_counts_ptr, bh * NQB + qb, SPLIT_ROWS_PCT):
-            return
     b = bh // HQ
     h = bh % HQ
     kvh = h // GROUP
@@ -296,10 +278,7 @@ def _attend_kernel(
 _TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None, fold=True)
 _TB1 = {**_TB2, "tb": 1, "stages": 4}
 ATTEND_CONFIGS = {
-    # the hybrid: each query block in the split form if at least half of its kept blocks before the tail
-    # lie in full pairs, else in the gathered form (two launches; each program runs or returns at once)
-    "default": {**_TB1, "split": True, "stages": 3, "hybrid_min_full_share": 0.5, "hybrid_with": "gathered"},
-    "split": {**_TB1, "split": True, "stages": 3},
+    "default": {**_TB1, "split": True, "stages": 3},
     "split_s2": {**_TB1, "split": True, "stages": 2},
     "gathered": _TB1,                         # the default until run 27
     "unfolded": {**_TB1, "fold": False},   # the default until run 24
@@ -334,30 +313,23 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         if ATTEND_CONFIGS[tile].get("split") and not _tma_compatible(k, v):
             tile = "gathered"
     cfg = ATTEND_CONFIGS[tile]
-    steps, hybrid_pct = None, 0
     if cfg.get("split"):
-        steps = kept_to_steps(kept, config)
-        hybrid_pct = round(100 * cfg.get("hybrid_min_full_share", 0.0))
-        out = _attend_steps(q, k, v, steps, config, cfg, hybrid_pct)
-        if not hybrid_pct:
-            return out
-        cfg = ATTEND_CONFIGS[cfg["hybrid_with"]]
-    else:
-        out = torch.empty_like(q)
+        return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg)
     tb, num_warps, num_stages, heads_first, maxnreg = cfg["tb"], cfg["warps"], cfg["stages"], cfg["heads_first"], cfg["maxnreg"]
     if bq >= 128:  # a 128-row query block: two warpgroups, as in flash attention's 128-row tiles
         num_warps = max(num_warps, 8)
     if interpreting():
         num_stages = 1
     nqb, nkb = num_blocks(seq_len, bq), num_blocks(seq_len, bk)
+    out = torch.empty_like(q)
     grid = (batch * hq, nqb) if heads_first else (nqb, batch * hq)
     _attend_kernel[grid](
-        q, k, v, out, kept.counts, kept.indices, kept.counts if steps is None else steps.counts,
+        q, k, v, out, kept.counts, kept.indices,
         seq_len, hq, hq // k.shape[1], nqb, nkb, config.scale_for(head_dim) * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=tb, DIAG=pow2(bq // bk), INTERPRET=interpreting(), HEADS_FIRST=heads_first,
-        FOLD=cfg["fold"], SPLIT_ROWS_PCT=hybrid_pct,
+        FOLD=cfg["fold"],
         num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     return out
 
@@ -377,7 +349,7 @@ def _kv_descriptors(k, v, box_keys):
     return tuple(TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 1, box_keys, x.shape[-1]]) for x in (k, v))
 
 
-def _attend_steps(q, k, v, steps: KeptSteps, config, cfg, min_full_pct: int = 0):
+def _attend_steps(q, k, v, steps: KeptSteps, config, cfg):
     batch, hq, seq_len, head_dim = q.shape
     bq, bk = config.block_q, config.block_k
     desc_k2, desc_v2 = _kv_descriptors(k, v, 2 * bk)
@@ -388,7 +360,7 @@ def _attend_steps(q, k, v, steps: KeptSteps, config, cfg, min_full_pct: int = 0)
         seq_len, hq, hq // k.shape[1], nqb, steps.steps.shape[-1], config.scale_for(head_dim) * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        HEAD_DIM=head_dim, BQ=bq, BK=bk, INTERPRET=interpreting(), MIN_FULL_PCT=min_full_pct,
+        HEAD_DIM=head_dim, BQ=bq, BK=bk, INTERPRET=interpreting(),
         num_warps=max(cfg["warps"], 8 if bq >= 128 else 4), num_stages=1 if interpreting() else cfg["stages"])
     return out
 
