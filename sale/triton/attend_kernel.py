@@ -87,6 +87,27 @@ def _empty_rows_at_zero(m_new, MASKED: tl.constexpr):
 
 
 @triton.jit
+def _query_block(q_ptr, qb, bh, N, HQ, GROUP, stride_qb, stride_qh, stride_qn,
+                 BQ: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """A program's batch, query head, kv head (GQA), rows and their queries [BQ, HEAD_DIM] (0 past N)."""
+    b = bh // HQ
+    h = bh % HQ
+    rows = qb * BQ + tl.arange(0, BQ)
+    d = tl.arange(0, HEAD_DIM)
+    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qn + d[None, :],
+                mask=(rows < N)[:, None], other=0.0)
+    return b, h, h // GROUP, rows, d, q
+
+
+@triton.jit
+def _store_rows(o_ptr, acc, l_i, b, h, rows, d, N, stride_ob, stride_oh, stride_on):
+    """acc / l_i for the rows before N; a row with no key (l_i = 0) is written as zeros."""
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    tl.store(o_ptr + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + d[None, :],
+             out.to(o_ptr.dtype.element_ty), mask=(rows < N)[:, None])
+
+
+@triton.jit
 def _attend_pair(acc, m_i, l_i, q, desc_k, desc_v, b, kvh, code, rows, scale_log2e,
                  BK: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, INTERPRET: tl.constexpr):
     """One step over the 2 * BK keys of pair code >> 2, by TMA copies (zero-filled past N); the columns of
@@ -124,14 +145,7 @@ def _attend_steps_kernel(
     exactly the kept blocks are computed."""
     qb = NQB - 1 - tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // HQ
-    h = bh % HQ
-    kvh = h // GROUP
-    rows = qb * BQ + tl.arange(0, BQ)
-    row_ok = rows < N
-    d = tl.arange(0, HEAD_DIM)
-    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qn + d[None, :],
-                mask=row_ok[:, None], other=0.0)
+    b, h, kvh, rows, d, q = _query_block(q_ptr, qb, bh, N, HQ, GROUP, stride_qb, stride_qh, stride_qn, BQ, HEAD_DIM)
     row = bh * NQB + qb
     n_full = tl.load(counts_ptr + row * 3)
     n_single = tl.load(counts_ptr + row * 3 + 1)
@@ -165,9 +179,7 @@ def _attend_steps_kernel(
         code = tl.load(back - j)
         acc, m_i, l_i = _attend_pair(acc, m_i, l_i, q, desc_k2, desc_v2, b, kvh, code, rows, scale_log2e,
                                      BK, HEAD_DIM, True, INTERPRET)
-    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    tl.store(o_ptr + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + d[None, :],
-             out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
+    _store_rows(o_ptr, acc, l_i, b, h, rows, d, N, stride_ob, stride_oh, stride_on)
 
 
 @triton.jit
@@ -235,14 +247,7 @@ def _attend_kernel(
     else:            # longest rows first within each head
         qb = NQB - 1 - tl.program_id(0)
         bh = tl.program_id(1)
-    b = bh // HQ
-    h = bh % HQ
-    kvh = h // GROUP
-    rows = qb * BQ + tl.arange(0, BQ)
-    row_ok = rows < N
-    d = tl.arange(0, HEAD_DIM)
-    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qn + d[None, :],
-                mask=row_ok[:, None], other=0.0)
+    b, h, kvh, rows, d, q = _query_block(q_ptr, qb, bh, N, HQ, GROUP, stride_qb, stride_qh, stride_qn, BQ, HEAD_DIM)
     k_base = k_ptr + b * stride_kb + kvh * stride_kh
     v_base = v_ptr + b * stride_vb + kvh * stride_vh
     count = tl.load(counts_ptr + bh * NQB + qb)
@@ -261,9 +266,7 @@ def _attend_kernel(
     for p0 in range(n_full, count, TB):
         acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
                                      stride_vn, N, scale_log2e, d, BK, TB, True, INTERPRET, FOLD)
-    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    tl.store(o_ptr + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + d[None, :],
-             out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
+    _store_rows(o_ptr, acc, l_i, b, h, rows, d, N, stride_ob, stride_oh, stride_on)
 
 
 # Tile configurations kept as data. Gathered form: tb kept blocks gathered per step into one BLOCK_N = tb *
