@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import sale
-from sale.blocks import causal_blocks, num_blocks
-from sale.blocks import mask_to_steps
+from sale.blocks import causal_blocks, mask_to_steps, num_blocks
 from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton, kept_to_steps
 from sale.triton.select_kernel import select_triton
 from sale.workloads import StructuredParams, make_qkv

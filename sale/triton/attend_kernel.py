@@ -49,15 +49,25 @@ def _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, st
     s = _scores(q, k, INTERPRET)
     if MASKED:
         s = tl.where(key_ok[None, :] & (keys[None, :] <= rows[:, None]), s, float("-inf"))
-    if FOLD:  # the softmax scale inside exp2's argument: one FFMA per score instead of FMUL + FADD
-        m_new = tl.maximum(m_i, tl.max(s, axis=1) * scale_log2e)
-        m_use = _empty_rows_at_zero(m_new, MASKED)
-        p = tl.exp2(s * scale_log2e - m_use[:, None])
-    else:
-        s = s * scale_log2e
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_use = _empty_rows_at_zero(m_new, MASKED)
-        p = tl.exp2(s - m_use[:, None])
+    if FOLD:
+        return _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED, INTERPRET)
+    s = s * scale_log2e
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_use = _empty_rows_at_zero(m_new, MASKED)
+    p = tl.exp2(s - m_use[:, None])
+    alpha = tl.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = _accumulate(acc * alpha[:, None], p, v, INTERPRET)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED: tl.constexpr, INTERPRET: tl.constexpr):
+    """Flash attention's update by one key tile of raw scores s and values v, the softmax scale inside
+    exp2's argument (one FFMA per score instead of FMUL + FADD)."""
+    m_new = tl.maximum(m_i, tl.max(s, axis=1) * scale_log2e)
+    m_use = _empty_rows_at_zero(m_new, MASKED)
+    p = tl.exp2(s * scale_log2e - m_use[:, None])
     alpha = tl.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = _accumulate(acc * alpha[:, None], p, v, INTERPRET)
@@ -122,14 +132,8 @@ def _attend_pair(acc, m_i, l_i, q, desc_k, desc_v, b, kvh, code, rows, scale_log
         s = tl.where(half_kept[None, :] & (keys[None, :] <= rows[:, None]), s, float("-inf"))
     else:
         s = tl.where(half_kept[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1) * scale_log2e)
-    m_use = _empty_rows_at_zero(m_new, MASKED)
-    p = tl.exp2(s * scale_log2e - m_use[:, None])
-    alpha = tl.exp2(m_i - m_use)
-    l_i = l_i * alpha + tl.sum(p, axis=1)
     v = tl.reshape(desc_v.load([b, kvh, key0, 0]), (PK, HEAD_DIM))
-    acc = _accumulate(acc * alpha[:, None], p, v, INTERPRET)
-    return acc, m_new, l_i
+    return _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED, INTERPRET)
 
 
 @triton.jit
@@ -166,15 +170,9 @@ def _attend_steps_kernel(
     for j in range(0, n_single):
         code = tl.load(back - j)
         keys = ((code >> 2) * 2 + ((code & 3) >> 1)) * BK + tl.arange(0, BK)
-        k = tl.load(k_base + keys[:, None] * stride_kn + d[None, :])
-        s = _scores(q, k, INTERPRET)
-        m_new = tl.maximum(m_i, tl.max(s, axis=1) * scale_log2e)
-        p = tl.exp2(s * scale_log2e - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
+        s = _scores(q, tl.load(k_base + keys[:, None] * stride_kn + d[None, :]), INTERPRET)
         v = tl.load(v_base + keys[:, None] * stride_vn + d[None, :])
-        acc = _accumulate(acc * alpha[:, None], p, v, INTERPRET)
-        m_i = m_new
+        acc, m_i, l_i = _online_softmax(acc, m_i, l_i, s, v, scale_log2e, False, INTERPRET)
     for j in range(n_single, n_single + n_tail):
         code = tl.load(back - j)
         acc, m_i, l_i = _attend_pair(acc, m_i, l_i, q, desc_k2, desc_v2, b, kvh, code, rows, scale_log2e,
@@ -318,11 +316,8 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
     cfg = ATTEND_CONFIGS[tile]
     if cfg.get("split"):
         return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg)
-    tb, num_warps, num_stages, heads_first, maxnreg = cfg["tb"], cfg["warps"], cfg["stages"], cfg["heads_first"], cfg["maxnreg"]
-    if bq >= 128:  # a 128-row query block: two warpgroups, as in flash attention's 128-row tiles
-        num_warps = max(num_warps, 8)
-    if interpreting():
-        num_stages = 1
+    tb, heads_first, maxnreg = cfg["tb"], cfg["heads_first"], cfg["maxnreg"]
+    num_warps, num_stages = _warps_and_stages(cfg, bq)
     nqb, nkb = num_blocks(seq_len, bq), num_blocks(seq_len, bk)
     out = torch.empty_like(q)
     grid = (batch * hq, nqb) if heads_first else (nqb, batch * hq)
@@ -335,6 +330,13 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         FOLD=cfg["fold"],
         num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     return out
+
+
+def _warps_and_stages(cfg, block_q):
+    """A tile's launch options: a 128-row query block takes two warpgroups (as flash attention's 128-row
+    tiles); the interpreter runs one stage."""
+    warps = max(cfg["warps"], 8) if block_q >= 128 else cfg["warps"]
+    return warps, 1 if interpreting() else cfg["stages"]
 
 
 def _tma_compatible(*xs) -> bool:
@@ -356,6 +358,7 @@ def _attend_steps(q, k, v, steps: KeptSteps, config, cfg):
     batch, hq, seq_len, head_dim = q.shape
     bq, bk = config.block_q, config.block_k
     desc_k2, desc_v2 = _kv_descriptors(k, v, 2 * bk)
+    num_warps, num_stages = _warps_and_stages(cfg, bq)
     nqb = num_blocks(seq_len, bq)
     out = torch.empty_like(q)
     _attend_steps_kernel[(nqb, batch * hq)](
@@ -364,7 +367,7 @@ def _attend_steps(q, k, v, steps: KeptSteps, config, cfg):
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         HEAD_DIM=head_dim, BQ=bq, BK=bk, INTERPRET=interpreting(),
-        num_warps=max(cfg["warps"], 8 if bq >= 128 else 4), num_stages=1 if interpreting() else cfg["stages"])
+        num_warps=num_warps, num_stages=num_stages)
     return out
 
 
