@@ -8,6 +8,12 @@ density (sink and local blocks always kept), its sparse ms and efficiency = dens
 sparse ms; then SALE end to end (quantize + select + attend) on the structured workload at several
 thresholds: ms, density, speedup over the fastest dense, and relative L1 error against cuDNN's output.
 
+Tiles named NAME:int8 run that tile with `SaleConfig(int8_qk=True)` (the authors' INT8-QK variant,
+q and k quantized inside the timed call); the record keeps their best time and efficiency apart from
+the exact tiles' (int8_sparse_ms, int8_efficiency) with the output's relative error against the exact
+form on the same mask (int8_rel_err, next to the exact form's own error against float64, exact_rel_err).
+`--qk exact int8` runs SALE end to end with each form.
+
 With `--calibrate-theta THETA`, SALE end to end also runs at per-head thresholds calibrated on that
 length's workload (SALE-SPEC.md section 4: the authors' halving from tau = 0.008, error = sum over the
 head's [N, D] output of |O_sale - O_dense| < THETA * N; THETA = 0.4 is theirs for Llama-3.1-8B), once
@@ -108,6 +114,45 @@ def calibrated_thresholds(args, cfg, q, k, v):
     return calibrate(q, k, v, args.calibrate_theta, args.calibrate_method, cfg)
 
 
+def _tile_spec(text: str) -> str:
+    name, _, form = text.partition(":")
+    if name not in ATTEND_CONFIGS or form not in ("", "int8"):
+        raise argparse.ArgumentTypeError(f"a tile is NAME or NAME:int8 with NAME in {list(ATTEND_CONFIGS)}, got {text!r}")
+    return text
+
+
+def time_tiles(q, k, v, mask, kept, cfg, tiles) -> dict:
+    """Median ms of each tile spec (None where it failed, with the reason printed)."""
+    out = {}
+    for spec in tiles:
+        name, _, form = spec.partition(":")
+        tcfg = cfg.replace(int8_qk=form == "int8")
+        try:
+            out[spec] = time_cuda(lambda: attend_triton(q, k, v, mask, tcfg, kept=kept, tile=name), budget_s=1.0)["median_ms"]
+        except Exception as exc:
+            out[spec] = None
+            print(f"  tile {spec}: {str(exc).splitlines()[0][:120]}")
+    return out
+
+
+def int8_error(q, k, v, mask, kept, cfg, rows: int = 1024) -> dict:
+    """Relative error of the int8-QK output against the exact form's on the same mask, and of the exact form
+    against float64, both over the last `rows` query rows (where rows see the most keys)."""
+    exact = attend_triton(q, k, v, mask, cfg, kept=kept)
+    int8 = attend_triton(q, k, v, mask, cfg.replace(int8_qk=True), kept=kept)
+    n = q.shape[2]
+    sl = slice(max(0, n - rows), n)
+    group = q.shape[1] // k.shape[1]
+    ref = torch.empty(q[:, :, sl].shape, dtype=torch.float64, device=q.device)
+    for h in range(q.shape[1]):  # one head at a time: a [rows, N] float64 score map each
+        s = (q[:, h, sl].double() @ k[:, h // group].double().transpose(-1, -2)) * cfg.scale_for(q.shape[3])
+        keep = sale.reference._token_block_mask(mask[:, h], sl, n, cfg)
+        ref[:, h] = torch.softmax(s.masked_fill(~keep, float("-inf")), dim=-1) @ v[:, h // group].double()
+    rel = lambda x, r: float((x.double() - r).norm() / r.norm())
+    return {"int8_rel_err": rel(int8[:, :, sl], ref), "exact_rel_err": rel(exact[:, :, sl], ref),
+            "int8_vs_exact_rel_err": rel(int8, exact.double())}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
@@ -115,7 +160,10 @@ def main(argv=None):
                    help="mask densities of the computation-pass timing (none: skip)")
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.003, 0.01, 0.03, 0.1],
                    help="fixed thresholds for SALE end to end (none: skip)")
-    p.add_argument("--tiles", nargs="+", default=list(ATTEND_CONFIGS))
+    p.add_argument("--tiles", nargs="+", default=list(ATTEND_CONFIGS), type=_tile_spec,
+                   help="computation-pass tiles to time (ATTEND_CONFIGS names; NAME:int8 with int8 q . k)")
+    p.add_argument("--qk", nargs="+", choices=["exact", "int8"], default=["exact"],
+                   help="q . k of SALE end to end: exact 16-bit and/or int8 (SaleConfig.int8_qk)")
     p.add_argument("--mask-source", nargs="+", choices=["random", "structured"], default=["random", "structured"],
                    help="masks of the computation-pass timing: candidate blocks drawn independently at the "
                         "density, or SALE's own mask on the structured workload at the threshold giving it")
@@ -163,35 +211,38 @@ def main(argv=None):
                     mask, tau = structured_mask_at_density(q, k, density, cfg)
                 kept = mask_to_kept(mask)
                 real_density = float(sale.density(mask, n, cfg).mean())
-                tiles = {}
-                for tile in args.tiles:
-                    try:
-                        tiles[tile] = time_cuda(lambda: attend_triton(q, k, v, mask, cfg, kept=kept, tile=tile),
-                                                budget_s=1.0)["median_ms"]
-                    except Exception as exc:
-                        tiles[tile] = None
-                        print(f"  tile {tile}: {str(exc).splitlines()[0][:120]}")
-                best = min((t, name) for name, t in tiles.items() if t is not None)
+                tiles = time_tiles(q, k, v, mask, kept, cfg, args.tiles)
                 base = cudnn if cudnn is not None else fastest
                 rec = {"kind": "sparse_at_density", **common(n), "mask_source": source, "threshold": tau,
                        "target_density": density, "full_pair_share": full_pair_share(kept, cfg),
-                       "density": real_density, "sparse_ms": best[0], "best_tile": best[1], "tiles_ms": tiles,
-                       "dense_ms": dense, "cudnn_ms": cudnn, "efficiency": real_density * base / best[0],
+                       "density": real_density, "tiles_ms": tiles, "dense_ms": dense, "cudnn_ms": cudnn,
                        "gpu_context": nvml_snapshot(), "software": software_versions()}
+                for prefix, int8 in (("", False), ("int8_", True)):   # the exact and the int8-QK forms apart
+                    timed = [(t, name) for name, t in tiles.items() if t is not None and name.endswith(":int8") == int8]
+                    if timed:
+                        best = min(timed)
+                        rec.update({f"{prefix}sparse_ms": best[0], f"{prefix}best_tile": best[1],
+                                    f"{prefix}efficiency": real_density * base / best[0]})
+                if "int8_sparse_ms" in rec:
+                    rec.update(int8_error(q, k, v, mask, kept, cfg))
                 emit(rec)
-                print(f"  {source:10s} density {real_density:5.3f} (in full pairs {rec['full_pair_share']:.2f}): sparse {best[0]:8.2f} ms [{best[1]}]  efficiency vs cuDNN "
-                      f"{rec['efficiency']:.3f}   tiles " + " ".join(f"{t}={'-' if x is None else round(x, 2)}" for t, x in tiles.items()),
-                      flush=True)
+                line = "".join(f"  {p or 'exact '}{rec[p + 'sparse_ms']:8.2f} ms [{rec[p + 'best_tile']}] efficiency vs cuDNN "
+                               f"{rec[p + 'efficiency']:.3f}" for p in ("", "int8_") if p + "sparse_ms" in rec)
+                if "int8_rel_err" in rec:
+                    line += f"  rel.err int8 {rec['int8_rel_err']:.2e} / exact {rec['exact_rel_err']:.2e}"
+                print(f"  {source:10s} density {real_density:5.3f} (in full pairs {rec['full_pair_share']:.2f}):{line}   tiles "
+                      + " ".join(f"{t}={'-' if x is None else round(x, 2)}" for t, x in tiles.items()), flush=True)
                 mask = kept = None  # free before the next density
-            for tau in args.thresholds:
+            for tau, qk in ((t, f) for t in args.thresholds for f in args.qk):
                 taus = torch.full((args.q_heads,), tau, device="cuda")
                 rec = {"kind": "sale_end_to_end", **common(n), "workload": "structured", "threshold": tau,
-                       **sale_point(q, k, v, taus, cfg, dense, fastest_name, fastest, ref_out)}
+                       "int8_qk": qk == "int8",
+                       **sale_point(q, k, v, taus, cfg.replace(int8_qk=qk == "int8"), dense, fastest_name, fastest, ref_out)}
                 emit(rec)
-                print(f"  SALE tau={tau}: {point_line(rec)}", flush=True)
+                print(f"  SALE tau={tau} qk={qk}: {point_line(rec)}", flush=True)
             if args.calibrate_theta is not None:
-                for rows in args.estimate_rows:
-                    ecfg = cfg.replace(estimate_rows=rows)
+                for rows, qk in ((r, f) for r in args.estimate_rows for f in args.qk):
+                    ecfg = cfg.replace(estimate_rows=rows, int8_qk=qk == "int8")
                     t0 = time.perf_counter()
                     try:
                         heads = calibrated_thresholds(args, ecfg, q, k, v)
@@ -202,13 +253,13 @@ def main(argv=None):
                     cal_s = time.perf_counter() - t0
                     taus = torch.tensor([h.threshold for h in heads], device="cuda")
                     rec = {"kind": "sale_end_to_end_calibrated", **common(n), "workload": "structured",
-                           "estimate_rows": rows, "theta": args.calibrate_theta, "calibrate_method": args.calibrate_method,
+                           "estimate_rows": rows, "int8_qk": qk == "int8", "theta": args.calibrate_theta, "calibrate_method": args.calibrate_method,
                            "calibrate_len": args.calibrate_len or n, "calibrate_s": cal_s,
                            "thresholds": [h.threshold for h in heads],
                            "calibrate_error_per_token": [h.error_per_token for h in heads],
                            "target_speedup": 3.36, **sale_point(q, k, v, taus, ecfg, dense, fastest_name, fastest, ref_out)}
                     emit(rec)
-                    print(f"  SALE calibrated (theta {args.calibrate_theta}, estimate_rows={rows or 'all'}, taus "
+                    print(f"  SALE calibrated (theta {args.calibrate_theta}, estimate_rows={rows or 'all'}, qk={qk}, taus "
                           f"{min(rec['thresholds']):.4g}..{max(rec['thresholds']):.4g}, {cal_s:.0f} s): {point_line(rec)}",
                           flush=True)
         except torch.OutOfMemoryError as exc:

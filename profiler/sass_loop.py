@@ -42,8 +42,10 @@ def _signature(fn, constexprs: dict, pointer_types: dict) -> tuple[dict, dict]:
     return sig, attrs
 
 
-def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | None = None, head_dim: int = 128):
-    """The compiled kernel (triton CompiledKernel) for sm_90 and the launch options used."""
+def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | None = None, head_dim: int = 128,
+                       int8_qk: bool = False):
+    """The compiled kernel (triton CompiledKernel) for sm_90 and the launch options used; int8_qk: the
+    computation pass with 8-bit q . k (SaleConfig.int8_qk)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -59,16 +61,18 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
     elif kernel == "attend" and tile in _split_tiles():
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_steps_kernel as fn
         cfg = ATTEND_CONFIGS[tile]
-        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, INTERPRET=False)
-        box = f"tensordesc<bf16[1,1,64,{head_dim}]>"
-        pointers = dict(q_ptr="*bf16", k_ptr="*bf16", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
-                        steps_ptr="*i32", desc_k2=box, desc_v2=box)
+        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, INTERPRET=False, QK8=_qk8(cfg, int8_qk))
+        qk = "i8" if int8_qk else "bf16"
+        pointers = dict(q_ptr=f"*{qk}", k_ptr=f"*{qk}", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
+                        steps_ptr="*i32", desc_k2=f"tensordesc<{qk}[1,1,64,{head_dim}]>",
+                        desc_v2=f"tensordesc<bf16[1,1,64,{head_dim}]>")
     elif kernel == "attend":
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_kernel as fn
         cfg = ATTEND_CONFIGS[tile]
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, TB=cfg["tb"], DIAG=2, INTERPRET=False,
-                          HEADS_FIRST=cfg["heads_first"], FOLD=cfg["fold"])
-        pointers = dict(q_ptr="*bf16", k_ptr="*bf16", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
+                          HEADS_FIRST=cfg["heads_first"], FOLD=cfg["fold"], QK8=_qk8(cfg, int8_qk))
+        qk = "i8" if int8_qk else "bf16"
+        pointers = dict(q_ptr=f"*{qk}", k_ptr=f"*{qk}", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
                         idx_ptr="*i32")
     else:
         raise ValueError(f"kernel must be 'select' or 'attend', got {kernel!r}")
@@ -79,6 +83,11 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
     if cfg.get("maxnreg"):
         options["maxnreg"] = cfg["maxnreg"]
     return triton.compile(src, target=GPUTarget("cuda", 90, 128), options=options), options
+
+
+def _qk8(cfg: dict, int8_qk: bool) -> int:
+    from sale.triton.attend_kernel import INT8_CONVERSIONS
+    return INT8_CONVERSIONS[cfg.get("int8_convert", "magic")] if int8_qk else 0
 
 
 def _split_tiles() -> set:
@@ -122,14 +131,16 @@ def main(argv=None):
     p.add_argument("--match", default=None, help="regex of the instruction whose loop to count (default: the "
                    "select kernel's 8-bit IGMMA, the attend kernel's first GMMA)")
     p.add_argument("--out", default=None, help="folder for the TTGIR, PTX and SASS")
+    p.add_argument("--int8-qk", action="store_true", help="the computation pass with 8-bit q . k (SaleConfig.int8_qk)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("sass-loop compiles for the GPU: run it without TRITON_INTERPRET=1 (no GPU is needed)")
-    compiled, options = compile_for_hopper(args.kernel, args.tile, args.estimate_rows, args.head_dim)
+    compiled, options = compile_for_hopper(args.kernel, args.tile, args.estimate_rows, args.head_dim,
+                                           args.int8_qk)
     cubin = compiled.asm["cubin"]
     folder = args.out or "/tmp/sale_sass"
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{args.kernel}_{args.tile}.cubin")
+    path = os.path.join(folder, f"{args.kernel}_{args.tile}{'_int8' if args.int8_qk else ''}.cubin")
     with open(path, "wb") as f:
         f.write(cubin)
     sass = subprocess.run([_tool("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True).stdout
@@ -144,7 +155,7 @@ def main(argv=None):
     stack = re.search(r"STACK:(\d+)", usage)
     hist = loop_histogram(sass, args.match or ("IGMMA" if args.kernel == "select" else "GMMA"))
     import triton
-    print(f"{args.kernel} tile={args.tile} estimate_rows={args.estimate_rows} {options} (triton {triton.__version__}, sm_90)")
+    print(f"{args.kernel} tile={args.tile} estimate_rows={args.estimate_rows} int8_qk={args.int8_qk} {options} (triton {triton.__version__}, sm_90)")
     print(f"registers {regs.group(1) if regs else '?'}, stack {stack.group(1) if stack else '?'} B, "
           f"shared {compiled.metadata.shared} B")
     print(f"hot loop {hist['loop_start']}-{hist['loop_end']}: {hist['instructions']} instructions per thread per iteration")

@@ -32,6 +32,11 @@ class SaleConfig:
             `python -m profiler bench-select` measures its time, mask recall and output error.
         selection: ``"two_pass"`` (statistics from the sink and local blocks only). The paper's
             ``"one_pass"`` variant is reserved and raises NotImplementedError.
+        int8_qk: the computation pass computes q . k from 8-bit integers (the authors' INT8-QK variant,
+            SageAttention-style): q quantized per token, k - k_mean per block of 2 * block_k keys,
+            symmetric round-half-even to [-127, 127] with one float scale each; p . v stays
+            16-bit. About half the tensor-core time of q . k, at a small output error
+            (`python -m profiler bench-attend --int8-qk` measures both). Default False: exact 16-bit q . k.
         softmax_scale: scale of q.k inside the softmax; None means 1/sqrt(D).
         backend: ``"reference"`` (pure PyTorch, any device) or ``"triton"`` (CUDA Hopper kernels;
             also runs in the Triton interpreter with TRITON_INTERPRET=1).
@@ -48,6 +53,7 @@ class SaleConfig:
     k_group_size: int = 32
     estimate_rows: int | None = None
     selection: str = "two_pass"
+    int8_qk: bool = False
     softmax_scale: float | None = None
     backend: str = "reference"
     check_finite: bool = True
@@ -65,6 +71,8 @@ class SaleConfig:
         if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 1 or self.block_q % r):
             raise ValueError(f"SaleConfig.estimate_rows must be None or a positive divisor of block_q="
                              f"{self.block_q}, got {r!r}")
+        if not isinstance(self.int8_qk, bool):
+            raise ValueError(f"SaleConfig.int8_qk must be a bool, got {self.int8_qk!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"SaleConfig.granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if self.selection == "one_pass":

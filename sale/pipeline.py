@@ -75,7 +75,7 @@ def run_stages(q, k, v, tau: torch.Tensor, config: SaleConfig, stage=_no_stage):
     with stage("attend"):
         if config.backend == "triton":
             from .triton.attend_kernel import attend_triton
-            out = attend_triton(q, k, v, mask, config, kept=kept)
+            out = attend_triton(q, k, v, mask, config, kept=kept, k_mean=quantized.k_mean)
         else:
             out = _attend(q, k, v, mask, config)
     return out, mask

@@ -71,6 +71,37 @@ def quantize_4bit(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tens
     return x_hat, amax / 7.0
 
 
+def quantize_int8_blocks(x: torch.Tensor, block_rows: int, mean: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric 8-bit quantization of x - mean (mean: float32 [B, H, D] or None) with one scale per
+    block of ``block_rows`` rows of each head, in float32: x_hat = round_half_even(x_s * (127 / amax)),
+    scale = amax / 127 (a zero amax gives x_hat = 0, scale = 1). The computation pass's int8 q . k.
+
+    Returns (int8 x_hat [B, H, N, D], float32 scale [B, H, ceil(N / block_rows)])."""
+    batch, heads, seq_len, _ = x.shape
+    xs = x.float() - mean[:, :, None] if mean is not None else x.float()
+    pad = (-seq_len) % block_rows
+    amax = torch.nn.functional.pad(xs.abs().amax(-1), (0, pad)).view(batch, heads, -1, block_rows).amax(-1)
+    # tensor / tensor is correctly rounded, as the kernel's division; scalar / tensor is not (reciprocal * 127)
+    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax, torch.zeros_like(amax))
+    per_row = inv.repeat_interleave(block_rows, dim=-1)[..., :seq_len, None]
+    x_hat = torch.round(xs * per_row).clamp_(-127, 127).to(torch.int8)
+    # a block of zeros keeps scale 1: any scale represents it, and the kernel's score scale stays positive
+    return x_hat, torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+
+
+def int8_qk_operands(q: torch.Tensor, k: torch.Tensor, config: SaleConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """q and k as the int8 computation pass sees them (``SaleConfig.int8_qk``): dequantized x_hat * scale,
+    q per token, k - k_mean per 2 * block_k keys (softmax is invariant to k_mean)."""
+    k_mean = k.mean(2, dtype=torch.float32)
+    q_hat, q_scale = quantize_int8_blocks(q, 1)
+    k_hat, k_scale = quantize_int8_blocks(k, 2 * config.block_k, k_mean)
+    cdt = compute_dtype(q)
+    deq = [x_hat.to(cdt) * s.to(cdt).repeat_interleave(rows, dim=-1)[..., :x_hat.shape[2], None]
+           for x_hat, s, rows in ((q_hat, q_scale, 1), (k_hat, k_scale, 2 * config.block_k))]
+    return deq[0], deq[1]
+
+
 def quantize_reference(q: torch.Tensor, k: torch.Tensor, config: SaleConfig) -> QuantizedQK:
     cdt = compute_dtype(q)
     # The same reduction call as the triton backend, so both get bit-identical means on a device
@@ -207,12 +238,16 @@ def block_log_scores_reference(q: torch.Tensor, k: torch.Tensor, config: SaleCon
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: torch.Tensor | None,
                         config: SaleConfig) -> torch.Tensor:
     """Causal softmax attention over the keys of the kept blocks (all causal keys when block_mask is
-    None), in the compute dtype, returned in q's dtype. A row with no kept key gives zeros."""
+    None), in the compute dtype, returned in q's dtype. A row with no kept key gives zeros. With
+    ``config.int8_qk`` the scores come from the 8-bit q and k (``int8_qk_operands``)."""
     batch, hq, seq_len, head_dim = q.shape
     cdt, scale = compute_dtype(q), config.scale_for(head_dim)
+    out_dtype = q.dtype
+    if config.int8_qk:
+        q, k = int8_qk_operands(q, k, config)
     kv_heads = k.shape[1]
     k_c, v_c = k.to(cdt)[:, :, None], v.to(cdt)[:, :, None]
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
     full = torch.ones(1, 1, num_blocks(seq_len, config.block_q), num_blocks(seq_len, config.block_k),
                       dtype=torch.bool, device=q.device)
     blocks = full if block_mask is None else block_mask
@@ -227,7 +262,7 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block
         denom = p.sum(-1, keepdim=True)
         o = _grouped(p, kv_heads) @ v_c
         o = o.flatten(1, 2) / torch.where(denom > 0, denom, torch.ones_like(denom))
-        out[:, :, rows] = o.to(q.dtype)
+        out[:, :, rows] = o.to(out_dtype)
     return out
 
 

@@ -8,7 +8,9 @@ import torch
 
 import sale
 from sale.blocks import causal_blocks, mask_to_steps, num_blocks
+from sale.reference import quantize_int8_blocks
 from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton, kept_to_steps
+from sale.triton.quantize_kernel import quantize_int8_triton
 from sale.triton.select_kernel import select_triton
 from sale.workloads import StructuredParams, make_qkv
 
@@ -206,6 +208,67 @@ def test_block_q_128_select_and_attend():
     assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
 
 
+@pytest.mark.parametrize("n, block_rows, smooth", [(1, 1, False), (97, 1, False), (300, 64, True), (517, 128, True),
+                                                  (64, 64, True)])
+def test_quantize_int8_matches_reference(n, block_rows, smooth):
+    """The computation pass's 8-bit quantization (per token, per block of rows, smoothed or not) equals the
+    reference bit for bit: both divide correctly rounded and round the rounded product half to even."""
+    q, k, _ = inputs(n, 4, 2, 128 if n % 2 else 64, seed=n + 30)
+    x = k if smooth else q
+    mean = x.mean(2, dtype=torch.float32) if smooth else None
+    x_hat, scale = quantize_int8_triton(x, block_rows, mean)
+    ref_hat, ref_scale = quantize_int8_blocks(x, block_rows, mean)
+    assert torch.equal(scale, ref_scale)
+    assert torch.equal(x_hat, ref_hat), f"{int((x_hat != ref_hat).sum())} values differ"
+    assert int(x_hat.abs().max()) == 127 if n > 1 or not smooth else True
+
+
+INT8 = TRITON.replace(int8_qk=True)
+
+
+@pytest.mark.parametrize("tile", ["default", "gathered", "tb2", "unfolded"])
+@pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128)])
+def test_attend_int8_qk_matches_reference(n, hq, hkv, d, tile):
+    """SaleConfig(int8_qk=True): every form of the computation pass (split: pair, lone and tail steps; gathered
+    with one and two blocks per step; the scale folded into exp2 or not) against the reference of the same
+    math in float64, within the usual bound; and the int8 form against exact attention within 3x of what a
+    plain bf16 PyTorch attention gives (8-bit q . k costs about as much accuracy as 16-bit scores do)."""
+    q, k, v = inputs(n, hq, hkv, d, seed=n + 40)
+    g = torch.Generator().manual_seed(n + 1)
+    mask = (torch.rand(1, hq, num_blocks(n, 64), num_blocks(n, 32), generator=g) < 0.4).to(DEVICE)
+    mask |= sale.always_computed_blocks(n, sale.SaleConfig(), DEVICE)
+    out = torch.full_like(q, math.nan)
+    out.copy_(attend_triton(q, k, v, mask, INT8, tile=tile))
+    assert torch.isfinite(out).all()
+    dense64 = sale.dense_attention(q.double(), k.double(), v.double())
+    ref8 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, sale.SaleConfig(int8_qk=True))
+    assert rel_err(out, ref8) <= low_precision_bound(q, k, v, dense64), (rel_err(out, ref8),)
+    exact = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, sale.SaleConfig())
+    assert rel_err(out, exact) <= low_precision_bound(q, k, v, dense64, factor=3.0), (rel_err(out, exact),)
+
+
+def test_attend_int8_qk_with_128_row_blocks():
+    q, k, v = inputs(333, 4, 2, 128, seed=19)
+    cfg = sale.SaleConfig(block_q=128, int8_qk=True)
+    mask = sale.select_blocks(q, k, 0.01, cfg.replace(backend="triton"))
+    ref8 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
+    bound = low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
+    for tile in ("bq128", "default"):
+        out = attend_triton(q, k, v, mask, cfg.replace(backend="triton"), tile=tile)
+        assert rel_err(out, ref8) <= bound, (tile, rel_err(out, ref8), bound)
+
+
+def test_sale_attention_int8_qk_end_to_end():
+    """sale_attention with int8_qk: the triton pipeline (k_mean passed on from the 4-bit quantization) equals
+    the reference backend's int8 math on the same mask, and differs from the exact form."""
+    q, k, v = inputs(260, 4, 2, 64, seed=21)
+    taus = [0.0, 0.01, 0.05, 0.2]
+    out, stats = sale.sale_attention(q, k, v, taus, INT8, return_stats=True)
+    ref8 = sale.block_sparse_attention(q.double(), k.double(), v.double(), stats.mask, sale.SaleConfig(int8_qk=True))
+    assert rel_err(out, ref8) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
+    assert not torch.equal(out, sale.sale_attention(q, k, v, taus, TRITON))
+
+
 def test_sale_attention_triton_end_to_end():
     q, k, v = inputs(260, 4, 2, 64, seed=7)
     out, stats = sale.sale_attention(q, k, v, [0.0, 0.01, 0.05, 0.2], TRITON, return_stats=True)
@@ -277,6 +340,30 @@ def test_attend_on_gpu(n, hq, hkv, d):
     # 100% density against SDPA (cuDNN where it runs, else any backend)
     sdpa = sale.sdpa_attention(q, k, v, "cudnn" if d == 128 else "flash")
     assert rel_err(out, sdpa) < 1e-2
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16381, 4, 1, 64), (32768, 4, 2, 128)])
+def test_attend_int8_qk_on_gpu(n, hq, hkv, d):
+    """int8 q . k at 8K-32K on a SALE mask: bit-exact quantization, the output against the float64 reference
+    of the same math on the last 2048 rows, the split and gathered forms against each other."""
+    q, k, v = inputs(n, hq, hkv, d, seed=17)
+    k_mean = k.mean(2, dtype=torch.float32)
+    for x, rows, mean in ((q, 1, None), (k, 64, k_mean)):
+        x_hat, scale = quantize_int8_triton(x, rows, mean)
+        ref_hat, ref_scale = quantize_int8_blocks(x, rows, mean)
+        assert torch.equal(scale, ref_scale) and int((x_hat != ref_hat).sum()) == 0
+    mask = sale.select_blocks(q, k, 0.01, TRITON)
+    rows = slice(n - 2048, n)
+    out = torch.full_like(q, math.nan)
+    out.copy_(attend_triton(q, k, v, mask, INT8))
+    assert torch.isfinite(out).all()
+    bound, _ = plain_rows_error(q, k, v, mask, rows)
+    ref = sale.reference.attention_reference(q.double(), k.double(), v.double(), mask, INT8.replace(
+        backend="reference"))[:, :, rows]   # the same int8 math in float64
+    assert rel_err(out[:, :, rows], ref) <= 2 * bound + 1e-6
+    gathered = attend_triton(q, k, v, mask, INT8, tile="gathered")
+    assert rel_err(gathered, out) < 1e-2
 
 
 @pytest.mark.cuda

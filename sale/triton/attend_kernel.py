@@ -28,9 +28,10 @@ from ._common import interpreting, pow2
 
 @triton.jit
 def _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn, stride_vn, N,
-                 scale_log2e, d, BK: tl.constexpr, TB: tl.constexpr, MASKED: tl.constexpr,
-                 INTERPRET: tl.constexpr, FOLD: tl.constexpr):
-    """One step over TB kept blocks gathered by pointer loads into one BLOCK_N = TB * BK key tile."""
+                 scale_log2e, d, ks_base, BK: tl.constexpr, TB: tl.constexpr, MASKED: tl.constexpr,
+                 INTERPRET: tl.constexpr, FOLD: tl.constexpr, QK8: tl.constexpr):
+    """One step over TB kept blocks gathered by pointer loads into one BLOCK_N = TB * BK key tile; with
+    QK8, int8 q and k and each block's K scale (one per 2 * BK keys, ks_base) applied per column."""
     BLOCK_N: tl.constexpr = TB * BK
     slots = p0 + tl.arange(0, TB)
     if MASKED:
@@ -46,12 +47,21 @@ def _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, st
     else:
         k = tl.load(k_base + keys[:, None] * stride_kn + d[None, :])
         v = tl.load(v_base + keys[:, None] * stride_vn + d[None, :])
-    s = _scores(q, k, INTERPRET)
+    s = _scores(q, k, INTERPRET, QK8)
+    if QK8:
+        if TB == 1:
+            scale_log2e = scale_log2e * tl.load(ks_base + tl.sum(blk, axis=0) // 2)
+        else:
+            ks = tl.load(ks_base + blk // 2)
+            s = s * tl.reshape(tl.broadcast_to(ks[:, None], (TB, BK)), (BLOCK_N,))[None, :]
     if MASKED:
         s = tl.where(key_ok[None, :] & (keys[None, :] <= rows[:, None]), s, float("-inf"))
     if FOLD:
-        return _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED, INTERPRET)
-    s = s * scale_log2e
+        return _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED, INTERPRET, QK8 != 0)
+    if QK8:
+        s = s * scale_log2e[:, None]
+    else:
+        s = s * scale_log2e
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     m_use = _empty_rows_at_zero(m_new, MASKED)
     p = tl.exp2(s - m_use[:, None])
@@ -62,12 +72,17 @@ def _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, st
 
 
 @triton.jit
-def _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED: tl.constexpr, INTERPRET: tl.constexpr):
+def _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED: tl.constexpr, INTERPRET: tl.constexpr,
+                    ROW_SCALE: tl.constexpr):
     """Flash attention's update by one key tile of raw scores s and values v, the softmax scale inside
-    exp2's argument (one FFMA per score instead of FMUL + FADD)."""
+    exp2's argument (one FFMA per score instead of FMUL + FADD). ROW_SCALE: scale_log2e holds one positive
+    scale per row (int8 q . k: each query's scale), still one FFMA per score."""
     m_new = tl.maximum(m_i, tl.max(s, axis=1) * scale_log2e)
     m_use = _empty_rows_at_zero(m_new, MASKED)
-    p = tl.exp2(s * scale_log2e - m_use[:, None])
+    if ROW_SCALE:
+        p = tl.exp2(s * scale_log2e[:, None] - m_use[:, None])
+    else:
+        p = tl.exp2(s * scale_log2e - m_use[:, None])
     alpha = tl.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = _accumulate(acc * alpha[:, None], p, v, INTERPRET)
@@ -75,10 +90,16 @@ def _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED: tl.constexpr, INTE
 
 
 @triton.jit
-def _scores(q, k, INTERPRET: tl.constexpr):
-    if INTERPRET:  # the interpreter's dot multiplies the raw bits of 16-bit floats
+def _scores(q, k, INTERPRET: tl.constexpr, QK8: tl.constexpr):
+    """q . k^T in float32; QK8 (int8 q and k, int32 sums |s| <= 128 * 127^2 < 2^22): 1 converts by I2F,
+    2 by the exact magic-number add (an integer add and a float add, both full rate, instead of the
+    quarter-rate conversion)."""
+    if INTERPRET:  # the interpreter's dot multiplies the raw bits of 16-bit floats; int8 sums are exact
         return tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)))
-    return tl.dot(q, tl.trans(k))
+    s = tl.dot(q, tl.trans(k))
+    if QK8 == 2:
+        return (s + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
+    return s.to(tl.float32)
 
 
 @triton.jit
@@ -119,13 +140,15 @@ def _store_rows(o_ptr, acc, l_i, b, h, rows, d, N, stride_ob, stride_oh, stride_
 
 @triton.jit
 def _attend_pair(acc, m_i, l_i, q, desc_k, desc_v, b, kvh, code, rows, scale_log2e,
-                 BK: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, INTERPRET: tl.constexpr):
+                 BK: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, INTERPRET: tl.constexpr,
+                 QK8: tl.constexpr):
     """One step over the 2 * BK keys of pair code >> 2, by TMA copies (zero-filled past N); the columns of
-    a half whose flag bit is clear, and with MASKED the keys after each row, score -inf."""
+    a half whose flag bit is clear, and with MASKED the keys after each row, score -inf. scale_log2e is
+    this step's score scale (times the pair's K scale with QK8)."""
     PK: tl.constexpr = 2 * BK
     key0 = (code >> 2) * PK
     k = tl.reshape(desc_k.load([b, kvh, key0, 0]), (PK, HEAD_DIM))
-    s = _scores(q, k, INTERPRET)
+    s = _scores(q, k, INTERPRET, QK8)
     half_kept = ((code >> (tl.arange(0, PK) // BK)) & 1) != 0
     if MASKED:
         keys = key0 + tl.arange(0, PK)
@@ -133,20 +156,21 @@ def _attend_pair(acc, m_i, l_i, q, desc_k, desc_v, b, kvh, code, rows, scale_log
     else:
         s = tl.where(half_kept[None, :], s, float("-inf"))
     v = tl.reshape(desc_v.load([b, kvh, key0, 0]), (PK, HEAD_DIM))
-    return _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED, INTERPRET)
+    return _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED, INTERPRET, QK8 != 0)
 
 
 @triton.jit
 def _attend_steps_kernel(
-    q_ptr, k_ptr, v_ptr, desc_k2, desc_v2, o_ptr, counts_ptr, steps_ptr,
+    q_ptr, k_ptr, v_ptr, desc_k2, desc_v2, o_ptr, counts_ptr, steps_ptr, qs_ptr, ks_ptr,
     N, HQ, GROUP, NQB, NPB, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
-    HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, INTERPRET: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, INTERPRET: tl.constexpr, QK8: tl.constexpr,
 ):
     """The split form: full pairs of kept blocks in 2 * BK key steps (TMA), lone kept blocks in BK key
     steps (gathered by pointers, as the gathered form), the pairs that reach the first row (masked) last;
-    exactly the kept blocks are computed."""
+    exactly the kept blocks are computed. QK8: int8 q and k, scales per query row (qs_ptr) and per 2 * BK
+    keys (ks_ptr): every step spans one K scale block, so a step's score scale is one value per row."""
     qb = NQB - 1 - tl.program_id(0)
     bh = tl.program_id(1)
     b, h, kvh, rows, d, q = _query_block(q_ptr, qb, bh, N, HQ, GROUP, stride_qb, stride_qh, stride_qn, BQ, HEAD_DIM)
@@ -159,24 +183,35 @@ def _attend_steps_kernel(
     m_i = tl.full((BQ,), float("-inf"), tl.float32)
     l_i = tl.zeros((BQ,), tl.float32)
     acc = tl.zeros((BQ, HEAD_DIM), tl.float32)
+    ks_base = ks_ptr
+    if QK8:  # one scale per query row, one per 2 * BK keys
+        scale_log2e = scale_log2e * tl.load(qs_ptr + bh * N + rows, mask=rows < N, other=1.0)
+        ks_base = ks_ptr + (b * (HQ // GROUP) + kvh) * NPB
+    c = scale_log2e
     for j in range(0, n_full):
         # flags 3 (both halves kept): the half mask folds away in compilation; built from the loaded index
         # anyway, which keeps Triton 3.6's pipeliner on its faster register-prefetch form of this load
         code = tl.load(step_base + j) * 4 + 3
-        acc, m_i, l_i = _attend_pair(acc, m_i, l_i, q, desc_k2, desc_v2, b, kvh, code, rows, scale_log2e,
-                                     BK, HEAD_DIM, False, INTERPRET)
+        if QK8:
+            c = scale_log2e * tl.load(ks_base + (code >> 2))
+        acc, m_i, l_i = _attend_pair(acc, m_i, l_i, q, desc_k2, desc_v2, b, kvh, code, rows, c,
+                                     BK, HEAD_DIM, False, INTERPRET, QK8)
     k_base = k_ptr + b * stride_kb + kvh * stride_kh
     v_base = v_ptr + b * stride_vb + kvh * stride_vh
     for j in range(0, n_single):
         code = tl.load(back - j)
         keys = ((code >> 2) * 2 + ((code & 3) >> 1)) * BK + tl.arange(0, BK)
-        s = _scores(q, tl.load(k_base + keys[:, None] * stride_kn + d[None, :]), INTERPRET)
+        s = _scores(q, tl.load(k_base + keys[:, None] * stride_kn + d[None, :]), INTERPRET, QK8)
         v = tl.load(v_base + keys[:, None] * stride_vn + d[None, :])
-        acc, m_i, l_i = _online_softmax(acc, m_i, l_i, s, v, scale_log2e, False, INTERPRET)
+        if QK8:
+            c = scale_log2e * tl.load(ks_base + (code >> 2))
+        acc, m_i, l_i = _online_softmax(acc, m_i, l_i, s, v, c, False, INTERPRET, QK8 != 0)
     for j in range(n_single, n_single + n_tail):
         code = tl.load(back - j)
-        acc, m_i, l_i = _attend_pair(acc, m_i, l_i, q, desc_k2, desc_v2, b, kvh, code, rows, scale_log2e,
-                                     BK, HEAD_DIM, True, INTERPRET)
+        if QK8:
+            c = scale_log2e * tl.load(ks_base + (code >> 2))
+        acc, m_i, l_i = _attend_pair(acc, m_i, l_i, q, desc_k2, desc_v2, b, kvh, code, rows, c,
+                                     BK, HEAD_DIM, True, INTERPRET, QK8)
     _store_rows(o_ptr, acc, l_i, b, h, rows, d, N, stride_ob, stride_oh, stride_on)
 
 
@@ -232,12 +267,12 @@ def kept_to_steps(kept: KeptBlocks, config) -> KeptSteps:
 
 @triton.jit
 def _attend_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, counts_ptr, idx_ptr,
-    N, HQ, GROUP, NQB, NKB, scale_log2e,
+    q_ptr, k_ptr, v_ptr, o_ptr, counts_ptr, idx_ptr, qs_ptr, ks_ptr,
+    N, HQ, GROUP, NQB, NKB, NCH, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, TB: tl.constexpr, DIAG: tl.constexpr,
-    INTERPRET: tl.constexpr, HEADS_FIRST: tl.constexpr, FOLD: tl.constexpr,
+    INTERPRET: tl.constexpr, HEADS_FIRST: tl.constexpr, FOLD: tl.constexpr, QK8: tl.constexpr,
 ):
     if HEADS_FIRST:  # launch order: the longest rows of every head first
         qb = NQB - 1 - tl.program_id(1)
@@ -250,6 +285,10 @@ def _attend_kernel(
     v_base = v_ptr + b * stride_vb + kvh * stride_vh
     count = tl.load(counts_ptr + bh * NQB + qb)
     idx_base = idx_ptr + (bh * NQB + qb) * NKB
+    ks_base = ks_ptr
+    if QK8:
+        scale_log2e = scale_log2e * tl.load(qs_ptr + bh * N + rows, mask=rows < N, other=1.0)
+        ks_base = ks_ptr + (b * (HQ // GROUP) + kvh) * NCH
     # Kept blocks at or after the first row need the causal mask; they are the last (at most DIAG) entries.
     tail_slots = count - DIAG + tl.arange(0, DIAG)
     tail = tl.load(idx_base + tail_slots, mask=tail_slots >= 0, other=-1)
@@ -260,10 +299,10 @@ def _attend_kernel(
     acc = tl.zeros((BQ, HEAD_DIM), tl.float32)
     for p0 in range(0, n_full, TB):
         acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
-                                     stride_vn, N, scale_log2e, d, BK, TB, False, INTERPRET, FOLD)
+                                     stride_vn, N, scale_log2e, d, ks_base, BK, TB, False, INTERPRET, FOLD, QK8)
     for p0 in range(n_full, count, TB):
         acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
-                                     stride_vn, N, scale_log2e, d, BK, TB, True, INTERPRET, FOLD)
+                                     stride_vn, N, scale_log2e, d, ks_base, BK, TB, True, INTERPRET, FOLD, QK8)
     _store_rows(o_ptr, acc, l_i, b, h, rows, d, N, stride_ob, stride_oh, stride_on)
 
 
@@ -281,6 +320,7 @@ _TB1 = {**_TB2, "tb": 1, "stages": 4}
 ATTEND_CONFIGS = {
     "default": {**_TB1, "split": True, "stages": 3},
     "split_s2": {**_TB1, "split": True, "stages": 2},
+    "split_i2f": {**_TB1, "split": True, "stages": 3, "int8_convert": "i2f"},
     "gathered": _TB1,                         # the default until run 27
     "unfolded": {**_TB1, "fold": False},   # the default until run 24
     "tb2": _TB2,
@@ -294,11 +334,16 @@ ATTEND_CONFIGS = {
     "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
 }
 DEFAULT_TILE = {64: "default", 128: "bq128"}
+# How int8 q . k sums become float32 (SaleConfig.int8_qk; a tile's "int8_convert", default "magic").
+INT8_CONVERSIONS = {"i2f": 1, "magic": 2}
 
 
-def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: str | None = None):
+def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: str | None = None,
+                  k_mean: torch.Tensor | None = None):
     """Triton version of ``reference.attention_reference`` over the blocks of ``mask`` (or of ``kept``,
-    the selection kernel's compact lists, which then must describe the same causal blocks)."""
+    the selection kernel's compact lists, which then must describe the same causal blocks). With
+    ``config.int8_qk``, q and k are first quantized to 8 bits (k smoothed by ``k_mean``, float32 [B, Hkv, D],
+    computed here when None) and q . k runs on the int8 tensor cores."""
     batch, hq, seq_len, head_dim = q.shape
     bq, bk = config.block_q, config.block_k
     if bq % bk or bq & (bq - 1) or bk & (bk - 1) or bk < 16:
@@ -314,20 +359,29 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         if ATTEND_CONFIGS[tile].get("split") and not _tma_compatible(k, v):
             tile = "gathered"
     cfg = ATTEND_CONFIGS[tile]
+    qk8, scales = 0, (kept.counts, kept.counts)  # the scale pointers are not read without int8 q . k
+    if config.int8_qk:
+        from .quantize_kernel import quantize_int8_triton
+        if k_mean is None:
+            k_mean = k.mean(2, dtype=torch.float32)
+        q, q_scale = quantize_int8_triton(q, 1)
+        k, k_scale = quantize_int8_triton(k, 2 * bk, k_mean.contiguous())
+        qk8, scales = INT8_CONVERSIONS[cfg.get("int8_convert", "magic")], (q_scale, k_scale)
     if cfg.get("split"):
-        return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg)
+        return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg, qk8, scales, out_dtype=v.dtype)
     tb, heads_first, maxnreg = cfg["tb"], cfg["heads_first"], cfg["maxnreg"]
     num_warps, num_stages = _warps_and_stages(cfg, bq)
     nqb, nkb = num_blocks(seq_len, bq), num_blocks(seq_len, bk)
-    out = torch.empty_like(q)
+    out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
     grid = (batch * hq, nqb) if heads_first else (nqb, batch * hq)
     _attend_kernel[grid](
-        q, k, v, out, kept.counts, kept.indices,
-        seq_len, hq, hq // k.shape[1], nqb, nkb, config.scale_for(head_dim) * math.log2(math.e),
+        q, k, v, out, kept.counts, kept.indices, *scales,
+        seq_len, hq, hq // k.shape[1], nqb, nkb, num_blocks(seq_len, 2 * bk),
+        config.scale_for(head_dim) * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=tb, DIAG=pow2(bq // bk), INTERPRET=interpreting(), HEADS_FIRST=heads_first,
-        FOLD=cfg["fold"],
+        FOLD=cfg["fold"], QK8=qk8,
         num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     return out
 
@@ -354,19 +408,19 @@ def _kv_descriptors(k, v, box_keys):
     return tuple(TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 1, box_keys, x.shape[-1]]) for x in (k, v))
 
 
-def _attend_steps(q, k, v, steps: KeptSteps, config, cfg):
+def _attend_steps(q, k, v, steps: KeptSteps, config, cfg, qk8, scales, out_dtype):
     batch, hq, seq_len, head_dim = q.shape
     bq, bk = config.block_q, config.block_k
     desc_k2, desc_v2 = _kv_descriptors(k, v, 2 * bk)
     num_warps, num_stages = _warps_and_stages(cfg, bq)
     nqb = num_blocks(seq_len, bq)
-    out = torch.empty_like(q)
+    out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
     _attend_steps_kernel[(nqb, batch * hq)](
-        q, k, v, desc_k2, desc_v2, out, steps.counts, steps.steps,
+        q, k, v, desc_k2, desc_v2, out, steps.counts, steps.steps, *scales,
         seq_len, hq, hq // k.shape[1], nqb, steps.steps.shape[-1], config.scale_for(head_dim) * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        HEAD_DIM=head_dim, BQ=bq, BK=bk, INTERPRET=interpreting(),
+        HEAD_DIM=head_dim, BQ=bq, BK=bk, INTERPRET=interpreting(), QK8=qk8,
         num_warps=num_warps, num_stages=num_stages)
     return out
 
