@@ -61,7 +61,8 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
     elif kernel == "attend" and tile in _split_tiles():
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_steps_kernel as fn
         cfg = ATTEND_CONFIGS[tile]
-        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, INTERPRET=False, QK8=_qk8(cfg, int8_qk))
+        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, INTERPRET=False, QK8=_qk8(cfg, int8_qk),
+                          LONE_PAIRS=cfg.get("lone_pairs", False))
         qk = "i8" if int8_qk else "bf16"
         pointers = dict(q_ptr=f"*{qk}", k_ptr=f"*{qk}", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
                         steps_ptr="*i32", desc_k2=f"tensordesc<{qk}[1,1,64,{head_dim}]>",

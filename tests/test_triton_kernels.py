@@ -119,16 +119,16 @@ def test_attend_matches_reference_on_random_masks(n, hq, hkv, d, tile):
         assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
 
 
-@pytest.mark.parametrize("tile", ["gathered", "tb2", "tb4_w4", "unfolded", "split_s2"])
+@pytest.mark.parametrize("tile", ["gathered", "tb2", "tb4_w4", "unfolded", "split_s2", "split_lp"])
 def test_attend_tiles_agree_with_the_default(tile):
     """Every attend tile configuration computes the same kept blocks (the split form's full pairs, lone
-    blocks and tail pairs; the gathered form with tb = 1, 2 or 4 blocks per step, the softmax scale
-    folded into exp2 or not)."""
-    q, k, v = inputs(230, 2, 1, 64, seed=5)
+    blocks, one or two per step, and tail pairs; the gathered form with tb = 1, 2 or 4 blocks per step, the
+    softmax scale folded into exp2 or not)."""
+    q, k, v = inputs(999, 2, 1, 64, seed=5)   # long enough for rows with 0 to 9 lone blocks (odd and even)
     cfg = sale.SaleConfig()
     g = torch.Generator().manual_seed(5)
-    mask = (torch.rand(1, 2, num_blocks(230, 64), num_blocks(230, 32), generator=g) < 0.4).to(DEVICE)
-    mask |= sale.always_computed_blocks(230, cfg, DEVICE)
+    mask = (torch.rand(1, 2, num_blocks(999, 64), num_blocks(999, 32), generator=g) < 0.4).to(DEVICE)
+    mask |= sale.always_computed_blocks(999, cfg, DEVICE)
     ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
     out = attend_triton(q, k, v, mask, TRITON, tile=tile)
     assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
@@ -226,8 +226,8 @@ def test_quantize_int8_matches_reference(n, block_rows, smooth):
 INT8 = TRITON.replace(int8_qk=True)
 
 
-@pytest.mark.parametrize("tile", ["default", "gathered", "tb2", "unfolded"])
-@pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128)])
+@pytest.mark.parametrize("tile", ["default", "split_s2_lp", "gathered", "tb2", "unfolded"])
+@pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128), (700, 2, 1, 64)])
 def test_attend_int8_qk_matches_reference(n, hq, hkv, d, tile):
     """SaleConfig(int8_qk=True): every form of the computation pass (split: pair, lone and tail steps; gathered
     with one and two blocks per step; the scale folded into exp2 or not) against the reference of the same

@@ -160,12 +160,29 @@ def _attend_pair(acc, m_i, l_i, q, desc_k, desc_v, b, kvh, code, rows, scale_log
 
 
 @triton.jit
+def _attend_lone_pair(acc, m_i, l_i, q, k_base, v_base, codes, d, stride_kn, stride_vn, scale_log2e, ks_base,
+                      BK: tl.constexpr, INTERPRET: tl.constexpr, QK8: tl.constexpr):
+    """One 2 * BK key step over the lone blocks of codes[0] and codes[-1] (any two key blocks), gathered by
+    pointers; with QK8 each half takes its own K scale (a per-column multiply)."""
+    code = tl.load(codes - tl.arange(0, 2))
+    blk = (code >> 2) * 2 + ((code & 3) >> 1)
+    keys = tl.reshape(blk[:, None] * BK + tl.arange(0, BK)[None, :], (2 * BK,))
+    s = _scores(q, tl.load(k_base + keys[:, None] * stride_kn + d[None, :]), INTERPRET, QK8)
+    v = tl.load(v_base + keys[:, None] * stride_vn + d[None, :])
+    if QK8:
+        ks = tl.load(ks_base + (code >> 2))
+        s = s * tl.reshape(tl.broadcast_to(ks[:, None], (2, BK)), (2 * BK,))[None, :]
+    return _online_softmax(acc, m_i, l_i, s, v, scale_log2e, False, INTERPRET, QK8 != 0)
+
+
+@triton.jit
 def _attend_steps_kernel(
     q_ptr, k_ptr, v_ptr, desc_k2, desc_v2, o_ptr, counts_ptr, steps_ptr, qs_ptr, ks_ptr,
     N, HQ, GROUP, NQB, NPB, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, INTERPRET: tl.constexpr, QK8: tl.constexpr,
+    LONE_PAIRS: tl.constexpr,
 ):
     """The split form: full pairs of kept blocks in 2 * BK key steps (TMA), lone kept blocks in BK key
     steps (gathered by pointers, as the gathered form), the pairs that reach the first row (masked) last;
@@ -198,7 +215,13 @@ def _attend_steps_kernel(
                                      BK, HEAD_DIM, False, INTERPRET, QK8)
     k_base = k_ptr + b * stride_kb + kvh * stride_kh
     v_base = v_ptr + b * stride_vb + kvh * stride_vh
-    for j in range(0, n_single):
+    first_single = 0
+    if LONE_PAIRS:  # two lone blocks per 2 * BK key step, gathered by pointers; an odd last one alone below
+        first_single = (n_single // 2) * 2
+        for j in range(0, first_single, 2):
+            acc, m_i, l_i = _attend_lone_pair(acc, m_i, l_i, q, k_base, v_base, back - j, d, stride_kn, stride_vn,
+                                              scale_log2e, ks_base, BK, INTERPRET, QK8)
+    for j in range(first_single, n_single):
         code = tl.load(back - j)
         keys = ((code >> 2) * 2 + ((code & 3) >> 1)) * BK + tl.arange(0, BK)
         s = _scores(q, tl.load(k_base + keys[:, None] * stride_kn + d[None, :]), INTERPRET, QK8)
@@ -321,6 +344,9 @@ ATTEND_CONFIGS = {
     "default": {**_TB1, "split": True, "stages": 3},
     "split_s2": {**_TB1, "split": True, "stages": 2},
     "split_i2f": {**_TB1, "split": True, "stages": 3, "int8_convert": "i2f"},
+    "split_s2_i2f": {**_TB1, "split": True, "stages": 2, "int8_convert": "i2f"},
+    "split_lp": {**_TB1, "split": True, "stages": 3, "lone_pairs": True},
+    "split_s2_lp": {**_TB1, "split": True, "stages": 2, "lone_pairs": True},
     "gathered": _TB1,                         # the default until run 27
     "unfolded": {**_TB1, "fold": False},   # the default until run 24
     "tb2": _TB2,
@@ -334,6 +360,9 @@ ATTEND_CONFIGS = {
     "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
 }
 DEFAULT_TILE = {64: "default", 128: "bq128"}
+# With int8 q . k the split form's K tiles take half the shared memory, and 2 stages (3 programs per SM)
+# beat 3 stages (one per SM) at every density (NOTES.md, run 28)
+DEFAULT_INT8_TILE = {64: "split_s2", 128: "bq128"}
 # How int8 q . k sums become float32 (SaleConfig.int8_qk; a tile's "int8_convert", default "magic").
 INT8_CONVERSIONS = {"i2f": 1, "magic": 2}
 
@@ -354,11 +383,8 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
             raise ValueError(f"{name} must be contiguous in the head dimension (stride(-1) == 1)")
     if kept is None:  # blocks above the diagonal are ignored, as in the reference
         kept = mask_to_kept(mask & causal_blocks(seq_len, config, mask.device))
-    if tile is None:  # the default; the split form needs TMA-compatible K and V, else the gathered form
-        tile = DEFAULT_TILE.get(bq, "default")
-        if ATTEND_CONFIGS[tile].get("split") and not _tma_compatible(k, v):
-            tile = "gathered"
-    cfg = ATTEND_CONFIGS[tile]
+    if tile is not None and tile not in ATTEND_CONFIGS:
+        raise ValueError(f"tile must be None or one of {list(ATTEND_CONFIGS)}, got {tile!r}")
     qk8, scales = 0, (kept.counts, kept.counts)  # the scale pointers are not read without int8 q . k
     if config.int8_qk:
         from .quantize_kernel import quantize_int8_triton
@@ -366,7 +392,14 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
             k_mean = k.mean(2, dtype=torch.float32)
         q, q_scale = quantize_int8_triton(q, 1)
         k, k_scale = quantize_int8_triton(k, 2 * bk, k_mean.contiguous())
-        qk8, scales = INT8_CONVERSIONS[cfg.get("int8_convert", "magic")], (q_scale, k_scale)
+        scales = (q_scale, k_scale)
+    if tile is None:  # the default; the split form needs TMA-compatible K and V, else the gathered form
+        tile = (DEFAULT_INT8_TILE if config.int8_qk else DEFAULT_TILE).get(bq, "default")
+        if ATTEND_CONFIGS[tile].get("split") and not _tma_compatible(k, v):
+            tile = "gathered"
+    cfg = ATTEND_CONFIGS[tile]
+    if config.int8_qk:
+        qk8 = INT8_CONVERSIONS[cfg.get("int8_convert", "magic")]
     if cfg.get("split"):
         return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg, qk8, scales, out_dtype=v.dtype)
     tb, heads_first, maxnreg = cfg["tb"], cfg["heads_first"], cfg["maxnreg"]
@@ -420,7 +453,7 @@ def _attend_steps(q, k, v, steps: KeptSteps, config, cfg, qk8, scales, out_dtype
         seq_len, hq, hq // k.shape[1], nqb, steps.steps.shape[-1], config.scale_for(head_dim) * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        HEAD_DIM=head_dim, BQ=bq, BK=bk, INTERPRET=interpreting(), QK8=qk8,
+        HEAD_DIM=head_dim, BQ=bq, BK=bk, INTERPRET=interpreting(), QK8=qk8, LONE_PAIRS=cfg.get("lone_pairs", False),
         num_warps=num_warps, num_stages=num_stages)
     return out
 
