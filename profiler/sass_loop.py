@@ -88,7 +88,7 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
 
 def _qk8(cfg: dict, int8_qk: bool) -> int:
     from sale.triton.attend_kernel import INT8_CONVERSIONS
-    return INT8_CONVERSIONS[cfg.get("int8_convert", "magic")] if int8_qk else 0
+    return INT8_CONVERSIONS[cfg.get("int8_convert", "i2f")] if int8_qk else 0
 
 
 def _split_tiles() -> set:

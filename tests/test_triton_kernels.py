@@ -119,7 +119,7 @@ def test_attend_matches_reference_on_random_masks(n, hq, hkv, d, tile):
         assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
 
 
-@pytest.mark.parametrize("tile", ["gathered", "tb2", "tb4_w4", "unfolded", "split_s2", "split_lp"])
+@pytest.mark.parametrize("tile", ["gathered", "tb2", "tb4_w4", "unfolded", "split_s2", "split_single", "split_s2_lp_magic"])
 def test_attend_tiles_agree_with_the_default(tile):
     """Every attend tile configuration computes the same kept blocks (the split form's full pairs, lone
     blocks, one or two per step, and tail pairs; the gathered form with tb = 1, 2 or 4 blocks per step, the
@@ -226,7 +226,7 @@ def test_quantize_int8_matches_reference(n, block_rows, smooth):
 INT8 = TRITON.replace(int8_qk=True)
 
 
-@pytest.mark.parametrize("tile", ["default", "split_s2_lp", "gathered", "tb2", "unfolded"])
+@pytest.mark.parametrize("tile", ["default", "split_s2_lp", "split_s2_lp_magic", "gathered", "tb2", "unfolded"])
 @pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128), (700, 2, 1, 64)])
 def test_attend_int8_qk_matches_reference(n, hq, hkv, d, tile):
     """SaleConfig(int8_qk=True): every form of the computation pass (split: pair, lone and tail steps; gathered

@@ -91,9 +91,8 @@ def _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED: tl.constexpr, INTE
 
 @triton.jit
 def _scores(q, k, INTERPRET: tl.constexpr, QK8: tl.constexpr):
-    """q . k^T in float32; QK8 (int8 q and k, int32 sums |s| <= 128 * 127^2 < 2^22): 1 converts by I2F,
-    2 by the exact magic-number add (an integer add and a float add, both full rate, instead of the
-    quarter-rate conversion)."""
+    """q . k^T in float32; QK8 (int8 q and k, int32 sums |s| <= 128 * 127^2 < 2^22): 1 converts by the
+    conversion instruction, 2 by the exact magic-number add (an integer add and a float add)."""
     if INTERPRET:  # the interpreter's dot multiplies the raw bits of 16-bit floats; int8 sums are exact
         return tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)))
     s = tl.dot(q, tl.trans(k))
@@ -337,16 +336,19 @@ def _attend_kernel(
 # 2-14% longer at 16K-128K (run 19). TMA copies of single blocks and Triton's warp specialization were
 # slower or did not compile (run 24). Split form (split=True): stages of the 64-key TMA copies; with 3,
 # one program per SM (113 KB of shared memory) and the fastest full pairs; with 2, two programs per SM,
-# 10% slower on full pairs and 2-4% faster where most kept blocks are lone (run 27).
+# 10% slower on full pairs and 2-4% faster where most kept blocks are lone (run 27). lone_pairs: two lone
+# blocks per 64-key gathered step (an odd last one alone), 6-12% faster than one per step at densities
+# 0.5-0.05 from 64K (run 28). int8_convert: how int8 q . k sums become float32 (SaleConfig.int8_qk):
+# "i2f" (the conversion instruction) or "magic" (an integer and a float add), 0-2% apart (run 28).
 _TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None, fold=True)
 _TB1 = {**_TB2, "tb": 1, "stages": 4}
+_SPLIT = {**_TB1, "split": True, "stages": 3, "lone_pairs": True}
 ATTEND_CONFIGS = {
-    "default": {**_TB1, "split": True, "stages": 3},
-    "split_s2": {**_TB1, "split": True, "stages": 2},
-    "split_i2f": {**_TB1, "split": True, "stages": 3, "int8_convert": "i2f"},
-    "split_s2_i2f": {**_TB1, "split": True, "stages": 2, "int8_convert": "i2f"},
-    "split_lp": {**_TB1, "split": True, "stages": 3, "lone_pairs": True},
-    "split_s2_lp": {**_TB1, "split": True, "stages": 2, "lone_pairs": True},
+    "default": _SPLIT,
+    "split_single": {**_SPLIT, "lone_pairs": False},     # the default until run 28
+    "split_s2": {**_SPLIT, "stages": 2, "lone_pairs": False},
+    "split_s2_lp": {**_SPLIT, "stages": 2},                # the default with int8 q . k
+    "split_s2_lp_magic": {**_SPLIT, "stages": 2, "int8_convert": "magic"},
     "gathered": _TB1,                         # the default until run 27
     "unfolded": {**_TB1, "fold": False},   # the default until run 24
     "tb2": _TB2,
@@ -361,9 +363,8 @@ ATTEND_CONFIGS = {
 }
 DEFAULT_TILE = {64: "default", 128: "bq128"}
 # With int8 q . k the split form's K tiles take half the shared memory, and 2 stages (3 programs per SM)
-# beat 3 stages (one per SM) at every density (NOTES.md, run 28)
-DEFAULT_INT8_TILE = {64: "split_s2", 128: "bq128"}
-# How int8 q . k sums become float32 (SaleConfig.int8_qk; a tile's "int8_convert", default "magic").
+# beat 3 stages (one per SM) at every density from 64K (NOTES.md, run 28)
+DEFAULT_INT8_TILE = {64: "split_s2_lp", 128: "bq128"}
 INT8_CONVERSIONS = {"i2f": 1, "magic": 2}
 
 
@@ -399,7 +400,7 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
             tile = "gathered"
     cfg = ATTEND_CONFIGS[tile]
     if config.int8_qk:
-        qk8 = INT8_CONVERSIONS[cfg.get("int8_convert", "magic")]
+        qk8 = INT8_CONVERSIONS[cfg.get("int8_convert", "i2f")]
     if cfg.get("split"):
         return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg, qk8, scales, out_dtype=v.dtype)
     tb, heads_first, maxnreg = cfg["tb"], cfg["heads_first"], cfg["maxnreg"]
