@@ -156,7 +156,8 @@ def breakdown_figure(points, threshold, normalize=False, option=EXACT, run_id=No
 def efficiency_figure(bench_attend) -> go.Figure:
     """Block-sparse attention efficiency (density x cuDNN ms / sparse ms) by density, per length and mask
     source (the latest run of each): masks drawn at random (solid; traces before session 5 have only these)
-    or SALE's own masks on the structured workload (dashed)."""
+    or SALE's own masks on the structured workload (dashed); where the run also timed the int8-QK option
+    (``SaleConfig(int8_qk=True)``, session 6), its efficiency as a dotted line of its own."""
     fig = go.Figure()
     rows = [r for r in bench_attend if r.get("kind") == "sparse_at_density"]
     source = lambda r: r.get("mask_source") or "random"
@@ -164,12 +165,16 @@ def efficiency_figure(bench_attend) -> go.Figure:
         same = [r for r in rows if r["seq_len"] == n and (r.get("block_q") or 64) == bq and source(r) == src]
         latest = max(same, key=lambda r: r.get("time") or "")["run_id"]
         rs = sorted((r for r in same if r["run_id"] == latest), key=lambda r: r["density"])
-        fig.add_trace(go.Scatter(x=[r["density"] for r in rs], y=[r["efficiency"] for r in rs], mode="lines+markers",
-                                 name=f"N={n}, {src} masks" + ("" if bq == 64 else f", block_q={bq}"),
-                                 customdata=[[r.get("best_tile", "?")] for r in rs],
-                                 hovertemplate="density %{x:.3f}<br>efficiency %{y:.3f}<br>tile %{customdata[0]}",
-                                 line=dict(dash="solid" if src == "random" else "dash",
-                                           width=2 if bq == 64 else 1)))
+        name = f"N={n}, {src} masks" + ("" if bq == 64 else f", block_q={bq}")
+        for prefix, label, dash in (("", "", "solid" if src == "random" else "dash"), ("int8_", ", int8 q.k", "dot")):
+            forms = [r for r in rs if r.get(f"{prefix}efficiency") is not None]
+            if not forms:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[r["density"] for r in forms], y=[r[f"{prefix}efficiency"] for r in forms], mode="lines+markers",
+                name=name + label, customdata=[[r.get(f"{prefix}best_tile", "?")] for r in forms],
+                hovertemplate="density %{x:.3f}<br>efficiency %{y:.3f}<br>tile %{customdata[0]}",
+                line=dict(dash=dash, width=2 if bq == 64 else 1)))
     fig.add_hline(y=0.9, line=dict(color="red", dash="dash"), annotation_text="target 0.9")
     fig.update_layout(title="Computation pass: efficiency per kept block vs cuDNN",
                       xaxis_title="density (kept causal blocks / causal blocks)", yaxis_title="efficiency")

@@ -93,6 +93,19 @@ def test_estimate_options_are_separate_series(committed):
     assert len(next(tr for tr in only16.data if tr.name == "select").y) == len([p for p in exact if p["threshold"] == tau])
 
 
+def test_efficiency_figure_draws_the_int8_option_apart():
+    rec = lambda n, d, eff, int8=None: {"kind": "sparse_at_density", "seq_len": n, "run_id": "r", "time": "t",
+                                        "mask_source": "structured", "density": d, "efficiency": eff,
+                                        "best_tile": "default", **({} if int8 is None else
+                                        {"int8_efficiency": int8, "int8_best_tile": "split_s2_lp:int8"})}
+    rows = [rec(65536, 1.0, 0.79, 0.95), rec(65536, 0.25, 0.67, 0.75), rec(16384, 1.0, 0.83)]
+    by_name = {tr.name: tr for tr in figures.efficiency_figure(rows).data}
+    assert set(by_name) == {"N=65536, structured masks", "N=65536, structured masks, int8 q.k",
+                            "N=16384, structured masks"}
+    assert list(by_name["N=65536, structured masks, int8 q.k"].y) == pytest.approx([0.75, 0.95])
+    assert list(by_name["N=65536, structured masks"].y) == pytest.approx([0.67, 0.79])
+
+
 def test_estimate_tradeoff_figure_and_rows():
     rows = [{"schema": "sale-estimate-tradeoff/1", "model": "m", "seq_len": 4096, "layer": 2, "head": h,
              "estimate_rows": opt, "threshold": tau, "density": d, "rel_l1_vs_dense": e, "recall_mean": 0.99,
