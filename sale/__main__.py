@@ -37,7 +37,8 @@ def demo(args) -> int:
 def _device_config(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = args.backend or ("triton" if device == "cuda" else "reference")
-    return device, SaleConfig(backend=backend, check_finite=False, estimate_rows=getattr(args, "estimate_rows", None))
+    return device, SaleConfig(backend=backend, check_finite=False, estimate_rows=getattr(args, "estimate_rows", None),
+                              int8_qk=bool(getattr(args, "int8_qk", False)))
 
 
 def calibrate_cmd(args) -> int:
@@ -46,12 +47,13 @@ def calibrate_cmd(args) -> int:
     from .calibrate import calibrate, write_thresholds
     device, config = _device_config(args)
     out = args.out or f"traces/thresholds_{args.model if args.model != 'synthetic' else args.workload}_theta{args.theta}_{args.method}" + \
-        (f"_rows{args.estimate_rows}" if args.estimate_rows else "") + ".json"
+        (f"_rows{args.estimate_rows}" if args.estimate_rows else "") + ("_int8qk" if args.int8_qk else "") + ".json"
     if args.model == "synthetic":
         q, k, v = make_qkv(args.workload, 1, args.q_heads, args.kv_heads, args.seq_len, args.head_dim, torch.float32,
                            "cpu", seed=args.seed)
         bar = tqdm(total=args.q_heads, desc=f"calibrating theta={args.theta}", unit="head")
-        per_layer = [calibrate(q, k, v, args.theta, args.method, SaleConfig(estimate_rows=args.estimate_rows),
+        per_layer = [calibrate(q, k, v, args.theta, args.method,
+                               SaleConfig(estimate_rows=args.estimate_rows, int8_qk=args.int8_qk),
                                progress=lambda h: bar.update(1))]
         model_name, prompts = f"synthetic {args.workload} workload (seed {args.seed})", []
         extra = {"seq_len": args.seq_len, "head_dim": args.head_dim, "num_kv_heads": args.kv_heads}
@@ -69,12 +71,14 @@ def calibrate_cmd(args) -> int:
 
         def write_partial(per_layer, done, prompt_names):  # every finished layer survives an interruption
             write_thresholds(out, per_layer, model=model_name, theta=args.theta, method=args.method,
-                             prompts=prompt_names, extra={**model_extra(done), "estimate_rows": args.estimate_rows})
+                             prompts=prompt_names, extra={**model_extra(done), "estimate_rows": args.estimate_rows,
+                                                          "int8_qk": args.int8_qk})
         per_layer, prompts = calibrate_model(model, args.theta, args.method, args.seq_len, layers, config,
                                              progress=lambda layer: bar.update(1), on_layer=write_partial)
         extra = model_extra(layers)
     bar.close()
     extra["estimate_rows"] = args.estimate_rows  # the thresholds hold only with the estimate they were tuned on
+    extra["int8_qk"] = args.int8_qk             # and with the computation pass's q . k
     write_thresholds(out, per_layer, model=model_name, theta=args.theta, method=args.method, prompts=prompts, extra=extra)
     calibrated = extra.get("calibrated_layers", range(len(per_layer)))
     flat = [c for i, layer in enumerate(per_layer) if i in calibrated for c in layer]
@@ -100,6 +104,8 @@ def evaluate_cmd(args) -> int:
     elif args.estimate_rows != doc.get("estimate_rows"):
         print(f"note: thresholds were calibrated with estimate_rows={doc.get('estimate_rows')}, evaluating with "
               f"estimate_rows={args.estimate_rows}", file=sys.stderr)
+    if doc.get("int8_qk") and not args.int8_qk:
+        config = config.replace(int8_qk=True)  # evaluate with the q . k the thresholds were tuned on
     model = load_smollm2(device, torch.bfloat16 if config.backend == "triton" else torch.float32)
     bar = tqdm(total=len(args.lengths) * len(args.depths), desc="needles", unit="prompt")
     records = evaluate_model(model, doc["thresholds"], args.lengths, args.depths, config, args.held_out_len,
@@ -107,7 +113,7 @@ def evaluate_cmd(args) -> int:
     bar.close()
     out = args.out or args.thresholds.replace("thresholds_", "accuracy_").replace(".json", ".jsonl")
     write_records(out, records, {"theta": doc["theta"], "method": doc["method"], "thresholds_file": args.thresholds,
-                                 "estimate_rows": config.estimate_rows})
+                                 "estimate_rows": config.estimate_rows, "int8_qk": config.int8_qk})
     for r in records:
         if r["kind"] == "needle":
             print(f"needle N={r['seq_len']:>5} depth={r['depth']:.2f}: dense {'ok' if r['dense_correct'] else 'MISS'}, "
@@ -166,6 +172,8 @@ def main(argv=None) -> int:
     _device_options(c)
     c.add_argument("--estimate-rows", type=int, default=None,
                    help="calibrate for SaleConfig(estimate_rows=r): every (64/r)-th query row estimated (default: all)")
+    c.add_argument("--int8-qk", action="store_true", help="calibrate for SaleConfig(int8_qk=True): int8 q . k in the "
+                   "computation pass")
     c.add_argument("--out", default=None)
     c.set_defaults(func=calibrate_cmd)
     cp = sub.add_parser("capture", help="SmolLM2's Q, K, V (after rotary) of chosen layers -> safetensors")
@@ -182,6 +190,8 @@ def main(argv=None) -> int:
     _device_options(e)
     e.add_argument("--estimate-rows", type=int, default=None,
                    help="default: the thresholds file's own estimate_rows (all rows if it has none)")
+    e.add_argument("--int8-qk", action="store_true", help="int8 q . k in the computation pass (default: as the "
+                   "thresholds file was calibrated)")
     e.add_argument("--out", default=None)
     e.set_defaults(func=evaluate_cmd)
     args = parser.parse_args(argv)

@@ -160,3 +160,17 @@ def test_calibrate_cli_keeps_finished_layers_when_interrupted(model, tmp_path, m
     doc = json.load(open(out))
     assert doc["calibrated_layers"] == [4] and doc["complete"] is False and doc["estimate_rows"] == 16
     assert any(t > 0 for t in doc["thresholds"][4]) and all(t == 0 for t in doc["thresholds"][7])
+
+
+def test_calibrate_cli_int8_qk_is_recorded_and_used(tmp_path, monkeypatch):
+    """`python -m sale calibrate --int8-qk` calibrates SALE with int8 q . k and says so in the file."""
+    import sale.__main__ as cli
+    import sale.calibrate as calibrate_mod
+    seen = []
+    real = calibrate_mod.calibrate
+    monkeypatch.setattr(calibrate_mod, "calibrate", lambda *a, **k: seen.append(a[5].int8_qk) or real(*a, **k))
+    out = tmp_path / "t.json"
+    assert cli.main(["calibrate", "--model", "synthetic", "--seq-len", "384", "--q-heads", "2", "--kv-heads", "1",
+                     "--head-dim", "64", "--theta", "0.4", "--device", "cpu", "--int8-qk", "--out", str(out)]) == 0
+    doc = json.load(open(out))
+    assert seen == [True] and doc["int8_qk"] is True and len(doc["thresholds"][0]) == 2
