@@ -161,7 +161,8 @@ def test_kept_to_steps_matches_the_torch_converter(n, share, block_q):
 
 @pytest.mark.parametrize("tile", ["default", "bq128"])
 def test_attend_with_128_row_blocks(tile):
-    """128-row blocks (an odd length): the split form (two tail pairs, 8 warps) and the 128-row default."""
+    """128-row blocks (an odd length): the split form (the default; two tail pairs, 8 warps) and the previous
+    128-row default (gathered 128-key tiles)."""
     q, k, v = inputs(333, 4, 2, 128, seed=9)
     cfg = sale.SaleConfig(block_q=128)
     g = torch.Generator().manual_seed(9)

@@ -357,14 +357,15 @@ ATTEND_CONFIGS = {
     "tb1_r128": {**_TB1, "maxnreg": 128},
     "tb4_w4": {**_TB2, "tb": 4},
     "tb4_w8": {**_TB2, "tb": 4, "warps": 8},
-    # the default for 128-row mask blocks (SaleConfig(block_q=128)): 128-key tiles on two warpgroups,
-    # 0.62-0.71 of cuDNN per block from 64K (NOTES.md, runs 20-21)
+    # the default for 128-row mask blocks until run 28 (128-key gathered tiles on two warpgroups, runs 20-21);
+    # the split form is 5-12% faster there from 64K (run 28d)
     "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
 }
-DEFAULT_TILE = {64: "default", 128: "bq128"}
-# With int8 q . k the split form's K tiles take half the shared memory, and 2 stages (3 programs per SM)
-# beat 3 stages (one per SM) at every density from 64K (NOTES.md, run 28)
-DEFAULT_INT8_TILE = {64: "split_s2_lp", 128: "bq128"}
+DEFAULT_TILE = {64: "default", 128: "default"}
+# With int8 q . k the split form's K tiles take half the shared memory, and for 64-row blocks 2 stages (3
+# programs per SM) beat 3 stages (one per SM) at every density from 64K; 128-row blocks (8 warps) keep 3
+# (NOTES.md, run 28)
+DEFAULT_INT8_TILE = {64: "split_s2_lp", 128: "default"}
 INT8_CONVERSIONS = {"i2f": 1, "magic": 2}
 
 
