@@ -65,7 +65,8 @@ def test_bad_mask():
 
 
 @pytest.mark.parametrize("field, value", [("block_q", 0), ("local_window", -1), ("granularity", "per_row"),
-                                          ("backend", "cuda"), ("softmax_scale", -1.0), ("selection", "three_pass")])
+                                          ("backend", "cuda"), ("softmax_scale", -1.0), ("selection", "three_pass"),
+                                          ("int8_qk", "yes"), ("int8_qk", 1)])
 def test_bad_config(field, value):
     with pytest.raises(ValueError, match=f"SaleConfig.{field}"):
         sale.SaleConfig(**{field: value})
@@ -91,3 +92,10 @@ def test_estimate_rows_and_block_q_errors_name_the_argument(capsys):
     from profiler.__main__ import main
     assert main(["sweep", "--lengths", "128", "--estimate-rows", "48", "--no-progress", "--out", "/dev/null"]) == 2
     assert "--estimate-rows 48" in capsys.readouterr().err
+
+
+def test_unknown_attend_tile_is_named():
+    from sale.triton.attend_kernel import attend_triton
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="tile must be None or one of"):
+        attend_triton(q, k, v, torch.ones(1, 4, 1, 2, dtype=torch.bool), sale.SaleConfig(backend="triton"), tile="fast")
