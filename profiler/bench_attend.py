@@ -10,8 +10,9 @@ thresholds: ms, density, speedup over the fastest dense, and relative L1 error a
 
 Tiles named NAME:int8 run that tile with `SaleConfig(int8_qk=True)` (the authors' INT8-QK variant,
 q and k quantized inside the timed call); the record keeps their best time and efficiency apart from
-the exact tiles' (int8_sparse_ms, int8_efficiency) with the output's relative error against the exact
-form on the same mask (int8_rel_err, next to the exact form's own error against float64, exact_rel_err).
+the exact tiles' (int8_sparse_ms, int8_efficiency), with the relative errors of both forms' outputs
+against float64 on the same mask (int8_rel_err, exact_rel_err) and of the int8 output against the exact
+one (int8_vs_exact_rel_err).
 `--qk exact int8` runs SALE end to end with each form.
 
 With `--calibrate-theta THETA`, SALE end to end also runs at per-head thresholds calibrated on that
@@ -136,8 +137,8 @@ def time_tiles(q, k, v, mask, kept, cfg, tiles) -> dict:
 
 
 def int8_error(q, k, v, mask, kept, cfg, rows: int = 1024) -> dict:
-    """Relative error of the int8-QK output against the exact form's on the same mask, and of the exact form
-    against float64, both over the last `rows` query rows (where rows see the most keys)."""
+    """Relative errors on one mask: the int8-QK and the exact outputs against float64 attention over the last
+    `rows` query rows (where rows see the most keys), and the int8 output against the exact one (all rows)."""
     exact = attend_triton(q, k, v, mask, cfg, kept=kept)
     int8 = attend_triton(q, k, v, mask, cfg.replace(int8_qk=True), kept=kept)
     n = q.shape[2]

@@ -36,7 +36,7 @@ class SaleConfig:
             SageAttention-style): q quantized per token, k - k_mean per block of 2 * block_k keys,
             symmetric round-half-even to [-127, 127] with one float scale each; p . v stays
             16-bit. About half the tensor-core time of q . k, at a small output error
-            (`python -m profiler bench-attend --int8-qk` measures both). Default False: exact 16-bit q . k.
+            (`python -m profiler bench-attend --tiles default split_s2_lp:int8 --qk exact int8` measures both). Default False: exact 16-bit q . k.
         softmax_scale: scale of q.k inside the softmax; None means 1/sqrt(D).
         backend: ``"reference"`` (pure PyTorch, any device) or ``"triton"`` (CUDA Hopper kernels;
             also runs in the Triton interpreter with TRITON_INTERPRET=1).

@@ -2,10 +2,11 @@
 
 One program per (query block, query head), longest rows first. Two forms, picked by tile:
 
-- split (the default for 64-row blocks): a converter kernel sorts each query block's kept list into
-  steps (``blocks.KeptSteps``): full pairs (key blocks 2c and 2c+1 both kept) run as one 2 * block_k
-  key step copied by TMA; lone kept blocks run as block_k key steps gathered by pointers; the pairs that
-  reach the query block's first row run last with the causal mask. Exactly the kept blocks are
+- split (the default): a converter kernel sorts each query block's kept list into steps
+  (``blocks.KeptSteps``): full pairs (key blocks 2c and 2c+1 both kept) run as one 2 * block_k key step
+  copied by TMA; lone kept blocks run two per 2 * block_k key step (tiles with lone_pairs; else one per
+  block_k step), gathered by pointers; the pairs that reach the query block's first row run last with
+  the causal mask. Exactly the kept blocks are
   computed, in half as many steps where kept blocks come in pairs: each step carries a fixed cost
   (accumulator rescale, addresses) that held 32-key steps to ~0.6 of cuDNN (NOTES.md, runs 24 and 27).
 - gathered: the kept list as it is, TB kept blocks gathered by pointer loads into one BLOCK_N = TB *
@@ -337,9 +338,10 @@ def _attend_kernel(
 # slower or did not compile (run 24). Split form (split=True): stages of the 64-key TMA copies; with 3,
 # one program per SM (113 KB of shared memory) and the fastest full pairs; with 2, two programs per SM,
 # 10% slower on full pairs and 2-4% faster where most kept blocks are lone (run 27). lone_pairs: two lone
-# blocks per 64-key gathered step (an odd last one alone), 6-12% faster than one per step at densities
-# 0.5-0.05 from 64K (run 28). int8_convert: how int8 q . k sums become float32 (SaleConfig.int8_qk):
-# "i2f" (the conversion instruction) or "magic" (an integer and a float add), 0-2% apart (run 28).
+# blocks per 64-key gathered step (an odd last one alone), 3-14% less time than one per step at all but
+# one measured point (run 28). int8_convert: how int8 q . k sums become float32 (SaleConfig.int8_qk):
+# "i2f" (the conversion instruction) or "magic" (an integer and a float add); i2f 0-2.4% faster from 32K,
+# magic 1-5% faster at 16K (run 28).
 _TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None, fold=True)
 _TB1 = {**_TB2, "tb": 1, "stages": 4}
 _SPLIT = {**_TB1, "split": True, "stages": 3, "lone_pairs": True}
@@ -361,10 +363,9 @@ ATTEND_CONFIGS = {
     # the split form is 5-12% faster there from 64K (run 28d)
     "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
 }
-DEFAULT_TILE = {64: "default", 128: "default"}
-# With int8 q . k the split form's K tiles take half the shared memory, and for 64-row blocks 2 stages (3
-# programs per SM) beat 3 stages (one per SM) at every density from 64K; 128-row blocks (8 warps) keep 3
-# (NOTES.md, run 28)
+# The default tile is "default" for every block size; with int8 q . k the split form's K tiles take half
+# the shared memory, and for 64-row blocks 2 stages (3 programs per SM) beat 3 stages (one per SM) at every
+# density from 64K; 128-row blocks (8 warps) keep 3 (NOTES.md, run 28)
 DEFAULT_INT8_TILE = {64: "split_s2_lp", 128: "default"}
 INT8_CONVERSIONS = {"i2f": 1, "magic": 2}
 
@@ -396,7 +397,7 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         k, k_scale = quantize_int8_triton(k, 2 * bk, k_mean.contiguous())
         scales = (q_scale, k_scale)
     if tile is None:  # the default; the split form needs TMA-compatible K and V, else the gathered form
-        tile = (DEFAULT_INT8_TILE if config.int8_qk else DEFAULT_TILE).get(bq, "default")
+        tile = DEFAULT_INT8_TILE.get(bq, "default") if config.int8_qk else "default"
         if ATTEND_CONFIGS[tile].get("split") and not _tma_compatible(k, v):
             tile = "gathered"
     cfg = ATTEND_CONFIGS[tile]
