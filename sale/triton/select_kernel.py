@@ -69,6 +69,73 @@ def _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N,
 
 
 @triton.jit
+def _bit_or(a, b):
+    return a | b
+
+
+@triton.jit
+def _block_keep_vote(acc, sq, t_row, sk_base, qmk_base, keys, N,
+                     QB: tl.constexpr, BQ: tl.constexpr, NB: tl.constexpr, BK: tl.constexpr, VOTE: tl.constexpr):
+    """keep [QB, NB] int8, the same test as _block_max_epilogue(...) > 0 without the margins: a block is
+    kept iff some row's max over the block's keys exceeds t_i, so each thread compares the maxima of the
+    keys it holds with t_i and ORs one bit per (query block, key block) into a word; the tile's words
+    are OR-reduced once, instead of reducing every (row, block) maximum across lanes and warps.
+    The key axis is split as the 8-bit MMA accumulator holds it (key = 8k + 2 * lane % 4 + pair in each
+    32-key block), so the first maxima are in-thread; any split gives the same bits."""
+    kv_ok = keys < N
+    sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
+    qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
+    val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :]
+    BM: tl.constexpr = QB * BQ
+    part = tl.max(tl.max(tl.reshape(val, (BM, NB, BK // 8, 4, 2)), axis=4), axis=2)     # [BM, NB, 4]
+    r = tl.arange(0, BM)
+    c = tl.arange(0, NB)
+    bit = 1 << ((r // BQ)[:, None] * NB + c[None, :])                                 # [BM, NB]
+    bits = tl.where(part > t_row[:, None, None], bit[:, :, None], 0)
+    if VOTE == 0:
+        word = tl.reduce(tl.reduce(tl.reduce(bits, 1, _bit_or), 0, _bit_or), 0, _bit_or)
+    elif VOTE == 1:
+        word = tl.reduce(tl.reduce(tl.reduce(bits, 1, _bit_or), 1, _bit_or), 0, _bit_or)
+    elif VOTE == 2:
+        b6 = tl.reshape(bits, (BM // 64, 4, 2, 8, NB, 4))
+        w = tl.reduce(tl.reduce(tl.reduce(b6, 4, _bit_or), 2, _bit_or), 0, _bit_or)   # [4, 8, 4]
+        word = tl.reduce(tl.reduce(tl.reduce(w, 2, _bit_or), 1, _bit_or), 0, _bit_or)
+    qb_local = tl.arange(0, QB)
+    return ((word >> (qb_local[:, None] * NB + c[None, :])) & 1).to(tl.int8)
+
+
+@triton.jit
+def _load_in_place(ptr, i, n):
+    """ptr[i] where i < n, else 0, loaded by each thread for the elements it holds in i's layout (an
+    inline-asm load keeps the consumer's layout; tl.load would load coalesced and convert through
+    shared memory, two CTA barriers per vector)."""
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.lt.s32 p, $2, $3; mov.b32 $0, 0; @p ld.global.nc.f32 $0, [$1]; }",
+        "=f,l,r,r", [ptr, i, n + 0 * i], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _thread_keep_words(acc, sq, t_row, sk_base, qmk_base, keys, N,
+                       QB: tl.constexpr, BQ: tl.constexpr, NB: tl.constexpr, BK: tl.constexpr, ASM_LOAD: tl.constexpr):
+    if ASM_LOAD:
+        sk = _load_in_place(sk_base + keys, keys, N)
+        qmk = _load_in_place(qmk_base + keys, keys, N)
+    else:
+        kv_ok = keys < N
+        sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
+        qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
+    val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :]
+    BM: tl.constexpr = QB * BQ
+    part = tl.max(tl.max(tl.reshape(val, (BM, NB, BK // 8, 4, 2)), axis=4), axis=2)     # [BM, NB, 4]
+    r = tl.arange(0, BM)
+    c = tl.arange(0, NB)
+    bit = 1 << ((r // BQ)[:, None] * NB + c[None, :])                                 # [BM, NB]
+    bits = tl.where(part > t_row[:, None, None], bit[:, :, None], 0)
+    b6 = tl.reshape(bits, (BM // 64, 4, 2, 8, NB, 4))
+    return tl.reduce(tl.reduce(tl.reduce(b6, 4, _bit_or), 2, _bit_or), 0, _bit_or)   # [4, 8, 4]
+
+
+@triton.jit
 def _select_kernel(
     q_ptr, k_ptr, kmean_ptr, qhat_ptr, khat_ptr, sq_ptr, sk_ptr, qmk_ptr, tau_ptr,
     mask_ptr, counts_ptr, idx_ptr, margin_ptr,
@@ -76,7 +143,7 @@ def _select_kernel(
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr, ROW_STRIDE: tl.constexpr,
     BLOCK_N: tl.constexpr, STATS_N: tl.constexpr, FILL_NB: tl.constexpr, WRITE_MARGIN: tl.constexpr,
-    INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr,
+    INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr, VOTE: tl.constexpr = 0,
 ):
     BQS: tl.constexpr = BQ // ROW_STRIDE      # estimated rows per query block
     BLOCK_M: tl.constexpr = QB * BQS
@@ -151,15 +218,36 @@ def _select_kernel(
     # carried between iterations, so that Triton can pipeline the K loads under the MMAs.
     sk_base = sk_ptr + bkv * N
     qmk_base = qmk_ptr + bh * N
+    if EPI == 2 and VOTE >= 3 and not WRITE_MARGIN:  # the per-thread stores only set bits: clear first
+        zero_end = tl.minimum(tl.cdiv(cand_end, BLOCK_N) * NB_T, NKB)
+        for c0 in range(0, zero_end, FILL_NB):
+            cz = c0 + tl.arange(0, FILL_NB)
+            tl.store(mask_row + qb[:, None] * NKB + cz[None, :], tl.zeros((QB, FILL_NB), tl.int8),
+                     mask=(qb < NQB)[:, None] & (cz < zero_end)[None, :])
+        tl.debug_barrier()
     for n0 in range(0, cand_end, BLOCK_N):
         keys = n0 + tl.arange(0, BLOCK_N)
         acc = _estimate_dot(q_hat, khat_base, keys, N, d)
-        blockmax = _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK, EPI)
         c = n0 // BK + tl.arange(0, NB_T)
         ok = (qb[:, None] < NQB) & (c[None, :] < NKB)
-        tl.store(mask_row + qb[:, None] * NKB + c[None, :], (blockmax > 0).to(tl.int8), mask=ok)
-        if WRITE_MARGIN:
-            tl.store(margin_row + qb[:, None] * NKB + c[None, :], blockmax, mask=ok)
+        if EPI == 2 and not WRITE_MARGIN and VOTE >= 3:
+            w = _thread_keep_words(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK, VOTE == 4)
+            for j in tl.static_range(QB * NB_T):
+                qj = qg * QB + j // NB_T
+                cj = n0 // BK + j % NB_T
+                hit = ((w >> j) & 1) & ((qj < NQB) & (cj < NKB)).to(tl.int32)
+                tl.inline_asm_elementwise(
+                    "{ .reg .pred p; setp.ne.s32 p, $1, 0; @p st.global.u8 [$2], $3; mov.b32 $0, 0; }",
+                    "=r,r,l,r", [hit, mask_row + qj * NKB + cj + 0 * w, hit], dtype=tl.int32, is_pure=False, pack=1)
+        elif EPI == 2 and not WRITE_MARGIN:
+            keep = _block_keep_vote(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK, VOTE)
+            tl.store(mask_row + qb[:, None] * NKB + c[None, :], keep, mask=ok)
+        else:
+            blockmax = _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK,
+                                           1 if EPI == 2 else EPI)
+            tl.store(mask_row + qb[:, None] * NKB + c[None, :], (blockmax > 0).to(tl.int8), mask=ok)
+            if WRITE_MARGIN:
+                tl.store(margin_row + qb[:, None] * NKB + c[None, :], blockmax, mask=ok)
     tl.debug_barrier()  # the row pass below reads what other threads of this program stored
 
     # ---- 4. the whole row: keep = always | (candidate & estimate), compact kept list ----------------
@@ -205,6 +293,16 @@ SELECT_CONFIGS = {
     "qb1_s32_st2_r128": {**_TILE, "qb": 1, "stats_n": 32, "stages": 2, "maxnreg": 128},  # 4 per SM
     "qb1_n64_s32": {**_TILE, "qb": 1, "block_n": 64, "stats_n": 32},                # 4 per SM
     "qb2_s32": {**_TILE, "stats_n": 32},
+    "vote0": {**_TILE, "epi": 2, "vote": 0},
+    "vote2": {**_TILE, "epi": 2, "vote": 2},
+    "vote3": {**_TILE, "epi": 2, "vote": 3},
+    "vote4": {**_TILE, "epi": 2, "vote": 4},
+    "vote3_n64": {**_TILE, "epi": 2, "vote": 3, "block_n": 64},
+    "vote3_n64_r168": {**_TILE, "epi": 2, "vote": 3, "block_n": 64, "maxnreg": 168},
+    "vote3_s4": {**_TILE, "epi": 2, "vote": 3, "stages": 4},
+    "vote3_n64_s32_r168": {**_TILE, "epi": 2, "vote": 3, "block_n": 64, "stats_n": 32, "maxnreg": 168},
+    "vote3_n64_s32_st4_r168": {**_TILE, "epi": 2, "vote": 3, "block_n": 64, "stats_n": 32, "stages": 4, "maxnreg": 168},
+    "vote2_n64": {**_TILE, "epi": 2, "vote": 2, "block_n": 64},
 }
 # Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
 PROBE_CONFIGS = {"probe_int_max": {**_TILE, "epi": 4}, "probe_dot_only": {**_TILE, "epi": 5}}
@@ -239,6 +337,12 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     qb_per_prog *= stride  # the same BLOCK_M estimated rows per program, from more query blocks
     block_n = max(block_n, config.block_k)
     _check_tile(config, block_n)
+    vote = cfg.get("vote", 0) if epi == 2 else 0
+    block_m = qb_per_prog * config.block_q // stride
+    if epi == 2 and (qb_per_prog * block_n // config.block_k > 32 or block_m % 64 or config.block_k % 8):
+        epi, vote = 1, 0  # one bit per (query block, key block) of a tile must fit an int32 word
+    if interpreting():
+        vote = min(vote, 2)  # the interpreter runs no inline assembly
     scale = config.scale_for(head_dim)
     mask = torch.empty((batch, hq, nqb, nkb), dtype=torch.int8, device=q.device)
     counts = torch.empty((batch, hq, nqb), dtype=torch.int32, device=q.device)
@@ -255,7 +359,8 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, ROW_STRIDE=stride, BLOCK_N=block_n,
         STATS_N=stats_n, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
-        WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first, num_warps=num_warps,
+        WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first,
+        VOTE=vote, num_warps=num_warps,
         num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     if not interpreting():
         COMPILED_STATS[tile or "default"] = {"n_regs": compiled.n_regs, "n_spills": compiled.n_spills,
