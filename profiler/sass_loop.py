@@ -56,8 +56,11 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, QB=cfg["qb"] * stride, ROW_STRIDE=stride,
                           BLOCK_N=cfg["block_n"], STATS_N=cfg["stats_n"], FILL_NB=64, WRITE_MARGIN=False,
                           INTERPRET=False, EPI=cfg["epi"], HEADS_FIRST=cfg["heads_first"], SINK_BLOCKS=1,
-                          VOTE=cfg.get("vote", 0))
-        pointers = dict(q_ptr="*bf16", k_ptr="*bf16", qhat_ptr="*i8", khat_ptr="*i8", mask_ptr="*i8",
+                          VOTE=cfg.get("vote", 0), FP8=bool(cfg.get("fp8")),
+                          TMA=bool(cfg.get("tma")))
+        pointers = dict(q_ptr="*bf16", k_ptr="*bf16", qhat_ptr="*i8", khat_ptr="*fp8e4nv" if cfg.get("fp8") else "*i8", mask_ptr="*i8",
+                        desc_khat=f"tensordesc<{'fp8e4nv' if cfg.get('fp8') else 'i8'}[1,1,{cfg['block_n']},{head_dim}]>"
+                        if cfg.get("tma") else ("*fp8e4nv" if cfg.get("fp8") else "*i8"),
                         counts_ptr="*i32", idx_ptr="*i32")
     elif kernel == "attend" and tile in _split_tiles():
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_steps_kernel as fn

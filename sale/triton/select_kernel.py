@@ -40,10 +40,16 @@ def _local_start_key(first_row, WINDOW, BK: tl.constexpr):
 
 
 @triton.jit
-def _estimate_dot(q_hat, khat_base, keys, N, d):
-    """The integer dot products <q_hat_i, k_hat_j> of one key tile on 8-bit tensor cores: int32."""
-    k_hat = tl.load(khat_base + keys[:, None] * q_hat.shape[1] + d[None, :], mask=(keys < N)[:, None], other=0)
-    return tl.dot(q_hat, tl.trans(k_hat), out_dtype=tl.int32)
+def _estimate_dot(q_hat, khat_base, keys, N, d, FP8: tl.constexpr):
+    """The integer dot products <q_hat_i, k_hat_j> of one key tile on 8-bit tensor cores: int32, or with
+    FP8 (operands in e4m3, which holds every integer in [-7, 7]) float32, equal to the integer."""
+    if FP8:  # no `other`: keys past N only reach the last, partial key block, never a candidate
+        k_hat = tl.load(khat_base + keys[:, None] * q_hat.shape[1] + d[None, :], mask=(keys < N)[:, None])
+        acc = tl.dot(q_hat, tl.trans(k_hat), out_dtype=tl.float32)
+    else:
+        k_hat = tl.load(khat_base + keys[:, None] * q_hat.shape[1] + d[None, :], mask=(keys < N)[:, None], other=0)
+        acc = tl.dot(q_hat, tl.trans(k_hat), out_dtype=tl.int32)
+    return acc
 
 
 @triton.jit
@@ -116,8 +122,8 @@ def _load_in_place(ptr, i, n):
 
 @triton.jit
 def _thread_keep_words(acc, sq, t_row, sk_base, qmk_base, keys, N,
-                       QB: tl.constexpr, BQ: tl.constexpr, NB: tl.constexpr, BK: tl.constexpr, ASM_LOAD: tl.constexpr):
-    if ASM_LOAD:
+                       QB: tl.constexpr, BQ: tl.constexpr, NB: tl.constexpr, BK: tl.constexpr, LOADS: tl.constexpr):
+    if LOADS == 1:
         sk = _load_in_place(sk_base + keys, keys, N)
         qmk = _load_in_place(qmk_base + keys, keys, N)
     else:
@@ -137,13 +143,14 @@ def _thread_keep_words(acc, sq, t_row, sk_base, qmk_base, keys, N,
 
 @triton.jit
 def _select_kernel(
-    q_ptr, k_ptr, kmean_ptr, qhat_ptr, khat_ptr, sq_ptr, sk_ptr, qmk_ptr, tau_ptr,
+    q_ptr, k_ptr, kmean_ptr, qhat_ptr, khat_ptr, desc_khat, sq_ptr, sk_ptr, qmk_ptr, tau_ptr,
     mask_ptr, counts_ptr, idx_ptr, margin_ptr,
     N, HQ, GROUP, NQB, NKB, WINDOW, SINK_BLOCKS, scale, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr, ROW_STRIDE: tl.constexpr,
     BLOCK_N: tl.constexpr, STATS_N: tl.constexpr, FILL_NB: tl.constexpr, WRITE_MARGIN: tl.constexpr,
     INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr, VOTE: tl.constexpr = 0,
+    FP8: tl.constexpr = False, TMA: tl.constexpr = False,
 ):
     BQS: tl.constexpr = BQ // ROW_STRIDE      # estimated rows per query block
     BLOCK_M: tl.constexpr = QB * BQS
@@ -207,6 +214,8 @@ def _select_kernel(
     # ---- 3. the 4-bit estimate over candidate tiles ------------------------------------------------
     hat_rows = bh * N + rows
     q_hat = tl.load(qhat_ptr + hat_rows[:, None] * HEAD_DIM + d[None, :], mask=row_ok[:, None], other=0)
+    if FP8:
+        q_hat = q_hat.to(tl.float32).to(tl.float8e4nv)
     sq = tl.load(sq_ptr + hat_rows, mask=row_ok, other=0.0)
     last_qb = tl.minimum(qg * QB + QB, NQB) - 1
     cand_end = _local_start_key(last_qb * BQ, WINDOW, BK)
@@ -227,11 +236,16 @@ def _select_kernel(
         tl.debug_barrier()
     for n0 in range(0, cand_end, BLOCK_N):
         keys = n0 + tl.arange(0, BLOCK_N)
-        acc = _estimate_dot(q_hat, khat_base, keys, N, d)
+        if TMA:  # K tiles by TMA copies: no address arithmetic, mbarrier waits instead of a CTA barrier
+            k_hat = tl.reshape(desc_khat.load([b, kvh, n0, 0]), (BLOCK_N, HEAD_DIM))
+            acc = tl.dot(q_hat, tl.trans(k_hat), out_dtype=tl.float32 if FP8 else tl.int32)
+        else:
+            acc = _estimate_dot(q_hat, khat_base, keys, N, d, FP8)
         c = n0 // BK + tl.arange(0, NB_T)
         ok = (qb[:, None] < NQB) & (c[None, :] < NKB)
         if EPI == 2 and not WRITE_MARGIN and VOTE >= 3:
-            w = _thread_keep_words(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK, VOTE == 4)
+            w = _thread_keep_words(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK,
+                                   1 if VOTE == 4 else 0)
             for j in tl.static_range(QB * NB_T):
                 qj = qg * QB + j // NB_T
                 cj = n0 // BK + j % NB_T
@@ -303,6 +317,9 @@ SELECT_CONFIGS = {
     "vote3_n64_s32_r168": {**_TILE, "epi": 2, "vote": 3, "block_n": 64, "stats_n": 32, "maxnreg": 168},
     "vote3_n64_s32_st4_r168": {**_TILE, "epi": 2, "vote": 3, "block_n": 64, "stats_n": 32, "stages": 4, "maxnreg": 168},
     "vote2_n64": {**_TILE, "epi": 2, "vote": 2, "block_n": 64},
+    "vote3_fp8": {**_TILE, "epi": 2, "vote": 3, "fp8": True},
+    "vote3_tma": {**_TILE, "epi": 2, "vote": 3, "tma": True},
+    "vote3_fp8_tma": {**_TILE, "epi": 2, "vote": 3, "fp8": True, "tma": True},
 }
 # Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
 PROBE_CONFIGS = {"probe_int_max": {**_TILE, "epi": 4}, "probe_dot_only": {**_TILE, "epi": 5}}
@@ -351,8 +368,16 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     grid = (triton.cdiv(nqb, qb_per_prog), batch * hq)
     if heads_first:
         grid = grid[::-1]
+    fp8 = bool(cfg.get("fp8")) and not interpreting()
+    k_hat = quant.k_hat.to(torch.float8_e4m3fn) if fp8 else quant.k_hat
+    tma = bool(cfg.get("tma"))
+    if tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+        desc_khat = TensorDescriptor(k_hat, list(k_hat.shape), list(k_hat.stride()), [1, 1, block_n, head_dim])
+    else:
+        desc_khat = k_hat
     compiled = _select_kernel[grid](
-        q, k, quant.k_mean, quant.q_hat, quant.k_hat, quant.q_scale, quant.k_scale, quant.qmk, tau.float().contiguous(),
+        q, k, quant.k_mean, quant.q_hat, k_hat, desc_khat, quant.q_scale, quant.k_scale, quant.qmk, tau.float().contiguous(),
         mask, counts, indices, margin,
         seq_len, hq, hq // k.shape[1], nqb, nkb, config.local_window, config.sink_blocks,
         scale, scale * math.log2(math.e),
@@ -360,7 +385,7 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
         HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, ROW_STRIDE=stride, BLOCK_N=block_n,
         STATS_N=stats_n, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
         WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first,
-        VOTE=vote, num_warps=num_warps,
+        VOTE=vote, FP8=fp8, TMA=tma, num_warps=num_warps,
         num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     if not interpreting():
         COMPILED_STATS[tile or "default"] = {"n_regs": compiled.n_regs, "n_spills": compiled.n_spills,
