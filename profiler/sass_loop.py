@@ -56,11 +56,8 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, QB=cfg["qb"] * stride, ROW_STRIDE=stride,
                           BLOCK_N=cfg["block_n"], STATS_N=cfg["stats_n"], FILL_NB=64, WRITE_MARGIN=False,
                           INTERPRET=False, EPI=cfg["epi"], HEADS_FIRST=cfg["heads_first"], SINK_BLOCKS=1,
-                          VOTE=cfg.get("vote", 0), FP8=bool(cfg.get("fp8")),
-                          TMA=bool(cfg.get("tma")))
-        pointers = dict(q_ptr="*bf16", k_ptr="*bf16", qhat_ptr="*i8", khat_ptr="*fp8e4nv" if cfg.get("fp8") else "*i8", mask_ptr="*i8",
-                        desc_khat=f"tensordesc<{'fp8e4nv' if cfg.get('fp8') else 'i8'}[1,1,{cfg['block_n']},{head_dim}]>"
-                        if cfg.get("tma") else ("*fp8e4nv" if cfg.get("fp8") else "*i8"),
+                          FP8=cfg["fp8"])
+        pointers = dict(q_ptr="*bf16", k_ptr="*bf16", qhat_ptr="*i8", khat_ptr="*fp8e4nv" if cfg["fp8"] else "*i8", mask_ptr="*i8",
                         counts_ptr="*i32", idx_ptr="*i32")
     elif kernel == "attend" and tile in _split_tiles():
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_steps_kernel as fn
@@ -134,7 +131,7 @@ def main(argv=None):
     p.add_argument("--estimate-rows", type=int, default=None)
     p.add_argument("--head-dim", type=int, default=128, choices=[64, 128])
     p.add_argument("--match", default=None, help="regex of the instruction whose loop to count (default: the "
-                   "select kernel's 8-bit IGMMA, the attend kernel's first GMMA)")
+                   "select kernel's 8-bit IGMMA or QGMMA, the attend kernel's first GMMA)")
     p.add_argument("--out", default=None, help="folder for the TTGIR, PTX and SASS")
     p.add_argument("--int8-qk", action="store_true", help="the computation pass with 8-bit q . k (SaleConfig.int8_qk)")
     args = p.parse_args(argv)
@@ -158,7 +155,7 @@ def main(argv=None):
             f.write(sass)
     regs = re.search(r"REG:(\d+)", usage)
     stack = re.search(r"STACK:(\d+)", usage)
-    hist = loop_histogram(sass, args.match or ("IGMMA" if args.kernel == "select" else "GMMA"))
+    hist = loop_histogram(sass, args.match or ("[IQ]GMMA" if args.kernel == "select" else "GMMA"))
     import triton
     print(f"{args.kernel} tile={args.tile} estimate_rows={args.estimate_rows} int8_qk={args.int8_qk} {options} (triton {triton.__version__}, sm_90)")
     print(f"registers {regs.group(1) if regs else '?'}, stack {stack.group(1) if stack else '?'} B, "

@@ -47,6 +47,8 @@ def check_select(q, k, taus, cfg):
                           device=q.device)
     mask, margin, kept = select_triton(q, k, tau, cfg.replace(backend="triton"), quant, return_margin=True,
                                        return_kept=True)
+    for tile in ("default", "int8"):  # without margins the kernel runs the vote epilogue: the very same flags
+        assert torch.equal(select_triton(q, k, tau, cfg.replace(backend="triton"), quant, tile=tile)[0], mask), tile
     differ = mask != mask_ref
     ties = differ & (margin_ref.abs() < TIE)
     where = [tuple(i.tolist()) + (float(margin_ref[tuple(i)]), bool(mask[tuple(i)]))
@@ -311,6 +313,13 @@ def test_select_on_gpu_writes_every_element():
     assert ((kept.indices >= -1) & (kept.indices < mask.shape[-1])).all()
     assert torch.equal(sale.kept_to_mask(kept), mask)
     assert not torch.isnan(margin).any()
+    for tile in ("default", "int8"):  # the vote epilogue (no margins) sets flags in rows it clears itself
+        junk = torch.full((4, 8192 // 64 + 1, 8192 // 32 + 1, 3), 0x5A5A5A5A, dtype=torch.int32, device=DEVICE)
+        del junk
+        vote_mask, _, vote_kept = select_triton(q, k, tau, TRITON, quant, return_kept=True, tile=tile)
+        assert ((vote_mask.view(torch.int8) == 0) | (vote_mask.view(torch.int8) == 1)).all(), tile
+        assert torch.equal(vote_mask, mask), tile
+        assert torch.equal(sale.kept_to_mask(vote_kept), mask), tile
 
 
 def plain_rows_error(q, k, v, mask, rows):

@@ -75,82 +75,57 @@ def _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N,
 
 
 @triton.jit
-def _bit_or(a, b):
-    return a | b
+def _set_flags(ptr, flag, INTERPRET: tl.constexpr):
+    """ptr[i] = 1 where flag[i], each thread for the elements it holds: a tl.store would first be given
+    a coalesced layout and convert flag through shared memory (CTA barriers), and several threads set
+    the same byte, which is harmless since they all write 1. The interpreter runs no inline PTX."""
+    if INTERPRET:
+        tl.store(ptr, tl.full(flag.shape, 1, tl.int8), mask=flag)
+    else:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.s32 p, $1, 0; @p st.global.u8 [$2], $3; mov.b32 $0, 0; }",
+            "=r,r,l,r", [flag.to(tl.int32), ptr, flag.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
-def _block_keep_vote(acc, sq, t_row, sk_base, qmk_base, keys, N,
-                     QB: tl.constexpr, BQ: tl.constexpr, NB: tl.constexpr, BK: tl.constexpr, VOTE: tl.constexpr):
-    """keep [QB, NB] int8, the same test as _block_max_epilogue(...) > 0 without the margins: a block is
-    kept iff some row's max over the block's keys exceeds t_i, so each thread compares the maxima of the
-    keys it holds with t_i and ORs one bit per (query block, key block) into a word; the tile's words
-    are OR-reduced once, instead of reducing every (row, block) maximum across lanes and warps.
-    The key axis is split as the 8-bit MMA accumulator holds it (key = 8k + 2 * lane % 4 + pair in each
-    32-key block), so the first maxima are in-thread; any split gives the same bits."""
+def _vote_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, c0, NQB, NKB,
+                   QB: tl.constexpr, BQ: tl.constexpr, NB: tl.constexpr, BK: tl.constexpr, INTERPRET: tl.constexpr):
+    """The default's estimate epilogue: sets mask[qb, c] = 1 for every (query block, key block) of the
+    tile with some s_hat_ij > t_i, in a mask zeroed before the loop; the same bits as
+    _block_max_epilogue(...) > 0, since max_i (max_j s_hat_ij - t_i) > 0 iff some max_j s_hat_ij > t_i.
+    No margin is formed and nothing is reduced across threads: each thread takes the max over the keys
+    it holds of each (row, block), compares it with its t_i and sets the flag itself. The reshapes
+    follow the 8-bit MMA accumulator of 4 warps: key = 8k + 2 * (lane % 4) + pair within each 32-key
+    block, row = 64 * half + 16 * warp + 8 * j + lane // 4, so every max and the OR over j are in-thread;
+    any other layout gives the same flags, only slower."""
     kv_ok = keys < N
     sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
     qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
     val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :]
     BM: tl.constexpr = QB * BQ
     part = tl.max(tl.max(tl.reshape(val, (BM, NB, BK // 8, 4, 2)), axis=4), axis=2)     # [BM, NB, 4]
+    hit = (part > t_row[:, None, None]).to(tl.int32)
     r = tl.arange(0, BM)
     c = tl.arange(0, NB)
-    bit = 1 << ((r // BQ)[:, None] * NB + c[None, :])                                 # [BM, NB]
-    bits = tl.where(part > t_row[:, None, None], bit[:, :, None], 0)
-    if VOTE == 0:
-        word = tl.reduce(tl.reduce(tl.reduce(bits, 1, _bit_or), 0, _bit_or), 0, _bit_or)
-    elif VOTE == 1:
-        word = tl.reduce(tl.reduce(tl.reduce(bits, 1, _bit_or), 1, _bit_or), 0, _bit_or)
-    elif VOTE == 2:
-        b6 = tl.reshape(bits, (BM // 64, 4, 2, 8, NB, 4))
-        w = tl.reduce(tl.reduce(tl.reduce(b6, 4, _bit_or), 2, _bit_or), 0, _bit_or)   # [4, 8, 4]
-        word = tl.reduce(tl.reduce(tl.reduce(w, 2, _bit_or), 1, _bit_or), 0, _bit_or)
-    qb_local = tl.arange(0, QB)
-    return ((word >> (qb_local[:, None] * NB + c[None, :])) & 1).to(tl.int8)
-
-
-@triton.jit
-def _load_in_place(ptr, i, n):
-    """ptr[i] where i < n, else 0, loaded by each thread for the elements it holds in i's layout (an
-    inline-asm load keeps the consumer's layout; tl.load would load coalesced and convert through
-    shared memory, two CTA barriers per vector)."""
-    return tl.inline_asm_elementwise(
-        "{ .reg .pred p; setp.lt.s32 p, $2, $3; mov.b32 $0, 0; @p ld.global.nc.f32 $0, [$1]; }",
-        "=f,l,r,r", [ptr, i, n + 0 * i], dtype=tl.float32, is_pure=True, pack=1)
-
-
-@triton.jit
-def _thread_keep_words(acc, sq, t_row, sk_base, qmk_base, keys, N,
-                       QB: tl.constexpr, BQ: tl.constexpr, NB: tl.constexpr, BK: tl.constexpr, LOADS: tl.constexpr):
-    if LOADS == 1:
-        sk = _load_in_place(sk_base + keys, keys, N)
-        qmk = _load_in_place(qmk_base + keys, keys, N)
+    where = ((qg * QB + r // BQ) * NKB)[:, None, None] + c[None, :, None] + tl.zeros((BM, NB, 4), tl.int32)
+    ok = ((qg * QB + r // BQ) < NQB)[:, None, None] & ((c0 + c) < NKB)[None, :, None]
+    flag6 = tl.reshape(hit * ok.to(tl.int32), (BM // 64, 4, 2, 8, NB, 4))
+    where6 = tl.reshape(where, (BM // 64, 4, 2, 8, NB, 4))
+    if BQ >= 16:  # rows 8j + lane // 4 of a warp lie in one query block: OR over j in-thread
+        _set_flags(mask_row + c0 + tl.max(where6, axis=2), tl.max(flag6, axis=2) != 0, INTERPRET)
     else:
-        kv_ok = keys < N
-        sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
-        qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
-    val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :]
-    BM: tl.constexpr = QB * BQ
-    part = tl.max(tl.max(tl.reshape(val, (BM, NB, BK // 8, 4, 2)), axis=4), axis=2)     # [BM, NB, 4]
-    r = tl.arange(0, BM)
-    c = tl.arange(0, NB)
-    bit = 1 << ((r // BQ)[:, None] * NB + c[None, :])                                 # [BM, NB]
-    bits = tl.where(part > t_row[:, None, None], bit[:, :, None], 0)
-    b6 = tl.reshape(bits, (BM // 64, 4, 2, 8, NB, 4))
-    return tl.reduce(tl.reduce(tl.reduce(b6, 4, _bit_or), 2, _bit_or), 0, _bit_or)   # [4, 8, 4]
+        _set_flags(mask_row + c0 + where6, flag6 != 0, INTERPRET)
 
 
 @triton.jit
 def _select_kernel(
-    q_ptr, k_ptr, kmean_ptr, qhat_ptr, khat_ptr, desc_khat, sq_ptr, sk_ptr, qmk_ptr, tau_ptr,
+    q_ptr, k_ptr, kmean_ptr, qhat_ptr, khat_ptr, sq_ptr, sk_ptr, qmk_ptr, tau_ptr,
     mask_ptr, counts_ptr, idx_ptr, margin_ptr,
     N, HQ, GROUP, NQB, NKB, WINDOW, SINK_BLOCKS, scale, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr, ROW_STRIDE: tl.constexpr,
     BLOCK_N: tl.constexpr, STATS_N: tl.constexpr, FILL_NB: tl.constexpr, WRITE_MARGIN: tl.constexpr,
-    INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr, VOTE: tl.constexpr = 0,
-    FP8: tl.constexpr = False, TMA: tl.constexpr = False,
+    INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr, FP8: tl.constexpr,
 ):
     BQS: tl.constexpr = BQ // ROW_STRIDE      # estimated rows per query block
     BLOCK_M: tl.constexpr = QB * BQS
@@ -223,11 +198,11 @@ def _select_kernel(
     idx_row = idx_ptr + bh * NQB * NKB
     margin_row = margin_ptr + bh * NQB * NKB
     khat_base = khat_ptr + bkv * N * HEAD_DIM
-    # Hot loop: nothing but the estimate and a store of raw keep bits (and margins), with no value
+    # Hot loop: nothing but the estimate and stores of raw keep flags (and margins), with no value
     # carried between iterations, so that Triton can pipeline the K loads under the MMAs.
     sk_base = sk_ptr + bkv * N
     qmk_base = qmk_ptr + bh * N
-    if EPI == 2 and VOTE >= 3 and not WRITE_MARGIN:  # the per-thread stores only set bits: clear first
+    if EPI == 2:  # the vote only sets flags: clear the blocks the loop covers first
         zero_end = tl.minimum(tl.cdiv(cand_end, BLOCK_N) * NB_T, NKB)
         for c0 in range(0, zero_end, FILL_NB):
             cz = c0 + tl.arange(0, FILL_NB)
@@ -236,29 +211,14 @@ def _select_kernel(
         tl.debug_barrier()
     for n0 in range(0, cand_end, BLOCK_N):
         keys = n0 + tl.arange(0, BLOCK_N)
-        if TMA:  # K tiles by TMA copies: no address arithmetic, mbarrier waits instead of a CTA barrier
-            k_hat = tl.reshape(desc_khat.load([b, kvh, n0, 0]), (BLOCK_N, HEAD_DIM))
-            acc = tl.dot(q_hat, tl.trans(k_hat), out_dtype=tl.float32 if FP8 else tl.int32)
+        acc = _estimate_dot(q_hat, khat_base, keys, N, d, FP8)
+        if EPI == 2:
+            _vote_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, n0 // BK, NQB, NKB,
+                           QB, BQS, NB_T, BK, INTERPRET)
         else:
-            acc = _estimate_dot(q_hat, khat_base, keys, N, d, FP8)
-        c = n0 // BK + tl.arange(0, NB_T)
-        ok = (qb[:, None] < NQB) & (c[None, :] < NKB)
-        if EPI == 2 and not WRITE_MARGIN and VOTE >= 3:
-            w = _thread_keep_words(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK,
-                                   1 if VOTE == 4 else 0)
-            for j in tl.static_range(QB * NB_T):
-                qj = qg * QB + j // NB_T
-                cj = n0 // BK + j % NB_T
-                hit = ((w >> j) & 1) & ((qj < NQB) & (cj < NKB)).to(tl.int32)
-                tl.inline_asm_elementwise(
-                    "{ .reg .pred p; setp.ne.s32 p, $1, 0; @p st.global.u8 [$2], $3; mov.b32 $0, 0; }",
-                    "=r,r,l,r", [hit, mask_row + qj * NKB + cj + 0 * w, hit], dtype=tl.int32, is_pure=False, pack=1)
-        elif EPI == 2 and not WRITE_MARGIN:
-            keep = _block_keep_vote(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK, VOTE)
-            tl.store(mask_row + qb[:, None] * NKB + c[None, :], keep, mask=ok)
-        else:
-            blockmax = _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK,
-                                           1 if EPI == 2 else EPI)
+            blockmax = _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK, EPI)
+            c = n0 // BK + tl.arange(0, NB_T)
+            ok = (qb[:, None] < NQB) & (c[None, :] < NKB)
             tl.store(mask_row + qb[:, None] * NKB + c[None, :], (blockmax > 0).to(tl.int8), mask=ok)
             if WRITE_MARGIN:
                 tl.store(margin_row + qb[:, None] * NKB + c[None, :], blockmax, mask=ok)
@@ -290,15 +250,19 @@ def _select_kernel(
 
 
 # Tile configurations kept as data. qb: query blocks per program (BLOCK_M = qb * block_q rows); block_n:
-# keys per estimate step; epi: epilogue order (0: s_hat - t per element, then both maxima; 1: the max over
-# each row's keys first, t_i subtracted once per (row, block); same mask); heads_first: launch order;
-# stats_n: keys per step of the sink/local statistics; maxnreg: register cap (None: the compiler's choice).
-# Variants with fewer registers and less shared memory fit more programs per SM (occupancy is what the
-# latency-bound epilogue lacks, NOTES.md). profiler/bench_select.py times them; all give the same mask.
-_TILE = dict(qb=2, block_n=128, warps=4, stages=3, epi=1, heads_first=False, stats_n=64, maxnreg=None)
+# keys per estimate step; epi: estimate epilogue (2: the vote, each thread sets the flags of its own rows;
+# 1: the max over each row's keys, t_i subtracted once per (row, block), max over rows; 0: s_hat - t per
+# element, then both maxima; all the same mask, and 1 also gives the margins, so return_margin uses it);
+# fp8: q_hat and k_hat as e4m3 (exact for [-7, 7]), float32 sums, no int-to-float conversion;
+# heads_first: launch order; stats_n: keys per step of the sink/local statistics; maxnreg: register cap
+# (None: the compiler's choice). Variants with fewer registers and less shared memory fit more programs
+# per SM. profiler/bench_select.py times them; all give the same mask.
+_TILE = dict(qb=2, block_n=128, warps=4, stages=3, epi=2, fp8=True, heads_first=False, stats_n=64, maxnreg=None)
 SELECT_CONFIGS = {
     "default": _TILE,
-    "epi0": {**_TILE, "epi": 0},
+    "int8": {**_TILE, "fp8": False},
+    "epi1": {**_TILE, "fp8": False, "epi": 1},      # the default of sessions 1-6
+    "epi0": {**_TILE, "fp8": False, "epi": 0},
     "qb1": {**_TILE, "qb": 1},
     "heads_first": {**_TILE, "heads_first": True},
     "s4": {**_TILE, "stages": 4},
@@ -306,23 +270,10 @@ SELECT_CONFIGS = {
     "qb1_s32": {**_TILE, "qb": 1, "stats_n": 32},                                   # 3 programs per SM
     "qb1_s32_st2_r128": {**_TILE, "qb": 1, "stats_n": 32, "stages": 2, "maxnreg": 128},  # 4 per SM
     "qb1_n64_s32": {**_TILE, "qb": 1, "block_n": 64, "stats_n": 32},                # 4 per SM
-    "qb2_s32": {**_TILE, "stats_n": 32},
-    "vote0": {**_TILE, "epi": 2, "vote": 0},
-    "vote2": {**_TILE, "epi": 2, "vote": 2},
-    "vote3": {**_TILE, "epi": 2, "vote": 3},
-    "vote4": {**_TILE, "epi": 2, "vote": 4},
-    "vote3_n64": {**_TILE, "epi": 2, "vote": 3, "block_n": 64},
-    "vote3_n64_r168": {**_TILE, "epi": 2, "vote": 3, "block_n": 64, "maxnreg": 168},
-    "vote3_s4": {**_TILE, "epi": 2, "vote": 3, "stages": 4},
-    "vote3_n64_s32_r168": {**_TILE, "epi": 2, "vote": 3, "block_n": 64, "stats_n": 32, "maxnreg": 168},
-    "vote3_n64_s32_st4_r168": {**_TILE, "epi": 2, "vote": 3, "block_n": 64, "stats_n": 32, "stages": 4, "maxnreg": 168},
-    "vote2_n64": {**_TILE, "epi": 2, "vote": 2, "block_n": 64},
-    "vote3_fp8": {**_TILE, "epi": 2, "vote": 3, "fp8": True},
-    "vote3_tma": {**_TILE, "epi": 2, "vote": 3, "tma": True},
-    "vote3_fp8_tma": {**_TILE, "epi": 2, "vote": 3, "fp8": True, "tma": True},
+    "n64_s32_r168": {**_TILE, "block_n": 64, "stats_n": 32, "maxnreg": 168},         # 3 per SM
 }
 # Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
-PROBE_CONFIGS = {"probe_int_max": {**_TILE, "epi": 4}, "probe_dot_only": {**_TILE, "epi": 5}}
+PROBE_CONFIGS = {"probe_int_max": {**_TILE, "fp8": False, "epi": 4}, "probe_dot_only": {**_TILE, "fp8": False, "epi": 5}}
 # Registers, spills and shared memory of the last compiled launch of each configuration.
 COMPILED_STATS: dict = {}
 
@@ -354,12 +305,8 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     qb_per_prog *= stride  # the same BLOCK_M estimated rows per program, from more query blocks
     block_n = max(block_n, config.block_k)
     _check_tile(config, block_n)
-    vote = cfg.get("vote", 0) if epi == 2 else 0
-    block_m = qb_per_prog * config.block_q // stride
-    if epi == 2 and (qb_per_prog * block_n // config.block_k > 32 or block_m % 64 or config.block_k % 8):
-        epi, vote = 1, 0  # one bit per (query block, key block) of a tile must fit an int32 word
-    if interpreting():
-        vote = min(vote, 2)  # the interpreter runs no inline assembly
+    if return_margin or (qb_per_prog * config.block_q // stride) % 64:
+        epi = min(epi, 1)  # margins come from the max epilogue; the vote's reshapes need 64-row multiples
     scale = config.scale_for(head_dim)
     mask = torch.empty((batch, hq, nqb, nkb), dtype=torch.int8, device=q.device)
     counts = torch.empty((batch, hq, nqb), dtype=torch.int32, device=q.device)
@@ -368,16 +315,10 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     grid = (triton.cdiv(nqb, qb_per_prog), batch * hq)
     if heads_first:
         grid = grid[::-1]
-    fp8 = bool(cfg.get("fp8")) and not interpreting()
+    fp8 = cfg["fp8"] and not interpreting()  # the interpreter's dot has no float8
     k_hat = quant.k_hat.to(torch.float8_e4m3fn) if fp8 else quant.k_hat
-    tma = bool(cfg.get("tma"))
-    if tma:
-        from triton.tools.tensor_descriptor import TensorDescriptor
-        desc_khat = TensorDescriptor(k_hat, list(k_hat.shape), list(k_hat.stride()), [1, 1, block_n, head_dim])
-    else:
-        desc_khat = k_hat
     compiled = _select_kernel[grid](
-        q, k, quant.k_mean, quant.q_hat, k_hat, desc_khat, quant.q_scale, quant.k_scale, quant.qmk, tau.float().contiguous(),
+        q, k, quant.k_mean, quant.q_hat, k_hat, quant.q_scale, quant.k_scale, quant.qmk, tau.float().contiguous(),
         mask, counts, indices, margin,
         seq_len, hq, hq // k.shape[1], nqb, nkb, config.local_window, config.sink_blocks,
         scale, scale * math.log2(math.e),
@@ -385,7 +326,7 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
         HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, ROW_STRIDE=stride, BLOCK_N=block_n,
         STATS_N=stats_n, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
         WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first,
-        VOTE=vote, FP8=fp8, TMA=tma, num_warps=num_warps,
+        FP8=fp8, num_warps=num_warps,
         num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     if not interpreting():
         COMPILED_STATS[tile or "default"] = {"n_regs": compiled.n_regs, "n_spills": compiled.n_spills,
