@@ -241,19 +241,26 @@ def test_speedup_at_matched_error_interpolates_along_each_option():
 
 def test_sass_loop_compiles_for_hopper_without_a_gpu():
     """The select kernel's estimate loop compiled for sm_90 by Triton's bundled ptxas: one 8-bit
-    tensor-core loop whose per-thread work covers the 128 x 128 tile's 128 elements per thread."""
+    tensor-core loop whose per-thread work covers the 128 x 128 tile's 128 elements per thread. The
+    default (fp8 operands, vote epilogue) converts no integer and reduces nothing across lanes: each
+    thread stores its own flags; tile int8 converts each int32 sum once."""
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = subprocess.run([sys.executable, "-m", "profiler", "sass-loop", "--kernel", "select"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    out = run.stdout
-    ops = dict(item.split(":") for item in out.strip().splitlines()[-1].split())
-    assert int(ops["IGMMA"]) >= 4                     # the int8 estimate is on tensor cores
-    assert int(ops["I2FP"]) == 128                    # one int->float conversion per estimate element
-    assert "registers" in out and "hot loop" in out
+    ops = {}
+    for tile in ("default", "int8"):
+        run = subprocess.run([sys.executable, "-m", "profiler", "sass-loop", "--kernel", "select", "--tile", tile],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "registers" in run.stdout and "hot loop" in run.stdout
+        ops[tile] = {k: int(v) for k, v in (item.split(":") for item in run.stdout.strip().splitlines()[-1].split())}
+    assert ops["default"].get("QGMMA", 0) >= 4                # the fp8 estimate is on tensor cores
+    assert "I2FP" not in ops["default"] and "SHFL" not in ops["default"]
+    assert ops["default"].get("STG", 0) >= 1                  # the flags, stored by each thread
+    assert ops["int8"].get("IGMMA", 0) >= 4
+    assert ops["int8"]["I2FP"] == 128                         # one int->float conversion per estimate element
+    assert "SHFL" not in ops["int8"]
 
 
 def test_sass_loop_of_the_split_computation_pass():
