@@ -53,18 +53,23 @@ def _estimate_dot(q_hat, khat_base, keys, N, d, FP8: tl.constexpr):
 
 
 @triton.jit
-def _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N,
-                        QB: tl.constexpr, BQ: tl.constexpr, NB: tl.constexpr, BK: tl.constexpr, EPI: tl.constexpr):
-    """max over each (query block, key block) of s_hat_ij - t_i, [QB, NB], from the tile's dot products.
-    s_hat = dot * sq_i * sk_j + qmk_j in float32, in the reference's order of operations."""
+def _s_hat(acc, sq, sk_base, qmk_base, keys, N):
+    """s_hat = dot * sq_i * sk_j + qmk_j in float32, in the reference's order of operations, [rows, keys]."""
     kv_ok = keys < N
     sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
     qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
+    return acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :]
+
+
+@triton.jit
+def _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N,
+                        QB: tl.constexpr, BQ: tl.constexpr, NB: tl.constexpr, BK: tl.constexpr, EPI: tl.constexpr):
+    """max over each (query block, key block) of s_hat_ij - t_i, [QB, NB], from the tile's dot products."""
     if EPI == 0:  # every element minus its row threshold, then both maxima
-        val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :] - t_row[:, None]
+        val = _s_hat(acc, sq, sk_base, qmk_base, keys, N) - t_row[:, None]
         return tl.max(tl.max(tl.reshape(val, (QB, BQ, NB, BK)), axis=3), axis=1)
     elif EPI == 1:  # max over each row's keys first, then t_i once per (row, block): max(x - t) == max(x) - t
-        val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :]
+        val = _s_hat(acc, sq, sk_base, qmk_base, keys, N)
         row_max = tl.max(tl.reshape(val, (QB * BQ, NB, BK)), axis=2) - t_row[:, None]
         return tl.max(tl.reshape(row_max, (QB, BQ, NB)), axis=1)
     elif EPI == 4:  # probe (wrong masks): the plain port's epilogue, an int max per key block
@@ -98,10 +103,7 @@ def _vote_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, c0,
     follow the 8-bit MMA accumulator of 4 warps: key = 8k + 2 * (lane % 4) + pair within each 32-key
     block, row = 64 * half + 16 * warp + 8 * j + lane // 4, so every max and the OR over j are in-thread;
     any other layout gives the same flags, only slower."""
-    kv_ok = keys < N
-    sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
-    qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
-    val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :]
+    val = _s_hat(acc, sq, sk_base, qmk_base, keys, N)
     BM: tl.constexpr = QB * BQ
     part = tl.max(tl.max(tl.reshape(val, (BM, NB, BK // 8, 4, 2)), axis=4), axis=2)     # [BM, NB, 4]
     hit = (part > t_row[:, None, None]).to(tl.int32)
@@ -270,6 +272,7 @@ SELECT_CONFIGS = {
     "qb1_s32": {**_TILE, "qb": 1, "stats_n": 32},                                   # 3 programs per SM
     "qb1_s32_st2_r128": {**_TILE, "qb": 1, "stats_n": 32, "stages": 2, "maxnreg": 128},  # 4 per SM
     "qb1_n64_s32": {**_TILE, "qb": 1, "block_n": 64, "stats_n": 32},                # 4 per SM
+    "qb2_s32": {**_TILE, "stats_n": 32},
     "n64_s32_r168": {**_TILE, "block_n": 64, "stats_n": 32, "maxnreg": 168},         # 3 per SM
 }
 # Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
