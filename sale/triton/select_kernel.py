@@ -43,12 +43,11 @@ def _local_start_key(first_row, WINDOW, BK: tl.constexpr):
 def _estimate_dot(q_hat, khat_base, keys, N, d, FP8: tl.constexpr):
     """The integer dot products <q_hat_i, k_hat_j> of one key tile on 8-bit tensor cores: int32, or with
     FP8 (operands in e4m3, which holds every integer in [-7, 7]) float32, equal to the integer."""
+    ptrs = khat_base + keys[:, None] * q_hat.shape[1] + d[None, :]
     if FP8:  # no `other`: keys past N only reach the last, partial key block, never a candidate
-        k_hat = tl.load(khat_base + keys[:, None] * q_hat.shape[1] + d[None, :], mask=(keys < N)[:, None])
-        acc = tl.dot(q_hat, tl.trans(k_hat), out_dtype=tl.float32)
+        acc = tl.dot(q_hat, tl.trans(tl.load(ptrs, mask=(keys < N)[:, None])), out_dtype=tl.float32)
     else:
-        k_hat = tl.load(khat_base + keys[:, None] * q_hat.shape[1] + d[None, :], mask=(keys < N)[:, None], other=0)
-        acc = tl.dot(q_hat, tl.trans(k_hat), out_dtype=tl.int32)
+        acc = tl.dot(q_hat, tl.trans(tl.load(ptrs, mask=(keys < N)[:, None], other=0)), out_dtype=tl.int32)
     return acc
 
 
@@ -107,10 +106,10 @@ def _vote_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, c0,
     BM: tl.constexpr = QB * BQ
     part = tl.max(tl.max(tl.reshape(val, (BM, NB, BK // 8, 4, 2)), axis=4), axis=2)     # [BM, NB, 4]
     hit = (part > t_row[:, None, None]).to(tl.int32)
-    r = tl.arange(0, BM)
+    row_block = qg * QB + tl.arange(0, BM) // BQ
     c = tl.arange(0, NB)
-    where = ((qg * QB + r // BQ) * NKB)[:, None, None] + c[None, :, None] + tl.zeros((BM, NB, 4), tl.int32)
-    ok = ((qg * QB + r // BQ) < NQB)[:, None, None] & ((c0 + c) < NKB)[None, :, None]
+    where = (row_block * NKB)[:, None, None] + c[None, :, None] + tl.zeros((BM, NB, 4), tl.int32)
+    ok = (row_block < NQB)[:, None, None] & ((c0 + c) < NKB)[None, :, None]
     flag6 = tl.reshape(hit * ok.to(tl.int32), (BM // 64, 4, 2, 8, NB, 4))
     where6 = tl.reshape(where, (BM // 64, 4, 2, 8, NB, 4))
     if BQ >= 16:  # rows 8j + lane // 4 of a warp lie in one query block: OR over j in-thread
