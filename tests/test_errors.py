@@ -99,3 +99,11 @@ def test_unknown_attend_tile_is_named():
     q, k, v = qkv()
     with pytest.raises(ValueError, match="tile must be None or one of"):
         attend_triton(q, k, v, torch.ones(1, 4, 1, 2, dtype=torch.bool), sale.SaleConfig(backend="triton"), tile="fast")
+
+
+def test_unknown_select_tile_is_named():
+    from sale.triton.select_kernel import select_triton
+    q, k, _ = qkv(dtype=torch.bfloat16)
+    cfg = sale.SaleConfig(backend="triton")
+    with pytest.raises(ValueError, match="tile must be None or one of"):
+        select_triton(q, k, torch.full((q.shape[1],), 0.01), cfg, sale.quantize(q, k, cfg), tile="vote3")

@@ -293,7 +293,10 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     """Triton version of ``reference.select_reference``: (mask, margin or None[, KeptBlocks])."""
     batch, hq, seq_len, head_dim = q.shape
     nqb, nkb = num_blocks(seq_len, config.block_q), num_blocks(seq_len, config.block_k)
-    cfg = {**SELECT_CONFIGS, **PROBE_CONFIGS}[tile or "default"]
+    tiles = {**SELECT_CONFIGS, **PROBE_CONFIGS}
+    if (tile or "default") not in tiles:
+        raise ValueError(f"select_triton: tile must be None or one of {sorted(tiles)}, got {tile!r}")
+    cfg = tiles[tile or "default"]
     # the tiles are tuned for block_q = 64; other block sizes keep the program's rows (qb * 64)
     qb_per_prog = max(1, cfg["qb"] * 64 // config.block_q)
     block_n, num_warps, num_stages = cfg["block_n"], cfg["warps"], cfg["stages"]
