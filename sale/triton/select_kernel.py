@@ -273,6 +273,15 @@ SELECT_CONFIGS = {
     "qb1_n64_s32": {**_TILE, "qb": 1, "block_n": 64, "stats_n": 32},                # 4 per SM
     "qb2_s32": {**_TILE, "stats_n": 32},
     "n64_s32_r168": {**_TILE, "block_n": 64, "stats_n": 32, "maxnreg": 168},         # 3 per SM
+    "w8": {**_TILE, "warps": 8},
+    "w8_n64": {**_TILE, "warps": 8, "block_n": 64, "stats_n": 32},
+    "w8_n64_r128": {**_TILE, "warps": 8, "block_n": 64, "stats_n": 32, "maxnreg": 128},
+    "w8_qb4_n64": {**_TILE, "warps": 8, "qb": 4, "block_n": 64, "stats_n": 32},
+    "w8_qb4": {**_TILE, "warps": 8, "qb": 4, "stats_n": 32},
+    "w8_r128": {**_TILE, "warps": 8, "stats_n": 32, "maxnreg": 128},
+    "w16_qb4_n64": {**_TILE, "warps": 16, "qb": 4, "block_n": 64, "stats_n": 32},
+    "w8_n64_s4": {**_TILE, "warps": 8, "block_n": 64, "stats_n": 32, "stages": 4},
+    "w4_n64": {**_TILE, "block_n": 64, "stats_n": 32},
 }
 # Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
 PROBE_CONFIGS = {"probe_int_max": {**_TILE, "fp8": False, "epi": 4}, "probe_dot_only": {**_TILE, "fp8": False, "epi": 5}}
