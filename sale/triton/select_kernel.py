@@ -52,6 +52,18 @@ def _estimate_dot(q_hat, khat_base, keys, N, d, FP8: tl.constexpr):
 
 
 @triton.jit
+def _estimate_dot_keys_first(q_hat, khat_base, keys, N, d, FP8: tl.constexpr):
+    """_estimate_dot transposed, [keys, rows]: the K tile is the MMA's A operand, so the per-key sk_j and
+    qmk_j are per-row values of the accumulator and the per-query sq_i and t_i per-column ones."""
+    ptrs = khat_base + keys[:, None] * q_hat.shape[1] + d[None, :]
+    if FP8:
+        acc = tl.dot(tl.load(ptrs, mask=(keys < N)[:, None]), tl.trans(q_hat), out_dtype=tl.float32)
+    else:
+        acc = tl.dot(tl.load(ptrs, mask=(keys < N)[:, None], other=0), tl.trans(q_hat), out_dtype=tl.int32)
+    return acc
+
+
+@triton.jit
 def _s_hat(acc, sq, sk_base, qmk_base, keys, N):
     """s_hat = dot * sq_i * sk_j + qmk_j in float32, in the reference's order of operations, [rows, keys]."""
     kv_ok = keys < N
@@ -116,6 +128,35 @@ def _vote_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, c0,
         _set_flags(mask_row + c0 + tl.max(where6, axis=2), tl.max(flag6, axis=2) != 0, INTERPRET)
     else:
         _set_flags(mask_row + c0 + where6, flag6 != 0, INTERPRET)
+
+
+@triton.jit
+def _vote_keys_first_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, c0, NQB, NKB,
+                              QB: tl.constexpr, BQ: tl.constexpr, BLOCK_N: tl.constexpr, BK: tl.constexpr,
+                              INTERPRET: tl.constexpr):
+    """_vote_epilogue on the transposed tile acc [keys, rows] of _estimate_dot_keys_first: s_hat in the
+    same float operations, each compared with its column's t_i, OR-ed over the elements a thread holds
+    of each (query block, key block). In the 8-bit MMA accumulator of 4 warps a thread holds keys
+    64h + 16w + 8j + lane // 4 (one key block per h and w, as BK >= 16) and rows 8c + 2 (lane % 4) + p
+    (one query block per run of BQ // 8 values of c, as BQ >= 8), so the OR is in-thread."""
+    kv_ok = keys < N
+    sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
+    qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
+    val = acc.to(tl.float32) * sq[None, :] * sk[:, None] + qmk[:, None]
+    NH: tl.constexpr = BLOCK_N // 64
+    BM: tl.constexpr = QB * BQ
+    # max over the two keys of a column a thread holds per 16-key run, then minus t_i (max(x) - t > 0
+    # iff max(x) > t, as in the margin path), then the max over the block's columns it holds
+    col_max = tl.max(tl.reshape(val, (NH, 4, 2, 8, BM)), axis=2) - t_row[None, None, None, :]
+    part = tl.max(tl.max(tl.reshape(col_max, (NH, 4, 8, QB, BQ // 8, 4, 2)), axis=6), axis=4)
+    flag = part > 0                                                                   # [NH, 4, 8, QB, 4]
+    kb = (64 * tl.arange(0, NH)[:, None] + 16 * tl.arange(0, 4)[None, :]) // BK       # [NH, 4]
+    qb = qg * QB + tl.arange(0, QB)
+    zero = tl.zeros((NH, 4, 8, QB, 4), tl.int32)
+    kb5 = kb[:, :, None, None, None] + zero
+    qb5 = qb[None, None, None, :, None] + zero
+    ok = (qb5 < NQB) & (c0 + kb5 < NKB)
+    _set_flags(mask_row + c0 + qb5 * NKB + kb5, flag & ok, INTERPRET)
 
 
 @triton.jit
@@ -203,7 +244,7 @@ def _select_kernel(
     # carried between iterations, so that Triton can pipeline the K loads under the MMAs.
     sk_base = sk_ptr + bkv * N
     qmk_base = qmk_ptr + bh * N
-    if EPI == 2:  # the vote only sets flags: clear the blocks the loop covers first
+    if EPI >= 2 and EPI <= 3:  # the vote only sets flags: clear the blocks the loop covers first
         zero_end = tl.minimum(tl.cdiv(cand_end, BLOCK_N) * NB_T, NKB)
         for c0 in range(0, zero_end, FILL_NB):
             cz = c0 + tl.arange(0, FILL_NB)
@@ -212,8 +253,14 @@ def _select_kernel(
         tl.debug_barrier()
     for n0 in range(0, cand_end, BLOCK_N):
         keys = n0 + tl.arange(0, BLOCK_N)
-        acc = _estimate_dot(q_hat, khat_base, keys, N, d, FP8)
-        if EPI == 2:
+        if EPI == 3:
+            acc = _estimate_dot_keys_first(q_hat, khat_base, keys, N, d, FP8)
+        else:
+            acc = _estimate_dot(q_hat, khat_base, keys, N, d, FP8)
+        if EPI == 3:
+            _vote_keys_first_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, n0 // BK, NQB, NKB,
+                                      QB, BQS, BLOCK_N, BK, INTERPRET)
+        elif EPI == 2:
             _vote_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, n0 // BK, NQB, NKB,
                            QB, BQS, NB_T, BK, INTERPRET)
         else:
@@ -282,6 +329,11 @@ SELECT_CONFIGS = {
     "w16_qb4_n64": {**_TILE, "warps": 16, "qb": 4, "block_n": 64, "stats_n": 32},
     "w8_n64_s4": {**_TILE, "warps": 8, "block_n": 64, "stats_n": 32, "stages": 4},
     "w4_n64": {**_TILE, "block_n": 64, "stats_n": 32},
+    "kf": {**_TILE, "epi": 3},
+    "kf_n64": {**_TILE, "epi": 3, "block_n": 64, "stats_n": 32},
+    "kf_int8": {**_TILE, "epi": 3, "fp8": False},
+    "kf_n64_s4": {**_TILE, "epi": 3, "block_n": 64, "stats_n": 32, "stages": 4},
+    "kf_r168": {**_TILE, "epi": 3, "stats_n": 32, "maxnreg": 168},
 }
 # Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
 PROBE_CONFIGS = {"probe_int_max": {**_TILE, "fp8": False, "epi": 4}, "probe_dot_only": {**_TILE, "fp8": False, "epi": 5}}
@@ -319,7 +371,10 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     qb_per_prog *= stride  # the same BLOCK_M estimated rows per program, from more query blocks
     block_n = max(block_n, config.block_k)
     _check_tile(config, block_n)
-    if return_margin or (qb_per_prog * config.block_q // stride) % 64:
+    rows_per_block = config.block_q // stride
+    if epi == 3 and (block_n % 64 or rows_per_block < 8 or config.block_k < 16):
+        epi = 2  # the keys-first vote's reshapes need 64-key tiles, 8 rows and 16 keys per block
+    if return_margin or (qb_per_prog * rows_per_block) % 64:
         epi = min(epi, 1)  # margins come from the max epilogue; the vote's reshapes need 64-row multiples
     scale = config.scale_for(head_dim)
     mask = torch.empty((batch, hq, nqb, nkb), dtype=torch.int8, device=q.device)
