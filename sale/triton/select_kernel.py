@@ -131,48 +131,60 @@ def _vote_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, c0,
 
 
 @triton.jit
-def _keys_first_order(n0, BLOCK_N: tl.constexpr, BK: tl.constexpr, WARP_BLOCKS: tl.constexpr):
-    """The key of each row of the keys-first tile: in order, or with WARP_BLOCKS (BLOCK_N == 4 * BK) permuted
-    so that row 64h + 16w + r of the MMA (warp w of 4) holds key w * BK + 16h + r: each warp then holds
-    one whole key block."""
-    r = tl.arange(0, BLOCK_N)
-    if WARP_BLOCKS:
-        return n0 + ((r // 16) % 4) * BK + (r // 64) * 16 + r % 16
-    else:
-        return n0 + r
-
-
-@triton.jit
-def _vote_keys_first_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, c0, NQB, NKB,
-                              QB: tl.constexpr, BQ: tl.constexpr, BLOCK_N: tl.constexpr, BK: tl.constexpr,
-                              WARP_BLOCKS: tl.constexpr, INTERPRET: tl.constexpr):
-    """_vote_epilogue on the transposed tile acc [keys, rows] of _estimate_dot_keys_first, whose row r
-    holds key keys[r]: s_hat in the same float operations, the max over the keys a thread holds of
-    each column, minus the column's t_i (max(x) - t > 0 iff max(x) > t, as in the margin path), and the
-    max over the columns it holds of each query block, > 0. In the 8-bit MMA accumulator of 4 warps a
-    thread holds tile rows 64h + 16w + 8j + lane // 4 (one key block per h and w as BK >= 16, one per w
-    with WARP_BLOCKS) and columns 8c + 2 (lane % 4) + p (one query block per run of BQ // 8 values of c,
-    as BQ >= 8), so every max is in-thread."""
+def _keys_first_s_hat(q_hat, khat_base, d, sq, sk_base, qmk_base, keys, N, FP8: tl.constexpr):
+    """s_hat of the keys-first tile [keys, rows]: the same float operations as _s_hat, transposed."""
+    acc = _estimate_dot_keys_first(q_hat, khat_base, keys, N, d, FP8)
     kv_ok = keys < N
     sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
     qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
-    val = acc.to(tl.float32) * sq[None, :] * sk[:, None] + qmk[:, None]
-    NH: tl.constexpr = BLOCK_N // 64
+    return acc.to(tl.float32) * sq[None, :] * sk[:, None] + qmk[:, None]
+
+
+@triton.jit
+def _vote_keys_first_step(q_hat, khat_base, d, sq, t_row, sk_base, qmk_base, n0, N, mask_row, qg, NQB, NKB,
+                          QB: tl.constexpr, BQ: tl.constexpr, BLOCK_N: tl.constexpr, BK: tl.constexpr,
+                          WARP_BLOCKS: tl.constexpr, SPLIT: tl.constexpr, FP8: tl.constexpr, INTERPRET: tl.constexpr):
+    """The vote (_vote_epilogue's flags) over keys n0 .. n0 + BLOCK_N computed keys first: the K tile is
+    the MMA's A operand, so sk_j and qmk_j are per-row values of the accumulator and sq_i, t_i per-column
+    ones, loaded once before the loop. s_hat in the same float operations; the max over the keys a
+    thread holds of each column, minus the column's t_i (max(x) - t > 0 iff max(x) > t, as in the
+    margin path); the max over the columns it holds of each query block, > 0. In the 8-bit MMA
+    accumulator of 4 warps a thread holds tile rows 64h + 16w + 8j + lane // 4 and columns
+    8c + 2 (lane % 4) + p: one query block per run of BQ // 8 values of c (BQ >= 8); one key block per
+    (h, w) as BK >= 16, or with WARP_BLOCKS (BLOCK_N == 4 * BK) one per w, the rows permuted so that
+    row 64h + 16w + i holds key w * BK + 16h + i. So every max is in-thread.
+    SPLIT: one MMA per 64 keys, so that each sk/qmk load has fewer elements than threads, which Triton
+    loads straight into the accumulator's row layout instead of converting through shared memory."""
     BM: tl.constexpr = QB * BQ
-    val5 = tl.reshape(val, (NH, 4, 2, 8, BM))
-    if WARP_BLOCKS:  # [4, 8, BM]: warp w's keys are block w
-        col_max = tl.max(tl.max(val5, axis=2), axis=0) - t_row[None, None, :]
+    SUB: tl.constexpr = 64 if SPLIT else BLOCK_N
+    NHS: tl.constexpr = SUB // 64
+    r = tl.arange(0, SUB)
+    if WARP_BLOCKS:
+        for s in tl.static_range(BLOCK_N // SUB):
+            keys = n0 + ((r // 16) % 4) * BK + (s * NHS + r // 64) * 16 + r % 16
+            val = _keys_first_s_hat(q_hat, khat_base, d, sq, sk_base, qmk_base, keys, N, FP8)
+            m = tl.max(tl.max(tl.reshape(val, (NHS, 4, 2, 8, BM)), axis=2), axis=0)        # [4, 8, BM]
+            if s == 0:
+                key_max = m
+            else:
+                key_max = tl.maximum(key_max, m)
+        col_max = key_max - t_row[None, None, :]
         part = tl.max(tl.max(tl.reshape(col_max, (4, 8, QB, BQ // 8, 4, 2)), axis=5), axis=3)   # [4, 8, QB, 4]
-        kb = tl.arange(0, 4)[:, None, None, None] + tl.zeros((4, 8, QB, 4), tl.int32)
+        kb = n0 // BK + tl.arange(0, 4)[:, None, None, None] + tl.zeros((4, 8, QB, 4), tl.int32)
         qb = qg * QB + tl.arange(0, QB)[None, None, :, None] + tl.zeros((4, 8, QB, 4), tl.int32)
-    else:  # [NH, 4, 8, BM]
-        col_max = tl.max(val5, axis=2) - t_row[None, None, None, :]
-        part = tl.max(tl.max(tl.reshape(col_max, (NH, 4, 8, QB, BQ // 8, 4, 2)), axis=6), axis=4)  # [NH, 4, 8, QB, 4]
-        zero = tl.zeros((NH, 4, 8, QB, 4), tl.int32)
-        kb = ((64 * tl.arange(0, NH)[:, None] + 16 * tl.arange(0, 4)[None, :]) // BK)[:, :, None, None, None] + zero
-        qb = qg * QB + tl.arange(0, QB)[None, None, None, :, None] + zero
-    ok = (qb < NQB) & (c0 + kb < NKB)
-    _set_flags(mask_row + c0 + qb * NKB + kb, (part > 0) & ok, INTERPRET)
+        _set_flags(mask_row + qb * NKB + kb, (part > 0) & (qb < NQB) & (kb < NKB), INTERPRET)
+    else:
+        for s in tl.static_range(BLOCK_N // SUB):
+            keys = n0 + s * SUB + r
+            val = _keys_first_s_hat(q_hat, khat_base, d, sq, sk_base, qmk_base, keys, N, FP8)
+            col_max = tl.max(tl.reshape(val, (NHS, 4, 2, 8, BM)), axis=2) - t_row[None, None, None, :]
+            part = tl.max(tl.max(tl.reshape(col_max, (NHS, 4, 8, QB, BQ // 8, 4, 2)), axis=6), axis=4)
+            zero = tl.zeros((NHS, 4, 8, QB, 4), tl.int32)                                   # [NHS, 4, 8, QB, 4]
+            rows = s * SUB + 64 * tl.arange(0, NHS)[:, None] + 16 * tl.arange(0, 4)[None, :]
+            kb = (n0 + rows) // BK
+            kb = kb[:, :, None, None, None] + zero
+            qb = qg * QB + tl.arange(0, QB)[None, None, None, :, None] + zero
+            _set_flags(mask_row + qb * NKB + kb, (part > 0) & (qb < NQB) & (kb < NKB), INTERPRET)
 
 
 @triton.jit
@@ -184,7 +196,7 @@ def _select_kernel(
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr, ROW_STRIDE: tl.constexpr,
     BLOCK_N: tl.constexpr, STATS_N: tl.constexpr, FILL_NB: tl.constexpr, WRITE_MARGIN: tl.constexpr,
     INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr, FP8: tl.constexpr,
-    WARP_BLOCKS: tl.constexpr,
+    WARP_BLOCKS: tl.constexpr, SPLIT: tl.constexpr,
 ):
     BQS: tl.constexpr = BQ // ROW_STRIDE      # estimated rows per query block
     BLOCK_M: tl.constexpr = QB * BQS
@@ -270,10 +282,8 @@ def _select_kernel(
         tl.debug_barrier()
     for n0 in range(0, cand_end, BLOCK_N):
         if EPI == 3:
-            keys = _keys_first_order(n0, BLOCK_N, BK, WARP_BLOCKS)
-            acc = _estimate_dot_keys_first(q_hat, khat_base, keys, N, d, FP8)
-            _vote_keys_first_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, n0 // BK, NQB, NKB,
-                                      QB, BQS, BLOCK_N, BK, WARP_BLOCKS, INTERPRET)
+            _vote_keys_first_step(q_hat, khat_base, d, sq, t_row, sk_base, qmk_base, n0, N, mask_row, qg, NQB, NKB,
+                                  QB, BQS, BLOCK_N, BK, WARP_BLOCKS, SPLIT, FP8, INTERPRET)
         else:
             keys = n0 + tl.arange(0, BLOCK_N)
             acc = _estimate_dot(q_hat, khat_base, keys, N, d, FP8)
@@ -322,7 +332,7 @@ def _select_kernel(
 # heads_first: launch order; stats_n: keys per step of the sink/local statistics; maxnreg: register cap
 # (None: the compiler's choice). Variants with fewer registers and less shared memory fit more programs
 # per SM. profiler/bench_select.py times them; all give the same mask.
-_TILE = dict(qb=2, block_n=128, warps=4, stages=3, epi=2, fp8=True, heads_first=False, stats_n=64, maxnreg=None, warp_blocks=False)
+_TILE = dict(qb=2, block_n=128, warps=4, stages=3, epi=2, fp8=True, heads_first=False, stats_n=64, maxnreg=None, warp_blocks=False, split=False)
 SELECT_CONFIGS = {
     "default": _TILE,
     "int8": {**_TILE, "fp8": False},
@@ -353,6 +363,8 @@ SELECT_CONFIGS = {
     "kf_r168": {**_TILE, "epi": 3, "stats_n": 32, "maxnreg": 168},
     "kf_wb": {**_TILE, "epi": 3, "warp_blocks": True},
     "kf_wb_s32": {**_TILE, "epi": 3, "warp_blocks": True, "stats_n": 32},
+    "kf_wb_split": {**_TILE, "epi": 3, "warp_blocks": True, "split": True},
+    "kf_split": {**_TILE, "epi": 3, "split": True},
 }
 # Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
 PROBE_CONFIGS = {"probe_int_max": {**_TILE, "fp8": False, "epi": 4}, "probe_dot_only": {**_TILE, "fp8": False, "epi": 5}}
@@ -383,7 +395,7 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     epi, heads_first, stats_n, maxnreg = cfg["epi"], cfg["heads_first"], cfg["stats_n"], cfg["maxnreg"]
     if interpreting():
         qb_per_prog, num_warps, num_stages, stats_n = min(qb_per_prog, 2), 4, 1, 32
-        block_n = (4 if epi == 3 and cfg["warp_blocks"] else 2) * config.block_k
+        block_n = (4 if epi == 3 and (cfg["warp_blocks"] or cfg["split"]) else 2) * config.block_k
     stride = config.estimate_row_stride
     if stride & (stride - 1):
         raise ValueError(f"SaleConfig.estimate_rows must give a power-of-two row stride for the triton backend, "
@@ -415,7 +427,8 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
         HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, ROW_STRIDE=stride, BLOCK_N=block_n,
         STATS_N=stats_n, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
         WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first,
-        FP8=fp8, WARP_BLOCKS=epi == 3 and cfg["warp_blocks"] and block_n == 4 * config.block_k, num_warps=num_warps,
+        FP8=fp8, WARP_BLOCKS=epi == 3 and cfg["warp_blocks"] and block_n == 4 * config.block_k,
+        SPLIT=epi == 3 and cfg["split"] and block_n > 64, num_warps=num_warps,
         num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     if not interpreting():
         COMPILED_STATS[tile or "default"] = {"n_regs": compiled.n_regs, "n_spills": compiled.n_spills,
