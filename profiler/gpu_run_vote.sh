@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU call (repo root, on the H100), session 7: selection tiles on the same inputs, every tile's mask
 # compared with the default's. Runs 29a/b (NOTES.md) timed the vote variants of commits 80a50de and
-# 8d98f74 (tiles vote0 vote2 vote3 vote4 vote3_n64 ... vote3_fp8 vote3_tma, since removed) this way.
+# 8d98f74 (tiles vote0 vote2 vote3 vote4 vote3_n64 ... vote3_fp8 vote3_tma, since removed) this way, and
+# session 8's runs 30a/c/e the 8-warp and keys-first tiles (TILES="default kf kf_wb ...", NOTES.md).
 #   OUT=dir [LENGTHS="16384 32768 65536 131072"] [TILES="..."] bash profiler/gpu_run_vote.sh
 set -uo pipefail
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1

@@ -242,8 +242,9 @@ def test_speedup_at_matched_error_interpolates_along_each_option():
 def test_sass_loop_compiles_for_hopper_without_a_gpu():
     """The select kernel's estimate loop compiled for sm_90 by Triton's bundled ptxas: one 8-bit
     tensor-core loop whose per-thread work covers the 128 x 128 tile's 128 elements per thread. The
-    default (fp8 operands, vote epilogue) converts no integer and reduces nothing across lanes: each
-    thread stores its own flags; tile int8 converts each int32 sum once."""
+    default (fp8 operands, the vote keys first) converts no integer and reduces nothing across lanes:
+    each thread stores its own flags, one per query block it holds; tile int8 (the vote rows first)
+    converts each int32 sum once."""
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

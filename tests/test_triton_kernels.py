@@ -47,7 +47,9 @@ def check_select(q, k, taus, cfg):
                           device=q.device)
     mask, margin, kept = select_triton(q, k, tau, cfg.replace(backend="triton"), quant, return_margin=True,
                                        return_kept=True)
-    for tile in ("default", "int8"):  # without margins the kernel runs the vote epilogue: the very same flags
+    # without margins the kernel runs the vote (keys first by default, rows first in tiles rows and int8):
+    # the very same flags
+    for tile in ("default", "kf_split", "kf_in_order", "rows", "int8"):
         assert torch.equal(select_triton(q, k, tau, cfg.replace(backend="triton"), quant, tile=tile)[0], mask), tile
     differ = mask != mask_ref
     ties = differ & (margin_ref.abs() < TIE)
@@ -191,7 +193,7 @@ def test_attend_default_falls_back_without_tma_alignment():
         attend_triton(q, k_odd, v, mask, TRITON, tile="default")
 
 
-@pytest.mark.parametrize("tile", ["qb1_s32", "qb1_n64_s32"])
+@pytest.mark.parametrize("tile", ["qb1_s32", "qb1_n64_s32", "kf_n64"])
 def test_select_tiles_give_the_default_mask(tile):
     q, k, _ = inputs(333, 4, 2, 64, seed=6)
     quant = sale.quantize(q, k, TRITON)
@@ -313,7 +315,7 @@ def test_select_on_gpu_writes_every_element():
     assert ((kept.indices >= -1) & (kept.indices < mask.shape[-1])).all()
     assert torch.equal(sale.kept_to_mask(kept), mask)
     assert not torch.isnan(margin).any()
-    for tile in ("default", "int8"):  # the vote epilogue (no margins) sets flags in rows it clears itself
+    for tile in ("default", "kf_split", "rows", "int8"):  # the votes (no margins) set flags in rows they clear
         junk = torch.full((4, 8192 // 64 + 1, 8192 // 32 + 1, 3), 0x5A5A5A5A, dtype=torch.int32, device=DEVICE)
         del junk
         vote_mask, _, vote_kept = select_triton(q, k, tau, TRITON, quant, return_kept=True, tile=tile)

@@ -6,8 +6,10 @@ ROW_STRIDE-th row (rows 0, s, 2s, ... of each block): fewer rows per block, more
    minus q_i . k_mean in float32, so the inputs stay exact), online as in flash attention.
 2. t_i = m_i + ln(tau * l_i) / scale.
 3. Over the candidate key tiles only (keys before the last query block's local window), the 4-bit
-   estimate on 8-bit tensor cores: s_hat = int8 dot * sq_i * sk_j + qmk_j, minus t_i, max over each
-   block_q x block_k tile, > 0 keeps the block.
+   estimate on 8-bit tensor cores: s_hat = dot * sq_i * sk_j + qmk_j; a block is kept iff some
+   s_hat_ij in it exceeds t_i. The default computes each tile keys first ([keys, rows], so the per-key
+   sk_j, qmk_j are per accumulator row and sq_i, t_i loop-invariant per column) and each thread sets the
+   flags of the blocks it holds (the vote); return_margin keeps max(s_hat - t) per block instead.
 4. A pass over the whole row sets keep = always | (candidate & estimate), and writes the bool mask
    row and the compact kept list (ascending indices, -1 padding) whole: no element is left unwritten.
 """
@@ -325,49 +327,44 @@ def _select_kernel(
 
 
 # Tile configurations kept as data. qb: query blocks per program (BLOCK_M = qb * block_q rows); block_n:
-# keys per estimate step; epi: estimate epilogue (2: the vote, each thread sets the flags of its own rows;
-# 1: the max over each row's keys, t_i subtracted once per (row, block), max over rows; 0: s_hat - t per
-# element, then both maxima; all the same mask, and 1 also gives the margins, so return_margin uses it);
-# fp8: q_hat and k_hat as e4m3 (exact for [-7, 7]), float32 sums, no int-to-float conversion;
-# heads_first: launch order; stats_n: keys per step of the sink/local statistics; maxnreg: register cap
-# (None: the compiler's choice). Variants with fewer registers and less shared memory fit more programs
-# per SM. profiler/bench_select.py times them; all give the same mask.
-_TILE = dict(qb=2, block_n=128, warps=4, stages=3, epi=2, fp8=True, heads_first=False, stats_n=64, maxnreg=None, warp_blocks=False, split=False)
+# keys per estimate step; epi: estimate epilogue (3: the vote keys first, the K tile as the MMA's A
+# operand, each thread setting the flags of the (query block, key block) pairs it holds; 2: the same vote
+# rows first; 1: the max over each row's keys, t_i subtracted once per (row, block), max over rows; 0:
+# s_hat - t per element, then both maxima; all the same mask, and 1 also gives the margins, so
+# return_margin uses it); warp_blocks: (epi 3, block_n == 4 * block_k) each warp holds one whole key
+# block; split: (epi 3) one MMA per 64 keys; fp8: q_hat and k_hat as e4m3 (exact for [-7, 7]), float32
+# sums, no int-to-float conversion; heads_first: launch order; stats_n: keys per step of the sink/local
+# statistics; maxnreg: register cap (None: the compiler's choice). Variants with fewer registers and
+# less shared memory fit more programs per SM. profiler/bench_select.py times them; all give the same mask.
+_ROWS_FIRST = dict(qb=2, block_n=128, warps=4, stages=3, epi=2, fp8=True, heads_first=False, stats_n=64,
+                   maxnreg=None, warp_blocks=False, split=False)               # session 7's default
+_TILE = {**_ROWS_FIRST, "epi": 3, "warp_blocks": True}
 SELECT_CONFIGS = {
     "default": _TILE,
-    "int8": {**_TILE, "fp8": False},
-    "epi1": {**_TILE, "fp8": False, "epi": 1},      # the default of sessions 1-6
-    "epi0": {**_TILE, "fp8": False, "epi": 0},
-    "qb1": {**_TILE, "qb": 1},
-    "heads_first": {**_TILE, "heads_first": True},
-    "s4": {**_TILE, "stages": 4},
-    "n64": {**_TILE, "block_n": 64},
-    "qb1_s32": {**_TILE, "qb": 1, "stats_n": 32},                                   # 3 programs per SM
-    "qb1_s32_st2_r128": {**_TILE, "qb": 1, "stats_n": 32, "stages": 2, "maxnreg": 128},  # 4 per SM
-    "qb1_n64_s32": {**_TILE, "qb": 1, "block_n": 64, "stats_n": 32},                # 4 per SM
-    "qb2_s32": {**_TILE, "stats_n": 32},
-    "n64_s32_r168": {**_TILE, "block_n": 64, "stats_n": 32, "maxnreg": 168},         # 3 per SM
-    "w8": {**_TILE, "warps": 8},
-    "w8_n64": {**_TILE, "warps": 8, "block_n": 64, "stats_n": 32},
-    "w8_n64_r128": {**_TILE, "warps": 8, "block_n": 64, "stats_n": 32, "maxnreg": 128},
-    "w8_qb4_n64": {**_TILE, "warps": 8, "qb": 4, "block_n": 64, "stats_n": 32},
-    "w8_qb4": {**_TILE, "warps": 8, "qb": 4, "stats_n": 32},
-    "w8_r128": {**_TILE, "warps": 8, "stats_n": 32, "maxnreg": 128},
-    "w16_qb4_n64": {**_TILE, "warps": 16, "qb": 4, "block_n": 64, "stats_n": 32},
-    "w8_n64_s4": {**_TILE, "warps": 8, "block_n": 64, "stats_n": 32, "stages": 4},
-    "w4_n64": {**_TILE, "block_n": 64, "stats_n": 32},
-    "kf": {**_TILE, "epi": 3},
-    "kf_n64": {**_TILE, "epi": 3, "block_n": 64, "stats_n": 32},
-    "kf_int8": {**_TILE, "epi": 3, "fp8": False},
-    "kf_n64_s4": {**_TILE, "epi": 3, "block_n": 64, "stats_n": 32, "stages": 4},
-    "kf_r168": {**_TILE, "epi": 3, "stats_n": 32, "maxnreg": 168},
-    "kf_wb": {**_TILE, "epi": 3, "warp_blocks": True},
-    "kf_wb_s32": {**_TILE, "epi": 3, "warp_blocks": True, "stats_n": 32},
-    "kf_wb_split": {**_TILE, "epi": 3, "warp_blocks": True, "split": True},
-    "kf_split": {**_TILE, "epi": 3, "split": True},
+    "kf_split": {**_TILE, "split": True},
+    "kf_in_order": {**_TILE, "warp_blocks": False},
+    "kf_n64": {**_TILE, "warp_blocks": False, "block_n": 64, "stats_n": 32},      # 3 programs per SM
+    "rows": _ROWS_FIRST,
+    "int8": {**_ROWS_FIRST, "fp8": False},
+    "epi1": {**_ROWS_FIRST, "fp8": False, "epi": 1},      # the default of sessions 1-6
+    "epi0": {**_ROWS_FIRST, "fp8": False, "epi": 0},
+    "qb1": {**_ROWS_FIRST, "qb": 1},
+    "heads_first": {**_ROWS_FIRST, "heads_first": True},
+    "s4": {**_ROWS_FIRST, "stages": 4},
+    "n64": {**_ROWS_FIRST, "block_n": 64},
+    "qb1_s32": {**_ROWS_FIRST, "qb": 1, "stats_n": 32},                                   # 3 programs per SM
+    "qb1_s32_st2_r128": {**_ROWS_FIRST, "qb": 1, "stats_n": 32, "stages": 2, "maxnreg": 128},  # 4 per SM
+    "qb1_n64_s32": {**_ROWS_FIRST, "qb": 1, "block_n": 64, "stats_n": 32},                # 4 per SM
+    "qb2_s32": {**_ROWS_FIRST, "stats_n": 32},
+    "n64_s32_r168": {**_ROWS_FIRST, "block_n": 64, "stats_n": 32, "maxnreg": 168},         # 3 per SM
+    "w8": {**_ROWS_FIRST, "warps": 8},                                                     # run 30a
+    "w8_n64": {**_ROWS_FIRST, "warps": 8, "block_n": 64, "stats_n": 32},
+    "w8_qb4_n64": {**_ROWS_FIRST, "warps": 8, "qb": 4, "block_n": 64, "stats_n": 32},
+    "w16_qb4_n64": {**_ROWS_FIRST, "warps": 16, "qb": 4, "block_n": 64, "stats_n": 32},
 }
 # Ablation probes (wrong masks, timing only): the plain port's int-max epilogue, and the dot alone.
-PROBE_CONFIGS = {"probe_int_max": {**_TILE, "fp8": False, "epi": 4}, "probe_dot_only": {**_TILE, "fp8": False, "epi": 5}}
+PROBE_CONFIGS = {"probe_int_max": {**_ROWS_FIRST, "fp8": False, "epi": 4},
+                 "probe_dot_only": {**_ROWS_FIRST, "fp8": False, "epi": 5}}
 # Registers, spills and shared memory of the last compiled launch of each configuration.
 COMPILED_STATS: dict = {}
 
