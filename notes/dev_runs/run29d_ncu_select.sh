@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run 29d (NOTES.md): Nsight Compute on one launch of the selection kernel at 16K (Llama-3.1-8B shapes),
 # the vote default (fp8) against epi1 (sessions 1-6): pipe utilization, issue activity and the stall
-# reasons per issued instruction.   OUT=dir bash notes/dev_runs/run29d_ncu_select.sh
+# reasons per issued instruction.   OUT=dir [TILES="default epi1"] bash notes/dev_runs/run29d_ncu_select.sh
+# Run 30d (session 8) is TILES="kf_wb default" at tree cd9d4c9 (kf_wb: the keys-first vote, now the default).
 set -uo pipefail
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-/tmp/sale_out}; mkdir -p "$OUT"
-for TILE in default epi1; do
+for TILE in ${TILES:-default epi1}; do
   ncu --clock-control none --target-processes all -k regex:_select_kernel -s 1 -c 1 \
     --section SpeedOfLight --section Occupancy --section SchedulerStats --section WarpStateStats \
     --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active" \

@@ -4,23 +4,19 @@ L = sq_i * (skmin or skmax) * imax + qmkmin from below. A warp's 16 rows x 1 key
 some row has L > t_i (kept) or every row has U <= t_i (not kept); a warp tile (16 rows x 4 key blocks)
 or a CTA tile (128 rows x 4 key blocks) whose blocks are all decided could skip the exact epilogue.
     python3 notes/dev_runs/run30b_two_sided_bound.py [N]      (repo root, CPU)"""
+import os
 import sys
+
 import torch
+
 sys.path.insert(0, ".")
-import sale
-from sale.reference import _grouped, quantize_reference, row_statistics, row_thresholds
-from sale.workloads import make_qkv
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sale  # noqa: E402
+from sale.reference import row_thresholds  # noqa: E402
+from run23_int_max_bound import estimate_terms  # noqa: E402
+
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 4096
-q, k, v = make_qkv("structured", 1, 8, 2, N, 128, torch.float32, "cpu", seed=N)
-cfg = sale.SaleConfig()
-quant = quantize_reference(q, k, cfg)
-scale = cfg.scale_for(128)
-m, l = row_statistics(q, k, quant.k_mean, cfg, slice(0, N))
-qh = _grouped(quant.q_hat.float(), 2)
-dot = (qh @ quant.k_hat.float()[:, :, None].transpose(-1, -2)).flatten(1, 2)
-sq = quant.q_scale.float()[..., None]
-sk = quant.k_scale.float().repeat_interleave(4, 1)[:, :, None, :]
-qmk = quant.qmk.float()[:, :, None, :]
+cfg, scale, m, l, dot, sq, sk, qmk = estimate_terms(N)
 nkb = N // 32
 imax = dot.view(1, 8, N, nkb, 32).amax(-1)
 skb = sk.view(1, 8, 1, nkb, 32); skmax, skmin = skb.amax(-1), skb.amin(-1)
