@@ -2,7 +2,8 @@
 # Run 29d (NOTES.md): Nsight Compute on one launch of the selection kernel at 16K (Llama-3.1-8B shapes),
 # the vote default (fp8) against epi1 (sessions 1-6): pipe utilization, issue activity and the stall
 # reasons per issued instruction.   OUT=dir [TILES="default epi1"] bash notes/dev_runs/run29d_ncu_select.sh
-# Run 30d (session 8) is TILES="kf_wb default" at tree cd9d4c9 (kf_wb: the keys-first vote, now the default).
+# Run 30d (session 8) ran the same loop over tiles kf_wb and default at tree cd9d4c9, where kf_wb named the
+# keys-first vote (now `default`) and default the rows-first vote (now `rows`): TILES="default rows" today.
 set -uo pipefail
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-/tmp/sale_out}; mkdir -p "$OUT"
