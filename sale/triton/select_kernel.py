@@ -344,9 +344,6 @@ SELECT_CONFIGS = {
     "kf_split": {**_TILE, "split": True},
     "kf_in_order": {**_TILE, "warp_blocks": False},
     "kf_n64": {**_TILE, "warp_blocks": False, "block_n": 64, "stats_n": 32},      # 3 programs per SM
-    "kf_s2": {**_TILE, "stages": 2},
-    "kf_s4": {**_TILE, "stages": 4},
-    "kf_heads_first": {**_TILE, "heads_first": True},
     "rows": _ROWS_FIRST,
     "int8": {**_ROWS_FIRST, "fp8": False},
     "epi1": {**_ROWS_FIRST, "fp8": False, "epi": 1},      # the default of sessions 1-6
