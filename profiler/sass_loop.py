@@ -50,14 +50,13 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     if kernel == "select":
-        from sale.triton.select_kernel import PROBE_CONFIGS, SELECT_CONFIGS, _select_kernel as fn
+        from sale.triton.select_kernel import PROBE_CONFIGS, SELECT_CONFIGS, keys_first_options, _select_kernel as fn
         cfg = {**SELECT_CONFIGS, **PROBE_CONFIGS}[tile]
         stride = 64 // estimate_rows if estimate_rows else 1
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, QB=cfg["qb"] * stride, ROW_STRIDE=stride,
                           BLOCK_N=cfg["block_n"], STATS_N=cfg["stats_n"], FILL_NB=64, WRITE_MARGIN=False,
                           INTERPRET=False, EPI=cfg["epi"], HEADS_FIRST=cfg["heads_first"], SINK_BLOCKS=1,
-                          FP8=cfg["fp8"], WARP_BLOCKS=cfg["epi"] == 3 and cfg["warp_blocks"] and cfg["block_n"] == 128,
-                          SPLIT=cfg["epi"] == 3 and cfg["split"] and cfg["block_n"] > 64)
+                          FP8=cfg["fp8"], **keys_first_options(cfg, cfg["epi"], cfg["block_n"], 32))
         pointers = dict(q_ptr="*bf16", k_ptr="*bf16", qhat_ptr="*i8", khat_ptr="*fp8e4nv" if cfg["fp8"] else "*i8", mask_ptr="*i8",
                         counts_ptr="*i32", idx_ptr="*i32")
     elif kernel == "attend" and tile in _split_tiles():

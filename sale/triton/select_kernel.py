@@ -42,36 +42,36 @@ def _local_start_key(first_row, WINDOW, BK: tl.constexpr):
 
 
 @triton.jit
-def _estimate_dot(q_hat, khat_base, keys, N, d, FP8: tl.constexpr):
-    """The integer dot products <q_hat_i, k_hat_j> of one key tile on 8-bit tensor cores: int32, or with
-    FP8 (operands in e4m3, which holds every integer in [-7, 7]) float32, equal to the integer."""
+def _estimate_dot(q_hat, khat_base, keys, N, d, FP8: tl.constexpr, KEYS_FIRST: tl.constexpr = False):
+    """The integer dot products <q_hat_i, k_hat_j> of one key tile on 8-bit tensor cores, [rows, keys] or
+    with KEYS_FIRST [keys, rows] (the K tile as the MMA's A operand): int32, or with FP8 (operands in
+    e4m3, which holds every integer in [-7, 7]) float32, equal to the integer."""
     ptrs = khat_base + keys[:, None] * q_hat.shape[1] + d[None, :]
     if FP8:  # no `other`: keys past N only reach the last, partial key block, never a candidate
-        acc = tl.dot(q_hat, tl.trans(tl.load(ptrs, mask=(keys < N)[:, None])), out_dtype=tl.float32)
+        k_hat = tl.load(ptrs, mask=(keys < N)[:, None])
+        out_dtype: tl.constexpr = tl.float32
     else:
-        acc = tl.dot(q_hat, tl.trans(tl.load(ptrs, mask=(keys < N)[:, None], other=0)), out_dtype=tl.int32)
+        k_hat = tl.load(ptrs, mask=(keys < N)[:, None], other=0)
+        out_dtype: tl.constexpr = tl.int32
+    if KEYS_FIRST:
+        acc = tl.dot(k_hat, tl.trans(q_hat), out_dtype=out_dtype)
+    else:
+        acc = tl.dot(q_hat, tl.trans(k_hat), out_dtype=out_dtype)
     return acc
 
 
 @triton.jit
-def _estimate_dot_keys_first(q_hat, khat_base, keys, N, d, FP8: tl.constexpr):
-    """_estimate_dot transposed, [keys, rows]: the K tile is the MMA's A operand, so the per-key sk_j and
-    qmk_j are per-row values of the accumulator and the per-query sq_i and t_i per-column ones."""
-    ptrs = khat_base + keys[:, None] * q_hat.shape[1] + d[None, :]
-    if FP8:
-        acc = tl.dot(tl.load(ptrs, mask=(keys < N)[:, None]), tl.trans(q_hat), out_dtype=tl.float32)
-    else:
-        acc = tl.dot(tl.load(ptrs, mask=(keys < N)[:, None], other=0), tl.trans(q_hat), out_dtype=tl.int32)
-    return acc
-
-
-@triton.jit
-def _s_hat(acc, sq, sk_base, qmk_base, keys, N):
-    """s_hat = dot * sq_i * sk_j + qmk_j in float32, in the reference's order of operations, [rows, keys]."""
+def _s_hat(acc, sq, sk_base, qmk_base, keys, N, KEYS_FIRST: tl.constexpr = False):
+    """s_hat = dot * sq_i * sk_j + qmk_j in float32, in the reference's order of operations, [rows, keys]
+    or with KEYS_FIRST [keys, rows]."""
     kv_ok = keys < N
     sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
     qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
-    return acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :]
+    if KEYS_FIRST:
+        val = acc.to(tl.float32) * sq[None, :] * sk[:, None] + qmk[:, None]
+    else:
+        val = acc.to(tl.float32) * sq[:, None] * sk[None, :] + qmk[None, :]
+    return val
 
 
 @triton.jit
@@ -133,16 +133,6 @@ def _vote_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, c0,
 
 
 @triton.jit
-def _keys_first_s_hat(q_hat, khat_base, d, sq, sk_base, qmk_base, keys, N, FP8: tl.constexpr):
-    """s_hat of the keys-first tile [keys, rows]: the same float operations as _s_hat, transposed."""
-    acc = _estimate_dot_keys_first(q_hat, khat_base, keys, N, d, FP8)
-    kv_ok = keys < N
-    sk = tl.load(sk_base + keys, mask=kv_ok, other=0.0)
-    qmk = tl.load(qmk_base + keys, mask=kv_ok, other=0.0)
-    return acc.to(tl.float32) * sq[None, :] * sk[:, None] + qmk[:, None]
-
-
-@triton.jit
 def _vote_keys_first_step(q_hat, khat_base, d, sq, t_row, sk_base, qmk_base, n0, N, mask_row, qg, NQB, NKB,
                           QB: tl.constexpr, BQ: tl.constexpr, BLOCK_N: tl.constexpr, BK: tl.constexpr,
                           WARP_BLOCKS: tl.constexpr, SPLIT: tl.constexpr, FP8: tl.constexpr, INTERPRET: tl.constexpr):
@@ -164,7 +154,7 @@ def _vote_keys_first_step(q_hat, khat_base, d, sq, t_row, sk_base, qmk_base, n0,
     if WARP_BLOCKS:
         for s in tl.static_range(BLOCK_N // SUB):
             keys = n0 + ((r // 16) % 4) * BK + (s * NHS + r // 64) * 16 + r % 16
-            val = _keys_first_s_hat(q_hat, khat_base, d, sq, sk_base, qmk_base, keys, N, FP8)
+            val = _s_hat(_estimate_dot(q_hat, khat_base, keys, N, d, FP8, True), sq, sk_base, qmk_base, keys, N, True)
             m = tl.max(tl.max(tl.reshape(val, (NHS, 4, 2, 8, BM)), axis=2), axis=0)        # [4, 8, BM]
             if s == 0:
                 key_max = m
@@ -178,7 +168,7 @@ def _vote_keys_first_step(q_hat, khat_base, d, sq, t_row, sk_base, qmk_base, n0,
     else:
         for s in tl.static_range(BLOCK_N // SUB):
             keys = n0 + s * SUB + r
-            val = _keys_first_s_hat(q_hat, khat_base, d, sq, sk_base, qmk_base, keys, N, FP8)
+            val = _s_hat(_estimate_dot(q_hat, khat_base, keys, N, d, FP8, True), sq, sk_base, qmk_base, keys, N, True)
             col_max = tl.max(tl.reshape(val, (NHS, 4, 2, 8, BM)), axis=2) - t_row[None, None, None, :]
             part = tl.max(tl.max(tl.reshape(col_max, (NHS, 4, 8, QB, BQ // 8, 4, 2)), axis=6), axis=4)
             zero = tl.zeros((NHS, 4, 8, QB, 4), tl.int32)                                   # [NHS, 4, 8, QB, 4]
@@ -369,6 +359,13 @@ PROBE_CONFIGS = {"probe_int_max": {**_ROWS_FIRST, "fp8": False, "epi": 4},
 COMPILED_STATS: dict = {}
 
 
+def keys_first_options(cfg: dict, epi: int, block_n: int, block_k: int) -> dict:
+    """The keys-first constexprs of tile cfg at this launch: WARP_BLOCKS needs block_n == 4 * block_k,
+    SPLIT more than 64 keys per step; both only with the keys-first vote (epi 3)."""
+    return {"WARP_BLOCKS": epi == 3 and cfg["warp_blocks"] and block_n == 4 * block_k,
+            "SPLIT": epi == 3 and cfg["split"] and block_n > 64}
+
+
 def _check_tile(config, block_n: int):
     bq, bk = config.block_q, config.block_k
     for name, value in (("block_q", bq), ("block_k", bk)):
@@ -424,8 +421,7 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
         HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, QB=qb_per_prog, ROW_STRIDE=stride, BLOCK_N=block_n,
         STATS_N=stats_n, FILL_NB=pow2(min(64, nkb)) if not interpreting() else 16,
         WRITE_MARGIN=return_margin, INTERPRET=interpreting(), EPI=epi, HEADS_FIRST=heads_first,
-        FP8=fp8, WARP_BLOCKS=epi == 3 and cfg["warp_blocks"] and block_n == 4 * config.block_k,
-        SPLIT=epi == 3 and cfg["split"] and block_n > 64, num_warps=num_warps,
+        FP8=fp8, **keys_first_options(cfg, epi, block_n, config.block_k), num_warps=num_warps,
         num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     if not interpreting():
         COMPILED_STATS[tile or "default"] = {"n_regs": compiled.n_regs, "n_spills": compiled.n_spills,
