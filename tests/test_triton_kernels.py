@@ -338,6 +338,28 @@ def plain_rows_error(q, k, v, mask, rows):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("n, hq, hkv, d, batch", [(1, 2, 1, 64, 1), (97, 4, 2, 64, 2), (300, 2, 2, 128, 1),
+                                                  (999, 2, 1, 64, 1), (4099, 8, 2, 128, 2)])
+@pytest.mark.parametrize("tile", ["gluon", "gluon_ws"])
+def test_attend_gluon_matches_reference_on_random_masks(n, hq, hkv, d, batch, tile):
+    """The Gluon computation pass (Hopper only) on random masks: rows with 0 to many lone blocks, odd and even,
+    full pairs and tail pairs; empty rows apart from the always-computed blocks; a mask with no diagonal
+    (rows with no key at all are written as zeros); B > 1 and GQA."""
+    q, k, v = inputs(n, hq, hkv, d, seed=n + 7, batch=batch)
+    cfg = sale.SaleConfig()
+    g = torch.Generator().manual_seed(n)
+    drawn = (torch.rand(batch, hq, num_blocks(n, 64), num_blocks(n, 32), generator=g) < 0.3).to(DEVICE)
+    always = sale.always_computed_blocks(n, cfg, DEVICE).expand(batch, hq, -1, -1)
+    for mask in (drawn | always, always.contiguous(), drawn):
+        ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
+        out = torch.full_like(q, math.nan)  # poison: every row must be written
+        out.copy_(attend_triton(q, k, v, mask, TRITON, tile=tile))
+        assert torch.isfinite(out).all()
+        bound = low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
+        assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16381, 4, 1, 64), (32768, 4, 2, 128)])
 def test_attend_on_gpu(n, hq, hkv, d):
     q, k, v = inputs(n, hq, hkv, d, seed=13)

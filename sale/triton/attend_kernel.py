@@ -359,6 +359,12 @@ ATTEND_CONFIGS = {
     "tb1_r128": {**_TB1, "maxnreg": 128},
     "tb4_w4": {**_TB2, "tb": 4},
     "tb4_w8": {**_TB2, "tb": 4, "warps": 8},
+    # the split form's steps in Gluon (attend_gluon.py): every step a 64-key TMA tile, the softmax of step t
+    # under step t-1's p . v on the tensor cores; 64-row blocks, exact q . k, Hopper only
+    "gluon": {**_SPLIT, "gluon": True},
+    # the same with a producer warp issuing the copies (gl.warp_specialize; 1 program per SM: the consumer
+    # warpgroup takes 256 registers), 4 stages
+    "gluon_ws": {**_SPLIT, "gluon": True, "stages": 4, "warp_specialize": True, "maxnreg": 168},
     # the default for 128-row mask blocks until run 28 (128-key gathered tiles on two warpgroups, runs 20-21);
     # the split form is 5-12% faster there from 64K (run 28d)
     "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
@@ -403,6 +409,12 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
     cfg = ATTEND_CONFIGS[tile]
     if config.int8_qk:
         qk8 = INT8_CONVERSIONS[cfg.get("int8_convert", "i2f")]
+    if cfg.get("gluon"):
+        if config.int8_qk or interpreting():
+            raise ValueError("tile 'gluon' runs exact q . k on a Hopper GPU only (no int8_qk, no interpreter)")
+        from .attend_gluon import attend_steps_gluon
+        return attend_steps_gluon(q, k, v, kept_to_steps(kept, config), config, stages=cfg["stages"],
+                                  warp_specialize=cfg.get("warp_specialize", False), maxnreg=cfg["maxnreg"])
     if cfg.get("split"):
         return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg, qk8, scales, out_dtype=v.dtype)
     tb, heads_first, maxnreg = cfg["tb"], cfg["heads_first"], cfg["maxnreg"]
