@@ -3,6 +3,7 @@ and the opcode histogram of the loop around its first 8-bit (or any) tensor-core
 
     python -m profiler sass-loop --kernel select [--tile default] [--estimate-rows 16] [--out DIR]
     python -m profiler sass-loop --kernel attend --tile gathered
+    python -m profiler sass-loop --kernel attend --tile gluon      (the Gluon computation pass)
 
 It compiles the project's Triton kernel for sm_90a with the installed Triton's bundled ptxas (no
 driver needed), with the same constexprs and alignment assumptions as a launch on Llama-3.1-8B shapes,
@@ -59,6 +60,8 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
                           FP8=cfg["fp8"], **keys_first_options(cfg, cfg["epi"], cfg["block_n"], 32))
         pointers = dict(q_ptr="*bf16", k_ptr="*bf16", qhat_ptr="*i8", khat_ptr="*fp8e4nv" if cfg["fp8"] else "*i8", mask_ptr="*i8",
                         counts_ptr="*i32", idx_ptr="*i32")
+    elif kernel == "attend" and tile in _gluon_tiles():
+        return _compile_gluon_attend(tile, head_dim)
     elif kernel == "attend" and tile in _split_tiles():
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_steps_kernel as fn
         cfg = ATTEND_CONFIGS[tile]
@@ -90,6 +93,31 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
 def _qk8(cfg: dict, int8_qk: bool) -> int:
     from sale.triton.attend_kernel import INT8_CONVERSIONS
     return INT8_CONVERSIONS[cfg.get("int8_convert", "i2f")] if int8_qk else 0
+
+
+def _gluon_tiles() -> set:
+    from sale.triton.attend_kernel import ATTEND_CONFIGS
+    return {name for name, cfg in ATTEND_CONFIGS.items() if cfg.get("gluon")}
+
+
+def _compile_gluon_attend(tile: str, head_dim: int):
+    """The Gluon computation pass (attend_gluon.py) for sm_90, as attend_steps_gluon launches it."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from sale.triton.attend_gluon import _attend_gluon_kernel as fn
+    from sale.triton.attend_kernel import ATTEND_CONFIGS
+    cfg = ATTEND_CONFIGS[tile]
+    box = [1, 1, 32, 64]
+    desc = f"tensordesc<bf16[{','.join(map(str, box))}],{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
+    constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, STAGES=cfg["stages"], WS=cfg.get("warp_specialize", False),
+                      WS_REGS=40, num_warps=4)
+    sig, attrs = _signature(fn, constexprs, dict(q_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32", steps_ptr="*i32",
+                                                desc_k=desc, desc_v=desc))
+    options = {"num_warps": 4, **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {})}
+    return triton.compile(GluonASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 128),
+                          options=options), options
 
 
 def _split_tiles() -> set:
@@ -155,7 +183,10 @@ def main(argv=None):
             f.write(sass)
     regs = re.search(r"REG:(\d+)", usage)
     stack = re.search(r"STACK:(\d+)", usage)
-    hist = loop_histogram(sass, args.match or ("[IQ]GMMA" if args.kernel == "select" else "GMMA"))
+    # the Gluon tiles' first GMMA is step 0's, before the loops: count the loop of p . v (A in registers)
+    default_match = ("[IQ]GMMA" if args.kernel == "select" else
+                     r"GMMA\S* R\d+, R\d+," if args.tile in _gluon_tiles() else "GMMA")
+    hist = loop_histogram(sass, args.match or default_match)
     import triton
     print(f"{args.kernel} tile={args.tile} estimate_rows={args.estimate_rows} int8_qk={args.int8_qk} {options} (triton {triton.__version__}, sm_90)")
     print(f"registers {regs.group(1) if regs else '?'}, stack {stack.group(1) if stack else '?'} B, "

@@ -281,6 +281,26 @@ def test_sass_loop_of_the_split_computation_pass():
     assert "FSEL" not in ops
 
 
+def test_sass_loop_of_the_gluon_computation_pass():
+    """The Gluon computation pass (attend_gluon.py) compiles for sm_90 without a GPU. Its pipelined loop issues
+    q . k (8 MMAs of 64 x 64 x 16) and p . v (4 of 64 x 128 x 16, p from registers) per 64-key step; without
+    warp specialization the same warps issue the step's 8 TMA copies (two 32-key blocks x two 64-column chunks,
+    K and V), with warp specialization none are left in the consumers' loop."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ops = {}
+    for tile in ("gluon", "gluon_ws"):
+        run = subprocess.run([sys.executable, "-m", "profiler", "sass-loop", "--kernel", "attend", "--tile", tile],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "stack 0 B" in run.stdout          # no spills
+        ops[tile] = {k: int(v) for k, v in (item.split(":") for item in run.stdout.strip().splitlines()[-1].split())}
+    assert ops["gluon"]["HGMMA"] == 12 and ops["gluon"]["UTMALDG"] == 8
+    assert ops["gluon_ws"]["HGMMA"] == 12 and "UTMALDG" not in ops["gluon_ws"]
+
+
 def test_sweep_records_block_q_and_the_matched_error_table_keeps_configurations_apart(tmp_path):
     from profiler.analysis import speedup_at_matched_error
     path = tmp_path / "bq.jsonl"

@@ -360,10 +360,11 @@ ATTEND_CONFIGS = {
     "tb4_w4": {**_TB2, "tb": 4},
     "tb4_w8": {**_TB2, "tb": 4, "warps": 8},
     # the split form's steps in Gluon (attend_gluon.py): every step a 64-key TMA tile, the softmax of step t
-    # under step t-1's p . v on the tensor cores; 64-row blocks, exact q . k, Hopper only
+    # under step t-1's p . v on the tensor cores; 64-row blocks, exact q . k, Hopper only. 2 programs per SM.
+    # 11-14% slower than the default at density 1, 1-8% at 0.1 (run 31)
     "gluon": {**_SPLIT, "gluon": True},
     # the same with a producer warp issuing the copies (gl.warp_specialize; 1 program per SM: the consumer
-    # warpgroup takes 256 registers), 4 stages
+    # warpgroup takes 256 registers), 4 stages; 17-19% slower than the default at density 1 (run 31)
     "gluon_ws": {**_SPLIT, "gluon": True, "stages": 4, "warp_specialize": True, "maxnreg": 168},
     # the default for 128-row mask blocks until run 28 (128-key gathered tiles on two warpgroups, runs 20-21);
     # the split form is 5-12% faster there from 64K (run 28d)
