@@ -20,11 +20,11 @@ rows first, 4 warps (one warpgroup of 64 rows). With WS a fifth warp (gl.warp_sp
 and the consumers release each stage through a second mbarrier ring. Gluon compiles for a GPU only: not in
 the interpreter (CI compiles it for sm_90: ``python -m profiler sass-loop --kernel attend --tile gluon``).
 
-Measured (NOTES.md, run 31): correct on the H100, but slower than the Triton split form at every density:
-Triton 3.6 already overlaps p . v with the next step's q . k and softmax; without WS, Triton's shared-memory
-analysis puts a CTA barrier before every TMA copy (10 per step, 550 instructions per step); with WS the
-consumer loop is 306 instructions with 2 barriers, but the consumer warpgroup takes 256 registers, so one
-program runs per SM and the tensor cores idle during its softmax. The form that should win is two consumer
+Measured (NOTES.md, run 31): correct on the H100, but slower than the Triton split form at every density.
+Without WS, Triton's shared-memory analysis puts a CTA barrier before every TMA copy (10 per step, 550
+instructions per step against the Triton kernel's 355; both fit 2 programs per SM by shared memory). With WS the consumer
+loop is 306 instructions with 2 barriers, but the consumer warpgroup takes 256 registers, so one program
+runs per SM and nothing hides its softmax but its own p . v. The form that should win is two consumer
 warpgroups (two query blocks) per program fed by one producer warp, FlashAttention-3's ping-pong; not built.
 """
 import math
