@@ -57,16 +57,15 @@ def _step_blocks(t, step_base, back, n_full, n_lp, n_single):
     lone = t - n_full                         # >= 0 past the full pairs
     masked = t - n_full - n_lp                # >= 0 for the masked steps
     odd = n_single & 1
+    is_full = t < n_full
+    is_lp = (lone >= 0) & (lone < n_lp)
+    is_odd = (masked >= 0) & (masked < odd)
     # the code to read: front[t], back[-2 lone], back[-(n_single - 1)] (odd lone), back[-(n_single + i)] (tail)
     back_off = gl.where(lone < n_lp, 2 * lone, gl.where(masked < odd, n_single - 1, n_single + masked - odd))
-    ptr0 = gl.where(t < n_full, step_base + t, back - back_off)
-    code0 = gl.load(ptr0)
-    code1 = gl.load(back - gl.where((t >= n_full) & (lone < n_lp), 2 * lone + 1, 0))
+    code0 = gl.load(gl.where(is_full, step_base + t, back - back_off))
+    code1 = gl.load(back - gl.where(is_lp, 2 * lone + 1, 0))
     lone0 = (code0 >> 2) * 2 + ((code0 & 3) >> 1)   # the block a lone code names
     lone1 = (code1 >> 2) * 2 + ((code1 & 3) >> 1)
-    is_full = t < n_full
-    is_lp = (t >= n_full) & (lone < n_lp)
-    is_odd = (masked >= 0) & (masked < odd)
     blk_a = gl.where(is_full, 2 * code0, gl.where(is_lp | is_odd, lone0, 2 * (code0 >> 2)))
     blk_b = gl.where(is_full, 2 * code0 + 1, gl.where(is_lp, lone1, gl.where(is_odd, lone0, 2 * (code0 >> 2) + 1)))
     flags = gl.where(is_full | is_lp, 3, gl.where(is_odd, 1, code0 & 3))
