@@ -239,23 +239,29 @@ def test_speedup_at_matched_error_interpolates_along_each_option():
         math.log(0.08 / 0.05) / math.log(0.2 / 0.05)))
 
 
+def _sass_loop(*args):
+    """`python -m profiler sass-loop ARGS` without a GPU: its stdout and the hot loop's opcode counts."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-m", "profiler", "sass-loop", *args], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ops = {k: int(v) for k, v in (item.split(":") for item in run.stdout.strip().splitlines()[-1].split())}
+    return run.stdout, ops
+
+
 def test_sass_loop_compiles_for_hopper_without_a_gpu():
     """The select kernel's estimate loop compiled for sm_90 by Triton's bundled ptxas: one 8-bit
     tensor-core loop whose per-thread work covers the 128 x 128 tile's 128 elements per thread. The
     default (fp8 operands, the vote keys first) converts no integer and reduces nothing across lanes:
     each thread stores its own flags, one per query block it holds; tile int8 (the vote rows first)
     converts each int32 sum once."""
-    import subprocess
-    import sys
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ops = {}
     for tile in ("default", "int8"):
-        run = subprocess.run([sys.executable, "-m", "profiler", "sass-loop", "--kernel", "select", "--tile", tile],
-                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
-        assert run.returncode == 0, run.stderr[-2000:]
-        assert "registers" in run.stdout and "hot loop" in run.stdout
-        ops[tile] = {k: int(v) for k, v in (item.split(":") for item in run.stdout.strip().splitlines()[-1].split())}
+        stdout, ops[tile] = _sass_loop("--kernel", "select", "--tile", tile)
+        assert "registers" in stdout and "hot loop" in stdout
     assert ops["default"].get("QGMMA", 0) >= 4                # the fp8 estimate is on tensor cores
     assert "I2FP" not in ops["default"] and "SHFL" not in ops["default"]
     assert ops["default"].get("STG", 0) >= 1                  # the flags, stored by each thread
@@ -268,16 +274,9 @@ def test_sass_loop_of_the_split_computation_pass():
     """The default computation pass (split form) compiled for sm_90: its first loop walks full pairs,
     each step two TMA copies (K and V of 64 keys) and bf16 tensor-core MMAs, and no score is masked
     (the constant flags of a full pair fold away: no FSEL)."""
-    import subprocess
-    import sys
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = subprocess.run([sys.executable, "-m", "profiler", "sass-loop", "--kernel", "attend"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    ops = dict(item.split(":") for item in run.stdout.strip().splitlines()[-1].split())
-    assert int(ops["UTMALDG"]) == 2
-    assert int(ops["HGMMA"]) >= 8
+    _, ops = _sass_loop("--kernel", "attend")
+    assert ops["UTMALDG"] == 2
+    assert ops["HGMMA"] >= 8
     assert "FSEL" not in ops
 
 
@@ -286,17 +285,10 @@ def test_sass_loop_of_the_gluon_computation_pass():
     q . k (8 MMAs of 64 x 64 x 16) and p . v (4 of 64 x 128 x 16, p from registers) per 64-key step; without
     warp specialization the same warps issue the step's 8 TMA copies (two 32-key blocks x two 64-column chunks,
     K and V), with warp specialization none are left in the consumers' loop."""
-    import subprocess
-    import sys
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ops = {}
     for tile in ("gluon", "gluon_ws"):
-        run = subprocess.run([sys.executable, "-m", "profiler", "sass-loop", "--kernel", "attend", "--tile", tile],
-                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
-        assert run.returncode == 0, run.stderr[-2000:]
-        assert "stack 0 B" in run.stdout          # no spills
-        ops[tile] = {k: int(v) for k, v in (item.split(":") for item in run.stdout.strip().splitlines()[-1].split())}
+        stdout, ops[tile] = _sass_loop("--kernel", "attend", "--tile", tile)
+        assert "stack 0 B" in stdout          # no spills
     assert ops["gluon"]["HGMMA"] == 12 and ops["gluon"]["UTMALDG"] == 8
     assert ops["gluon_ws"]["HGMMA"] == 12 and "UTMALDG" not in ops["gluon_ws"]
 

@@ -104,23 +104,28 @@ def test_select_with_sampled_rows_matches_reference(n, estimate_rows, local_wind
     assert int(mask.sum()) < int(exact.sum()), "the test input should make row sampling drop some blocks"
 
 
-@pytest.mark.parametrize("tile", ["default", "gathered"])
-@pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128)])
-def test_attend_matches_reference_on_random_masks(n, hq, hkv, d, tile):
-    q, k, v = inputs(n, hq, hkv, d, seed=n + 2)
+def check_attend_on_random_masks(n, hq, hkv, d, tile, seed, batch=1):
+    """A tile against the float64 reference on random masks (density 0.3), on the always-computed blocks
+    alone (rows empty apart from them) and on a hand-made mask with no diagonal; the output is poisoned
+    first, so every row must be written."""
+    q, k, v = inputs(n, hq, hkv, d, seed=seed, batch=batch)
     cfg = sale.SaleConfig()
     g = torch.Generator().manual_seed(n)
-    nqb, nkb = num_blocks(n, 64), num_blocks(n, 32)
-    drawn = (torch.rand(1, hq, nqb, nkb, generator=g) < 0.3).to(DEVICE)
-    # empty rows apart from the always-computed blocks, and a hand-made mask with no diagonal
-    for mask in (drawn | sale.always_computed_blocks(n, cfg, DEVICE), sale.always_computed_blocks(n, cfg, DEVICE)
-                 .expand(1, hq, -1, -1).contiguous(), drawn):
+    drawn = (torch.rand(batch, hq, num_blocks(n, 64), num_blocks(n, 32), generator=g) < 0.3).to(DEVICE)
+    always = sale.always_computed_blocks(n, cfg, DEVICE).expand(batch, hq, -1, -1)
+    for mask in (drawn | always, always.contiguous(), drawn):
         ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
-        out = torch.full_like(q, math.nan)  # poison: every row must be written
+        out = torch.full_like(q, math.nan)
         out.copy_(attend_triton(q, k, v, mask, TRITON, tile=tile))
         assert torch.isfinite(out).all()
         bound = low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
         assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
+
+
+@pytest.mark.parametrize("tile", ["default", "gathered"])
+@pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128)])
+def test_attend_matches_reference_on_random_masks(n, hq, hkv, d, tile):
+    check_attend_on_random_masks(n, hq, hkv, d, tile, seed=n + 2)
 
 
 @pytest.mark.parametrize("tile", ["gathered", "tb2", "tb4_w4", "unfolded", "split_s2", "split_single", "split_s2_lp_magic"])
@@ -345,18 +350,7 @@ def test_attend_gluon_matches_reference_on_random_masks(n, hq, hkv, d, batch, ti
     """The Gluon computation pass (Hopper only) on random masks: rows with 0 to many lone blocks, odd and even,
     full pairs and tail pairs; empty rows apart from the always-computed blocks; a mask with no diagonal
     (rows with no key at all are written as zeros); B > 1 and GQA."""
-    q, k, v = inputs(n, hq, hkv, d, seed=n + 7, batch=batch)
-    cfg = sale.SaleConfig()
-    g = torch.Generator().manual_seed(n)
-    drawn = (torch.rand(batch, hq, num_blocks(n, 64), num_blocks(n, 32), generator=g) < 0.3).to(DEVICE)
-    always = sale.always_computed_blocks(n, cfg, DEVICE).expand(batch, hq, -1, -1)
-    for mask in (drawn | always, always.contiguous(), drawn):
-        ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
-        out = torch.full_like(q, math.nan)  # poison: every row must be written
-        out.copy_(attend_triton(q, k, v, mask, TRITON, tile=tile))
-        assert torch.isfinite(out).all()
-        bound = low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
-        assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
+    check_attend_on_random_masks(n, hq, hkv, d, tile, seed=n + 7, batch=batch)
 
 
 @pytest.mark.cuda

@@ -292,9 +292,9 @@ def attend_steps_gluon(q, k, v, steps, config, stages: int = 3, warp_specialize:
     steps: from ``attend_kernel.kept_to_steps`` for ``config``'s blocks. Returns [B, Hq, N, D] in v's dtype."""
     batch, hq, seq_len, head_dim = q.shape
     bq, bk = config.block_q, config.block_k
-    if bq != 64 or head_dim not in (64, 128):
-        raise ValueError(f"the Gluon computation pass needs block_q 64 (one warpgroup) and head dim 64 or 128, "
-                         f"got block_q={bq}, head dim {head_dim}")
+    if bq != 64 or bk != 32 or head_dim not in (64, 128):
+        raise ValueError(f"the Gluon computation pass needs block_q 64 (one warpgroup), block_k 32 (the measured "
+                         f"shape) and head dim 64 or 128, got block_q={bq}, block_k={bk}, head dim {head_dim}")
     if stages < (2 if warp_specialize else 3):
         raise ValueError(f"stages must be >= 3 (>= 2 with warp_specialize), got {stages}")
     desc_k, desc_v = _descriptor(k, bk), _descriptor(v, bk)
