@@ -106,15 +106,26 @@ def _compile_gluon_attend(tile: str, head_dim: int):
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
-    from sale.triton.attend_gluon import _attend_gluon_kernel as fn
+    from sale.triton.attend_gluon import _attend_gluon_kernel, _attend_gluon_pair_kernel, _attend_gluon_union_kernel
     from sale.triton.attend_kernel import ATTEND_CONFIGS
     cfg = ATTEND_CONFIGS[tile]
     box = [1, 1, 32, 64]
     desc = f"tensordesc<bf16[{','.join(map(str, box))}],{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
-    constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, STAGES=cfg["stages"], WS=cfg.get("warp_specialize", False),
-                      WS_REGS=40, num_warps=4)
-    sig, attrs = _signature(fn, constexprs, dict(q_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32", steps_ptr="*i32",
-                                                desc_k=desc, desc_v=desc))
+    if cfg.get("union"):
+        fn = _attend_gluon_union_kernel
+        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, SLOTS=cfg["slots"], STAGES=cfg["stages"],
+                          CONSUMER_REGS=240, PRODUCER_REGS=24, PINGPONG=cfg["pingpong"], num_warps=4)
+    elif cfg.get("pair"):
+        fn = _attend_gluon_pair_kernel
+        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, STAGES=cfg["stages"], CONSUMER_REGS=240,
+                          PRODUCER_REGS=24, PINGPONG=cfg.get("pingpong", False), num_warps=4)
+    else:
+        fn = _attend_gluon_kernel
+        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, STAGES=cfg["stages"],
+                          WS=cfg.get("warp_specialize", False), WS_REGS=40, num_warps=4)
+    lists = "codes_ptr" if cfg.get("union") else "steps_ptr"
+    sig, attrs = _signature(fn, constexprs, {"q_ptr": "*bf16", "o_ptr": "*bf16", "counts_ptr": "*i32", lists: "*i32",
+                                             "desc_k": desc, "desc_v": desc})
     options = {"num_warps": 4, **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {})}
     return triton.compile(GluonASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 128),
                           options=options), options

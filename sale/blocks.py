@@ -129,3 +129,48 @@ def mask_to_steps(mask: torch.Tensor, config: SaleConfig) -> KeptSteps:
     steps = torch.where(back.indices.flip(-1) >= 0, back_codes.flip(-1), steps)
     counts = torch.stack([full.sum(-1), (rest & ~tail).sum(-1), tail.sum(-1)], -1).to(torch.int32)
     return KeptSteps(counts=counts, steps=steps)
+
+
+@dataclasses.dataclass
+class UnionSteps:
+    """The kept blocks of each pair of query blocks (2j, 2j + 1) as one list of steps of ``slots`` key blocks,
+    for a computation pass whose two consumers (one per query block) read the same K/V tiles.
+
+    Attributes:
+        counts: int32 [B, Hq, ceil(nqb / 2), 2]: steps, and how many of them come first unmasked.
+        codes: int32 [B, Hq, ceil(nqb / 2), ceil(nkb / slots) * slots]: ``4 * block + flags`` (bit 0: block 2j
+            keeps it, bit 1: block 2j + 1 does), each key block of the union once, ``slots`` per step. First,
+            ascending, the blocks both keep that end before row 2j's first row (the unmasked steps, as many as
+            fill whole steps); then, ascending, the rest of those and every other block of the union; the last
+            step padded with code 0 (kept by neither). Entries past ``counts[..., 0] * slots`` are undefined.
+        slots: key blocks per step.
+    """
+
+    counts: torch.Tensor
+    codes: torch.Tensor
+    slots: int
+
+
+def mask_to_union_steps(mask: torch.Tensor, config: SaleConfig, slots: int) -> UnionSteps:
+    """Bool block mask [B, Hq, nqb, nkb] (causal blocks only) -> UnionSteps: the reference of the Triton
+    converter, undefined entries set to -1."""
+    if mask.dtype != torch.bool or mask.dim() != 4:
+        raise ValueError(f"mask must be a 4-d torch.bool tensor, got {mask.dtype} of shape {tuple(mask.shape)}")
+    nkb = mask.shape[-1]
+    rows = torch.nn.functional.pad(mask, (0, 0, 0, mask.shape[-2] % 2)).to(torch.int32)
+    flags = rows[..., 0::2, :] + 2 * rows[..., 1::2, :]              # [B, Hq, npairs, nkb]
+    kb = torch.arange(nkb, device=mask.device)
+    first_row = (torch.arange(flags.shape[-2], device=mask.device) * 2 * config.block_q)[:, None]
+    both = (flags == 3) & ((kb + 1) * config.block_k <= first_row)
+    rest = (flags > 0) & ~both
+    order = torch.sort(torch.where(both, kb, torch.where(rest, nkb + kb, 2 * nkb + kb)), dim=-1).values
+    blocks = order % nkb
+    codes = 4 * blocks + flags.gather(-1, blocks)
+    n_union = (flags > 0).sum(-1)
+    n_steps = -(-n_union // slots)
+    ncode = -(-nkb // slots) * slots
+    slot = torch.arange(ncode, device=mask.device)
+    codes = torch.nn.functional.pad(codes, (0, ncode - nkb), value=0)
+    codes = torch.where(slot < n_union[..., None], codes, torch.where(slot < (n_steps * slots)[..., None], 0, -1))
+    counts = torch.stack([n_steps, both.sum(-1) // slots], -1).to(torch.int32)
+    return UnionSteps(counts=counts, codes=codes.to(torch.int32), slots=slots)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import sale
-from sale.blocks import causal_blocks, mask_to_steps, num_blocks
+from sale.blocks import causal_blocks, mask_to_steps, mask_to_union_steps, num_blocks
 from sale.reference import quantize_int8_blocks
-from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton, kept_to_steps
+from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton, kept_to_steps, kept_to_union
 from sale.triton.quantize_kernel import quantize_int8_triton
 from sale.triton.select_kernel import select_triton
 from sale.workloads import StructuredParams, make_qkv
@@ -166,6 +166,35 @@ def test_kept_to_steps_matches_the_torch_converter(n, share, block_q):
     assert int(in_tail.sum()) == int(tail) and int(in_lone.sum()) == int(lone)
     if share == 1.0 and n > 64:
         assert int(full) > 0
+
+
+@pytest.mark.parametrize("n, share", [(1, 1.0), (97, 0.5), (300, 0.3), (2100, 1.0), (4099, 0.05)])
+@pytest.mark.parametrize("slots", [2, 4])
+def test_kept_to_union_matches_the_torch_converter(n, share, slots):
+    """The Triton converter (two query blocks' kept lists -> their union steps) equals blocks.mask_to_union_steps
+    exactly, odd numbers of query and key blocks and lists longer than one chunk included; every kept block of
+    either query block is in the union once, with the flags of the blocks that keep it; the unmasked steps hold
+    only blocks both keep that end before the pair's first row."""
+    cfg = sale.SaleConfig()
+    g = torch.Generator().manual_seed(n + slots)
+    causal = causal_blocks(n, cfg, DEVICE)
+    mask = (torch.rand(2, 3, *causal.shape, generator=g) < share).to(DEVICE) & causal
+    union, ref = kept_to_union(sale.mask_to_kept(mask), cfg, slots), mask_to_union_steps(mask, cfg, slots)
+    assert torch.equal(union.counts, ref.counts)
+    assert torch.equal(torch.where(ref.codes >= 0, union.codes, -1), ref.codes)
+    nqb, nkb = causal.shape
+    for b, h, j in [(0, 0, 0), (1, 2, (nqb - 1) // 2), (0, 1, nqb // 4)]:
+        n_steps, n_unmasked = ref.counts[b, h, j].tolist()
+        codes = ref.codes[b, h, j, :n_steps * slots]
+        kept = {(int(c) >> 2, int(c) & 3) for c in codes if int(c) & 3}
+        want = {(kb, int(mask[b, h, 2 * j, kb]) + 2 * int(mask[b, h, 2 * j + 1, kb] if 2 * j + 1 < nqb else 0))
+                for kb in range(nkb)}
+        assert kept == {w for w in want if w[1]}
+        assert len(kept) == int((codes & 3 > 0).sum())        # each block once
+        front = codes[:n_unmasked * slots]
+        assert ((front & 3) == 3).all() and (((front >> 2) + 1) * cfg.block_k <= 2 * j * cfg.block_q).all()
+    if share == 1.0 and n > 2 * cfg.block_q:
+        assert int(ref.counts[..., 1].sum()) > 0
 
 
 @pytest.mark.parametrize("tile", ["default", "bq128"])
@@ -345,11 +374,13 @@ def plain_rows_error(q, k, v, mask, rows):
 @pytest.mark.cuda
 @pytest.mark.parametrize("n, hq, hkv, d, batch", [(1, 2, 1, 64, 1), (97, 4, 2, 64, 2), (300, 2, 2, 128, 1),
                                                   (999, 2, 1, 64, 1), (4099, 8, 2, 128, 2)])
-@pytest.mark.parametrize("tile", ["gluon", "gluon_ws"])
+@pytest.mark.parametrize("tile", ["gluon", "gluon_ws", "gluon_pair", "gluon_pair_pp", "gluon_pair_pp_s3",
+                                  "gluon_union", "gluon_union_s3", "gluon_union_nopp", "gluon_union2"])
 def test_attend_gluon_matches_reference_on_random_masks(n, hq, hkv, d, batch, tile):
     """The Gluon computation pass (Hopper only) on random masks: rows with 0 to many lone blocks, odd and even,
     full pairs and tail pairs; empty rows apart from the always-computed blocks; a mask with no diagonal
-    (rows with no key at all are written as zeros); B > 1 and GQA."""
+    (rows with no key at all are written as zeros); B > 1 and GQA; an odd number of query blocks (the pair
+    tiles' second consumer then has no rows in the last program)."""
     check_attend_on_random_masks(n, hq, hkv, d, tile, seed=n + 7, batch=batch)
 
 

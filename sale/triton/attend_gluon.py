@@ -74,33 +74,58 @@ def _step_blocks(t, step_base, back, n_full, n_lp, n_single):
 
 @gluon.jit
 def _issue_loads(u, n_steps, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single,
-                 BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr):
-    """TMA copies of step u's K and V into stage u % STAGES; nothing past the last step. A [2 * BK, HEAD_DIM]
-    stage tile with 128-byte swizzling is stored as HEAD_DIM / 64 column chunks of [2 * BK, 64], so each
-    block's chunk is one [BK, 64] box: box (stage, chunk c, half h) = (stage * NCH + c) * 2 + h."""
+                 BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, UNION: gl.constexpr = False,
+                 SLOTS: gl.constexpr = 2):
+    """TMA copies of step u's K and V into stage u % STAGES; nothing past the last step. A [SLOTS * BK, HEAD_DIM]
+    stage tile with 128-byte swizzling is stored as HEAD_DIM / 64 column chunks of [SLOTS * BK, 64], so each
+    block's chunk is one [BK, 64] box: box (stage, chunk c, slot j) = (stage * NCH + c) * SLOTS + j. UNION: the
+    step's SLOTS blocks are codes SLOTS * u ... of the list at step_base (block = code >> 2), else the split
+    form's decode (SLOTS = 2)."""
     ok = u < n_steps
-    blk_a, blk_b, flags = _step_blocks(gl.maximum(gl.minimum(u, n_steps - 1), 0), step_base, back, n_full, n_lp, n_single)
+    uc = gl.maximum(gl.minimum(u, n_steps - 1), 0)
     bar = bars.index(u % STAGES)
-    mbarrier.expect(bar, 2 * NCH * (desc_k.block_type.nbytes + desc_v.block_type.nbytes), pred=ok)
-    for c in gl.static_range(NCH):
-        box = ((u % STAGES) * NCH + c) * 2
-        _tma_load(desc_k, [b, kvh, blk_a * BK, 64 * c], bar, k_boxes.index(box), pred=ok)
-        _tma_load(desc_k, [b, kvh, blk_b * BK, 64 * c], bar, k_boxes.index(box + 1), pred=ok)
-        _tma_load(desc_v, [b, kvh, blk_a * BK, 64 * c], bar, v_boxes.index(box), pred=ok)
-        _tma_load(desc_v, [b, kvh, blk_b * BK, 64 * c], bar, v_boxes.index(box + 1), pred=ok)
+    mbarrier.expect(bar, SLOTS * NCH * (desc_k.block_type.nbytes + desc_v.block_type.nbytes), pred=ok)
+    if UNION:
+        for j in gl.static_range(SLOTS):
+            blk = gl.load(step_base + uc * SLOTS + j) >> 2
+            for c in gl.static_range(NCH):
+                box = ((u % STAGES) * NCH + c) * SLOTS + j
+                _tma_load(desc_k, [b, kvh, blk * BK, 64 * c], bar, k_boxes.index(box), pred=ok)
+                _tma_load(desc_v, [b, kvh, blk * BK, 64 * c], bar, v_boxes.index(box), pred=ok)
+    else:
+        blk_a, blk_b, flags = _step_blocks(uc, step_base, back, n_full, n_lp, n_single)
+        for c in gl.static_range(NCH):
+            box = ((u % STAGES) * NCH + c) * 2
+            _tma_load(desc_k, [b, kvh, blk_a * BK, 64 * c], bar, k_boxes.index(box), pred=ok)
+            _tma_load(desc_k, [b, kvh, blk_b * BK, 64 * c], bar, k_boxes.index(box + 1), pred=ok)
+            _tma_load(desc_v, [b, kvh, blk_a * BK, 64 * c], bar, v_boxes.index(box), pred=ok)
+            _tma_load(desc_v, [b, kvh, blk_b * BK, 64 * c], bar, v_boxes.index(box + 1), pred=ok)
 
 
 @gluon.jit
-def _softmax_step(s, m_i, l_i, c, rows, blk_a, blk_b, flags, MASKED: gl.constexpr, BK: gl.constexpr,
-                  s_layout: gl.constexpr):
-    """Online softmax of one 2 * BK key tile of raw scores s (float32, [BQ, 2 * BK]): p (float32), the new
-    row maximum (in exp2 units, times c = scale * log2 e), the accumulator's rescale factor and row sum.
-    MASKED: columns of a half whose flag is clear and keys after each row score -inf."""
-    if MASKED:
-        col = gl.arange(0, 2 * BK, layout=gl.SliceLayout(0, s_layout))
+def _step_columns(t, step_base, back, n_full, n_lp, n_single, BK: gl.constexpr, UNION: gl.constexpr,
+                  SLOTS: gl.constexpr, LEAD: gl.constexpr, s_layout: gl.constexpr):
+    """Each column's key and whether this consumer keeps it, for a masked step: UNION, from the step's codes
+    (bit 0: the lead consumer's query block keeps the block, bit 1: the other's); else from the split decode."""
+    col = gl.arange(0, SLOTS * BK, layout=gl.SliceLayout(0, s_layout))
+    if UNION:
+        code = gl.load(step_base + t * SLOTS + col // BK)
+        keys = (code >> 2) * BK + col % BK
+        ok = ((code >> (0 if LEAD else 1)) & 1) != 0
+    else:
+        blk_a, blk_b, flags = _step_blocks(t, step_base, back, n_full, n_lp, n_single)
         half = col // BK
         keys = gl.where(half == 0, blk_a, blk_b) * BK + col % BK
         ok = ((flags >> half) & 1) != 0
+    return keys, ok
+
+
+@gluon.jit
+def _softmax_step(s, m_i, l_i, c, rows, keys, ok, MASKED: gl.constexpr):
+    """Online softmax of one key tile of raw scores s (float32, [BQ, keys]): p (float32), the new row maximum
+    (in exp2 units, times c = scale * log2 e), the accumulator's rescale factor and row sum. MASKED: columns
+    not ok (the block is not kept) and keys after each row score -inf."""
+    if MASKED:
         s = gl.where(ok[None, :] & (keys[None, :] <= rows[:, None]), s, float("-inf"))
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * c)
     if MASKED:  # a row with no key yet keeps maximum -inf: subtract 0 instead (p = 0, alpha = 1 or 0)
@@ -114,16 +139,37 @@ def _softmax_step(s, m_i, l_i, c, rows, blk_a, blk_b, flags, MASKED: gl.constexp
 
 
 @gluon.jit
+def _await_turn(turns, i, n_other_issues, PINGPONG: gl.constexpr, LEAD: gl.constexpr):
+    """FlashAttention-3's ping-pong between the two consumers of a pair program: the lead's MMA issue i waits
+    for the other's issue i - 1, the other's issue i for the lead's issue i, so one warpgroup's softmax runs
+    while the other's MMAs hold the tensor cores. turns.index(c): arrived on by consumer c after each issue
+    (the two never drift more than one issue apart, so the phase parity names the issue); no wait once the
+    other consumer has issued all its MMAs."""
+    if PINGPONG:
+        j = i - 1 if LEAD else i
+        mbarrier.wait(turns.index(1 if LEAD else 0), j & 1, pred=(j >= 0) & (j < n_other_issues))
+
+
+@gluon.jit
+def _end_turn(turns, PINGPONG: gl.constexpr, LEAD: gl.constexpr):
+    if PINGPONG:
+        mbarrier.arrive(turns.index(0 if LEAD else 1))
+
+
+@gluon.jit
 def _pipelined_step(t, n_steps, acc, p_prev, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars,
-                    empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, MASKED: gl.constexpr,
-                    BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, WS: gl.constexpr,
+                    empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns, n_other_issues,
+                    MASKED: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, WS: gl.constexpr,
+                    PINGPONG: gl.constexpr, LEAD: gl.constexpr, UNION: gl.constexpr, SLOTS: gl.constexpr,
                     s_layout: gl.constexpr, o_layout: gl.constexpr):
     """Step t: q . k_t and p_{t-1} . v_{t-1} in flight together, step t's softmax under the second. STAGES = 3:
     steps t and t - 1 are being read, the third stage is refilled one step ahead."""
     s_idx = t % STAGES
     mbarrier.wait(bars.index(s_idx), (t // STAGES) & 1)
+    _await_turn(turns, t, n_other_issues, PINGPONG, LEAD)
     s_tok = warpgroup_mma(q_smem, k_smem.index(s_idx).permute((1, 0)), s_dead, use_acc=False, is_async=True)
     o_tok = warpgroup_mma(p_prev, v_smem.index((t - 1) % STAGES), acc, is_async=True)
+    _end_turn(turns, PINGPONG, LEAD)
     if not WS:
         # while both run: step t + STAGES - 2 into the stage of step t - 2, whose p . v every warp waited for in
         # the previous step (the CTA barrier makes that true of all four warps)
@@ -131,8 +177,11 @@ def _pipelined_step(t, n_steps, acc, p_prev, s_dead, m_i, l_i, c, rows, q_smem, 
         _issue_loads(t + STAGES - 2, n_steps, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, step_base, back,
                      n_full, n_lp, n_single, BK, STAGES, NCH)
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok,))
-    blk_a, blk_b, flags = _step_blocks(t, step_base, back, n_full, n_lp, n_single)
-    p, m_i, alpha, l_i = _softmax_step(s, m_i, l_i, c, rows, blk_a, blk_b, flags, MASKED, BK, s_layout)
+    keys = 0
+    ok = 0
+    if MASKED:
+        keys, ok = _step_columns(t, step_base, back, n_full, n_lp, n_single, BK, UNION, SLOTS, LEAD, s_layout)
+    p, m_i, alpha, l_i = _softmax_step(s, m_i, l_i, c, rows, keys, ok, MASKED)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok,))
     if WS:  # the producer warp may refill the stage of step t - 1
         mbarrier.arrive(empty.index((t - 1) % STAGES))
@@ -143,23 +192,25 @@ def _pipelined_step(t, n_steps, acc, p_prev, s_dead, m_i, l_i, c, rows, q_smem, 
 
 @gluon.jit
 def _produce_steps(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single,
-                   n_steps, BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr):
+                   n_steps, BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, UNION: gl.constexpr = False,
+                   SLOTS: gl.constexpr = 2):
     """The producer warp (WS): every step's TMA copies, each into a stage the consumers released (empty
     barrier; the first round of each stage passes at once: a fresh barrier's previous phase reads complete)."""
     for u in range(n_steps):
         mbarrier.wait(empty.index(u % STAGES), ((u // STAGES) & 1) ^ 1)
         _issue_loads(u, n_steps, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp,
-                     n_single, BK, STAGES, NCH)
+                     n_single, BK, STAGES, NCH, UNION, SLOTS)
 
 
 @gluon.jit
 def _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b, h, kvh, qb,
                  step_base, back, n_full, n_lp, n_single, n_steps, scale_log2e, stride_qb, stride_qh, stride_qn,
-                 stride_ob, stride_oh, stride_on, HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr,
-                 STAGES: gl.constexpr, NCH: gl.constexpr, WS: gl.constexpr, s_layout: gl.constexpr,
-                 o_layout: gl.constexpr, io_l: gl.constexpr):
+                 stride_ob, stride_oh, stride_on, turns, n_other_issues, HEAD_DIM: gl.constexpr, BQ: gl.constexpr,
+                 BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, WS: gl.constexpr, PINGPONG: gl.constexpr,
+                 LEAD: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr, io_l: gl.constexpr,
+                 UNION: gl.constexpr = False, SLOTS: gl.constexpr = 2):
     """The consumer warpgroup: q into shared memory, every step (the first alone, then unmasked, then masked
-    ones pipelined), the output rows."""
+    ones pipelined), the output rows. UNION: the steps are the pair's union list (n_full unmasked steps)."""
     dtype: gl.constexpr = q_smem.dtype
     row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
     n_unmasked = n_full + n_lp
@@ -176,29 +227,33 @@ def _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, e
     m_i = gl.full([BQ], float("-inf"), gl.float32, row_l)
     l_i = gl.zeros([BQ], gl.float32, row_l)
     acc = gl.zeros([BQ, HEAD_DIM], gl.float32, o_layout)
-    s_dead = gl.zeros([BQ, 2 * BK], gl.float32, s_layout)
+    s_dead = gl.zeros([BQ, SLOTS * BK], gl.float32, s_layout)
 
     # step 0 alone (masked form: it may be any kind of step)
     has_steps = n_steps > 0
     mbarrier.wait(bars.index(0), 0, pred=has_steps)
+    _await_turn(turns, 0, n_other_issues, PINGPONG, LEAD)
     s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_dead, use_acc=False, is_async=True)
+    _end_turn(turns, PINGPONG, LEAD)
     s_dead = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok,))
-    blk_a, blk_b, flags = _step_blocks(0, step_base, back, n_full, n_lp, n_single)
-    p, m_i, alpha, l_i = _softmax_step(s_dead, m_i, l_i, c, rows, blk_a, blk_b, flags, True, BK, s_layout)
+    keys, ok = _step_columns(0, step_base, back, n_full, n_lp, n_single, BK, UNION, SLOTS, LEAD, s_layout)
+    p, m_i, alpha, l_i = _softmax_step(s_dead, m_i, l_i, c, rows, keys, ok, True)
     p_op = gl.convert_layout(p.to(dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
 
     for t in range(1, n_unmasked):
         acc, p_op, s_dead, m_i, l_i = _pipelined_step(
             t, n_steps, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty,
-            desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, False, BK, STAGES, NCH, WS,
-            s_layout, o_layout)
+            desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns, n_other_issues, False, BK,
+            STAGES, NCH, WS, PINGPONG, LEAD, UNION, SLOTS, s_layout, o_layout)
     for t in range(gl.maximum(n_unmasked, 1), n_steps):
         acc, p_op, s_dead, m_i, l_i = _pipelined_step(
             t, n_steps, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty,
-            desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, True, BK, STAGES, NCH, WS,
-            s_layout, o_layout)
+            desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns, n_other_issues, True, BK,
+            STAGES, NCH, WS, PINGPONG, LEAD, UNION, SLOTS, s_layout, o_layout)
     last = gl.maximum(n_steps - 1, 0)
+    _await_turn(turns, last + 1, n_other_issues, PINGPONG, LEAD)
     o_tok = warpgroup_mma(p_op, v_smem.index(last % STAGES), acc, is_async=True)
+    _end_turn(turns, PINGPONG, LEAD)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok,))
 
     l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
@@ -208,6 +263,20 @@ def _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, e
     od = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
     gl.store(o_ptr + b * stride_ob + h * stride_oh + orow[:, None] * stride_on + od[None, :],
              out.to(o_ptr.dtype.element_ty), mask=(orow < N)[:, None])
+
+
+@gluon.jit
+def _row_steps(counts_ptr, steps_ptr, bh, qb, NQB, NPB):
+    """Query block qb's step list (front pointer, back pointer) and counts: full pairs, pairs of lone blocks,
+    lone blocks, all steps. A block past the last one (the second of a pair when NQB is odd) has no steps."""
+    row = bh * NQB + gl.minimum(qb, NQB - 1)
+    valid = qb < NQB
+    n_full = gl.where(valid, gl.load(counts_ptr + row * 3), 0)
+    n_single = gl.where(valid, gl.load(counts_ptr + row * 3 + 1), 0)
+    n_tail = gl.where(valid, gl.load(counts_ptr + row * 3 + 2), 0)
+    n_lp = n_single // 2
+    step_base = steps_ptr + row * NPB
+    return step_base, step_base + NPB - 1, n_full, n_lp, n_single, n_full + n_lp + (n_single & 1) + n_tail
 
 
 @gluon.jit
@@ -232,14 +301,7 @@ def _attend_gluon_kernel(
     b = bh // HQ
     h = bh % HQ
     kvh = h // GROUP
-    row = bh * NQB + qb
-    n_full = gl.load(counts_ptr + row * 3)
-    n_single = gl.load(counts_ptr + row * 3 + 1)
-    n_tail = gl.load(counts_ptr + row * 3 + 2)
-    n_lp = n_single // 2
-    n_steps = n_full + n_lp + (n_single & 1) + n_tail
-    step_base = steps_ptr + row * NPB
-    back = step_base + NPB - 1
+    step_base, back, n_full, n_lp, n_single, n_steps = _row_steps(counts_ptr, steps_ptr, bh, qb, NQB, NPB)
 
     # shared memory: q once, K and V in a ring of STAGES 2 * BK key tiles (seen also as TMA boxes), one TMA
     # barrier per stage, and with WS one barrier per stage that the consumers arrive on when it is free
@@ -258,8 +320,8 @@ def _attend_gluon_kernel(
         gl.warp_specialize([
             (_attend_rows, (q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b,
                             h, kvh, qb, step_base, back, n_full, n_lp, n_single, n_steps, scale_log2e, stride_qb,
-                            stride_qh, stride_qn, stride_ob, stride_oh, stride_on, HEAD_DIM, BQ, BK, STAGES, NCH, WS,
-                            s_layout, o_layout, io_l)),
+                            stride_qh, stride_qn, stride_ob, stride_oh, stride_on, bars, 0, HEAD_DIM, BQ, BK, STAGES,
+                            NCH, WS, False, True, s_layout, o_layout, io_l)),
             (_produce_steps, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp,
                               n_single, n_steps, BK, STAGES, NCH)),
         ], [1], [WS_REGS])
@@ -269,10 +331,159 @@ def _attend_gluon_kernel(
                          n_single, BK, STAGES, NCH)
         _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b, h, kvh,
                      qb, step_base, back, n_full, n_lp, n_single, n_steps, scale_log2e, stride_qb, stride_qh, stride_qn,
-                     stride_ob, stride_oh, stride_on, HEAD_DIM, BQ, BK, STAGES, NCH, WS, s_layout, o_layout, io_l)
+                     stride_ob, stride_oh, stride_on, bars, 0, HEAD_DIM, BQ, BK, STAGES, NCH, WS, False, True,
+                     s_layout, o_layout, io_l)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
         mbarrier.invalidate(empty.index(i))
+
+
+@gluon.jit
+def _attend_gluon_pair_kernel(
+    q_ptr, desc_k, desc_v, o_ptr, counts_ptr, steps_ptr,
+    N, HQ, GROUP, NQB, NPB, scale_log2e,
+    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+    HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PINGPONG: gl.constexpr, num_warps: gl.constexpr,
+):
+    """FlashAttention-3's layout: one program per pair of query blocks (2j, 2j + 1) and query head, one
+    consumer warpgroup per query block (the default partition and a 4-warp worker), each fed through its own
+    ring of STAGES stages by its own producer warp, since the two blocks keep different key blocks. One
+    program per SM (384 threads: the producers' warpgroup gives its registers to the consumers)."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, 2 * BK, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    io_l: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [num_warps, 1], [1, 0])
+    dtype: gl.constexpr = desc_k.dtype
+    q_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BQ, HEAD_DIM], dtype)
+    tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([2 * BK, HEAD_DIM], dtype)
+    NCH: gl.constexpr = HEAD_DIM // 64
+    box_shape: gl.constexpr = [2 * NCH * STAGES] + desc_k.block_type.shape
+
+    qb0 = 2 * (gl.cdiv(NQB, 2) - 1 - gl.program_id(0))   # longest rows first
+    bh = gl.program_id(1)
+    b = bh // HQ
+    h = bh % HQ
+    kvh = h // GROUP
+    base0, back0, n_full0, n_lp0, n_single0, n_steps0 = _row_steps(counts_ptr, steps_ptr, bh, qb0, NQB, NPB)
+    base1, back1, n_full1, n_lp1, n_single1, n_steps1 = _row_steps(counts_ptr, steps_ptr, bh, qb0 + 1, NQB, NPB)
+
+    q0 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
+    q1 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
+    k0 = gl.allocate_shared_memory(dtype, [STAGES, 2 * BK, HEAD_DIM], tile_l)
+    v0 = gl.allocate_shared_memory(dtype, [STAGES, 2 * BK, HEAD_DIM], tile_l)
+    k1 = gl.allocate_shared_memory(dtype, [STAGES, 2 * BK, HEAD_DIM], tile_l)
+    v1 = gl.allocate_shared_memory(dtype, [STAGES, 2 * BK, HEAD_DIM], tile_l)
+    kb0 = _reinterpret(k0, dtype, box_shape, desc_k.layout)
+    vb0 = _reinterpret(v0, dtype, box_shape, desc_v.layout)
+    kb1 = _reinterpret(k1, dtype, box_shape, desc_k.layout)
+    vb1 = _reinterpret(v1, dtype, box_shape, desc_v.layout)
+    bars0 = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty0 = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    bars1 = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty1 = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(turns.index(0), count=1)
+    mbarrier.init(turns.index(1), count=1)
+    issues0 = gl.maximum(n_steps0, 1) + 1   # MMA issues of each consumer: one per step and the last p . v
+    issues1 = gl.maximum(n_steps1, 1) + 1
+    for i in gl.static_range(STAGES):
+        mbarrier.init(bars0.index(i), count=1)
+        mbarrier.init(empty0.index(i), count=1)
+        mbarrier.init(bars1.index(i), count=1)
+        mbarrier.init(empty1.index(i), count=1)
+    gl.warp_specialize([
+        (_attend_rows, (q_ptr, o_ptr, q0, k0, v0, kb0, vb0, bars0, empty0, desc_k, desc_v, N, b, h, kvh, qb0,
+                        base0, back0, n_full0, n_lp0, n_single0, n_steps0, scale_log2e, stride_qb, stride_qh,
+                        stride_qn, stride_ob, stride_oh, stride_on, turns, issues1, HEAD_DIM, BQ, BK, STAGES, NCH,
+                        True, PINGPONG, True, s_layout, o_layout, io_l)),
+        (_attend_rows, (q_ptr, o_ptr, q1, k1, v1, kb1, vb1, bars1, empty1, desc_k, desc_v, N, b, h, kvh, qb0 + 1,
+                        base1, back1, n_full1, n_lp1, n_single1, n_steps1, scale_log2e, stride_qb, stride_qh,
+                        stride_qn, stride_ob, stride_oh, stride_on, turns, issues0, HEAD_DIM, BQ, BK, STAGES, NCH,
+                        True, PINGPONG, False, s_layout, o_layout, io_l)),
+        (_produce_steps, (kb0, vb0, bars0, empty0, desc_k, desc_v, b, kvh, base0, back0, n_full0, n_lp0, n_single0,
+                          n_steps0, BK, STAGES, NCH)),
+        (_produce_steps, (kb1, vb1, bars1, empty1, desc_k, desc_v, b, kvh, base1, back1, n_full1, n_lp1, n_single1,
+                          n_steps1, BK, STAGES, NCH)),
+    ], [num_warps, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(bars0.index(i))
+        mbarrier.invalidate(empty0.index(i))
+        mbarrier.invalidate(bars1.index(i))
+        mbarrier.invalidate(empty1.index(i))
+    mbarrier.invalidate(turns.index(0))
+    mbarrier.invalidate(turns.index(1))
+
+
+@gluon.jit
+def _attend_gluon_union_kernel(
+    q_ptr, desc_k, desc_v, o_ptr, counts_ptr, codes_ptr,
+    N, HQ, GROUP, NQB, NCODE, scale_log2e,
+    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+    HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, SLOTS: gl.constexpr, STAGES: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PINGPONG: gl.constexpr, num_warps: gl.constexpr,
+):
+    """FlashAttention-3's layout on SALE's mask: one program per pair of query blocks (2j, 2j + 1) and query
+    head, one consumer warpgroup per query block, both reading one ring of SLOTS * BK-key K/V tiles that one
+    producer warp fills with the union of their kept blocks (``blocks.UnionSteps``: any SLOTS blocks per step,
+    each copied as its own TMA boxes). Steps whose blocks both consumers keep, before either's first row, run
+    unmasked; in the others each consumer masks the blocks it does not keep (computed, not skipped)."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, SLOTS * BK, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    io_l: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [num_warps, 1], [1, 0])
+    dtype: gl.constexpr = desc_k.dtype
+    q_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BQ, HEAD_DIM], dtype)
+    tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([SLOTS * BK, HEAD_DIM], dtype)
+    NCH: gl.constexpr = HEAD_DIM // 64
+    box_shape: gl.constexpr = [SLOTS * NCH * STAGES] + desc_k.block_type.shape
+
+    n_pairs = gl.cdiv(NQB, 2)
+    pair = n_pairs - 1 - gl.program_id(0)   # longest rows first
+    bh = gl.program_id(1)
+    b = bh // HQ
+    h = bh % HQ
+    kvh = h // GROUP
+    row = bh * n_pairs + pair
+    n_steps = gl.load(counts_ptr + row * 2)
+    n_unmasked = gl.load(counts_ptr + row * 2 + 1)
+    codes = codes_ptr + row * NCODE
+    qb0 = 2 * pair
+
+    q0 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
+    q1 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, SLOTS * BK, HEAD_DIM], tile_l)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, SLOTS * BK, HEAD_DIM], tile_l)
+    k_boxes = _reinterpret(k_smem, dtype, box_shape, desc_k.layout)
+    v_boxes = _reinterpret(v_smem, dtype, box_shape, desc_v.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(bars.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)   # a stage is free once both consumers are done with it
+    mbarrier.init(turns.index(0), count=1)
+    mbarrier.init(turns.index(1), count=1)
+    issues = gl.maximum(n_steps, 1) + 1
+    gl.warp_specialize([
+        (_attend_rows, (q_ptr, o_ptr, q0, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b, h, kvh,
+                        qb0, codes, codes, n_unmasked, 0, 0, n_steps, scale_log2e, stride_qb, stride_qh, stride_qn,
+                        stride_ob, stride_oh, stride_on, turns, issues, HEAD_DIM, BQ, BK, STAGES, NCH, True, PINGPONG,
+                        True, s_layout, o_layout, io_l, True, SLOTS)),
+        (_attend_rows, (q_ptr, o_ptr, q1, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b, h, kvh,
+                        qb0 + 1, codes, codes, n_unmasked, 0, 0, n_steps, scale_log2e, stride_qb, stride_qh, stride_qn,
+                        stride_ob, stride_oh, stride_on, turns, issues, HEAD_DIM, BQ, BK, STAGES, NCH, True, PINGPONG,
+                        False, s_layout, o_layout, io_l, True, SLOTS)),
+        (_produce_steps, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, codes, n_unmasked, 0, 0,
+                          n_steps, BK, STAGES, NCH, True, SLOTS)),
+    ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(bars.index(i))
+        mbarrier.invalidate(empty.index(i))
+    mbarrier.invalidate(turns.index(0))
+    mbarrier.invalidate(turns.index(1))
 
 
 def _descriptor(x, box_keys):
@@ -284,26 +495,69 @@ def _descriptor(x, box_keys):
     return TensorDescriptor(x, list(x.shape), list(x.stride()), box, layout)
 
 
-def attend_steps_gluon(q, k, v, steps, config, stages: int = 3, warp_specialize: bool = False, ws_regs: int = 40,
-                       maxnreg: int | None = None):
-    """The computation pass over the split form's steps (``blocks.KeptSteps``) in Gluon, Hopper only.
-
-    q: [B, Hq, N, D] bf16 or fp16; k, v: [B, Hkv, N, D], the same dtype, 16-byte aligned strides (TMA);
-    steps: from ``attend_kernel.kept_to_steps`` for ``config``'s blocks. Returns [B, Hq, N, D] in v's dtype."""
-    batch, hq, seq_len, head_dim = q.shape
-    bq, bk = config.block_q, config.block_k
+def _check_shapes(q, config):
+    bq, bk, head_dim = config.block_q, config.block_k, q.shape[-1]
     if bq != 64 or bk != 32 or head_dim not in (64, 128):
         raise ValueError(f"the Gluon computation pass needs block_q 64 (one warpgroup), block_k 32 (the measured "
                          f"shape) and head dim 64 or 128, got block_q={bq}, block_k={bk}, head dim {head_dim}")
-    if stages < (2 if warp_specialize else 3):
-        raise ValueError(f"stages must be >= 3 (>= 2 with warp_specialize), got {stages}")
-    desc_k, desc_v = _descriptor(k, bk), _descriptor(v, bk)
-    nqb = -(-seq_len // bq)
+
+
+def _common_args(q, k, out, config):
+    batch, hq, seq_len, head_dim = q.shape
+    return (seq_len, hq, hq // k.shape[1], -(-seq_len // config.block_q), config.scale_for(head_dim) * math.log2(math.e),
+            q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2))
+
+
+def attend_steps_gluon(q, k, v, steps, config, stages: int = 3, warp_specialize: bool = False, ws_regs: int = 40,
+                       maxnreg: int | None = None, pair: bool = False, consumer_regs: int = 240,
+                       pingpong: bool = False):
+    """The computation pass over the split form's steps (``blocks.KeptSteps``) in Gluon, Hopper only.
+
+    q: [B, Hq, N, D] bf16 or fp16; k, v: [B, Hkv, N, D], the same dtype, 16-byte aligned strides (TMA);
+    steps: from ``attend_kernel.kept_to_steps`` for ``config``'s blocks. Returns [B, Hq, N, D] in v's dtype.
+    stages: K/V stages per consumer warpgroup. warp_specialize: a producer warp issues the copies.
+    pair: two query blocks per program, one consumer warpgroup and one producer warp each (always warp
+    specialized; consumer_regs registers per consumer thread, the producers 24); pingpong: the two consumers
+    take turns issuing their MMAs (FlashAttention-3's warpgroup ping-pong)."""
+    _check_shapes(q, config)
+    if stages < (2 if warp_specialize or pair else 3):
+        raise ValueError(f"stages must be >= 3 (>= 2 with warp_specialize or pair), got {stages}")
+    batch, hq, seq_len, head_dim = q.shape
+    desc_k, desc_v = _descriptor(k, config.block_k), _descriptor(v, config.block_k)
+    nqb = -(-seq_len // config.block_q)
     out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
-    _attend_gluon_kernel[(nqb, batch * hq)](
-        q, desc_k, desc_v, out, steps.counts, steps.steps,
-        seq_len, hq, hq // k.shape[1], nqb, steps.steps.shape[-1], config.scale_for(head_dim) * math.log2(math.e),
-        q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        HEAD_DIM=head_dim, BQ=bq, BK=bk, STAGES=stages, WS=warp_specialize, WS_REGS=ws_regs, num_warps=4,
-        **({"maxnreg": maxnreg} if maxnreg else {}))
+    (seq_len, hq_, group, nqb, scale, *strides) = _common_args(q, k, out, config)
+    args = (q, desc_k, desc_v, out, steps.counts, steps.steps, seq_len, hq, group, nqb, steps.steps.shape[-1], scale,
+            *strides)
+    if pair:
+        _attend_gluon_pair_kernel[(-(-nqb // 2), batch * hq)](
+            *args, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, STAGES=stages,
+            CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, PINGPONG=pingpong, num_warps=4)
+    else:
+        _attend_gluon_kernel[(nqb, batch * hq)](
+            *args, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, STAGES=stages, WS=warp_specialize,
+            WS_REGS=ws_regs, num_warps=4, **({"maxnreg": maxnreg} if maxnreg else {}))
+    return out
+
+
+def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 2, pingpong: bool = True,
+                       consumer_regs: int = 240):
+    """The computation pass over the union steps of pairs of query blocks (``blocks.UnionSteps``, from
+    ``attend_kernel.kept_to_union``) in Gluon, Hopper only: FlashAttention-3's two consumer warpgroups and one
+    producer warp per program, slots key blocks per step, stages K/V tiles in shared memory.
+
+    q: [B, Hq, N, D] bf16 or fp16; k, v: [B, Hkv, N, D], the same dtype, 16-byte aligned strides (TMA).
+    Returns [B, Hq, N, D] in v's dtype."""
+    _check_shapes(q, config)
+    if union.slots != slots or stages < 2:
+        raise ValueError(f"the union steps hold {union.slots} blocks per step, the kernel was asked for {slots}; "
+                         f"stages must be >= 2, got {stages}")
+    batch, hq, seq_len, head_dim = q.shape
+    desc_k, desc_v = _descriptor(k, config.block_k), _descriptor(v, config.block_k)
+    out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
+    (seq_len, hq_, group, nqb, scale, *strides) = _common_args(q, k, out, config)
+    _attend_gluon_union_kernel[(union.counts.shape[-2], batch * hq)](
+        q, desc_k, desc_v, out, union.counts, union.codes, seq_len, hq, group, nqb, union.codes.shape[-1], scale,
+        *strides, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots, STAGES=stages,
+        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, PINGPONG=pingpong, num_warps=4)
     return out

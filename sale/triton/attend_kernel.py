@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..blocks import KeptBlocks, KeptSteps, causal_blocks, mask_to_kept, num_blocks
+from ..blocks import KeptBlocks, KeptSteps, UnionSteps, causal_blocks, mask_to_kept, num_blocks
 from ._common import interpreting, pow2
 
 
@@ -289,6 +289,78 @@ def kept_to_steps(kept: KeptBlocks, config) -> KeptSteps:
 
 
 @triton.jit
+def _kept_to_union_kernel(counts_ptr, idx_ptr, plane_ptr, union_counts_ptr, codes_ptr, NKB, NQB, NPAIR, NCODE,
+                          BQ: tl.constexpr, BK: tl.constexpr, SLOTS: tl.constexpr, CHUNK: tl.constexpr):
+    """The kept lists of query blocks 2j and 2j + 1 -> their union steps (``blocks.UnionSteps``), one program
+    per pair: both lists are first written as flags into a row of key blocks (plane, int8 [NKB] per program),
+    which is then read in order: blocks both keep before row 2j's first row to the front, the rest after."""
+    pid = tl.program_id(0).to(tl.int64)
+    bh = pid // NPAIR
+    qb0 = 2 * (pid % NPAIR)
+    plane = plane_ptr + pid * NKB
+    lane = tl.arange(0, CHUNK)
+    for k0 in range(0, NKB, CHUNK):
+        tl.store(plane + k0 + lane, tl.zeros([CHUNK], tl.int8), mask=k0 + lane < NKB)
+    tl.debug_barrier()   # the flags are written and read by different threads of the program
+    row0 = bh * NQB + qb0
+    count0 = tl.load(counts_ptr + row0)
+    for c0 in range(0, count0, CHUNK):
+        ok = c0 + lane < count0
+        blk = tl.load(idx_ptr + row0 * NKB + c0 + lane, mask=ok, other=0)
+        tl.store(plane + blk, tl.full([CHUNK], 1, tl.int8), mask=ok)
+    tl.debug_barrier()
+    count1 = tl.load(counts_ptr + row0 + 1, mask=qb0 + 1 < NQB, other=0)
+    for c0 in range(0, count1, CHUNK):
+        ok = c0 + lane < count1
+        blk = tl.load(idx_ptr + (row0 + 1) * NKB + c0 + lane, mask=ok, other=0)
+        flag = tl.load(plane + blk, mask=ok, other=0)
+        tl.store(plane + blk, flag | 2, mask=ok)
+    tl.debug_barrier()
+    first_row = qb0 * BQ
+    n_both = 0
+    for k0 in range(0, NKB, CHUNK):
+        kb = k0 + lane
+        flag = tl.load(plane + kb, mask=kb < NKB, other=0).to(tl.int32)
+        n_both += tl.sum(((flag == 3) & ((kb + 1) * BK <= first_row)).to(tl.int32), axis=0)
+    codes = codes_ptr + pid * NCODE
+    n_front = 0
+    n_back = n_both
+    for k0 in range(0, NKB, CHUNK):
+        kb = k0 + lane
+        flag = tl.load(plane + kb, mask=kb < NKB, other=0).to(tl.int32)
+        both = (flag == 3) & ((kb + 1) * BK <= first_row)
+        rest = (flag > 0) & ~both
+        tl.store(codes + n_front + tl.cumsum(both.to(tl.int32), axis=0) - 1, 4 * kb + flag, mask=both)
+        tl.store(codes + n_back + tl.cumsum(rest.to(tl.int32), axis=0) - 1, 4 * kb + flag, mask=rest)
+        n_front += tl.sum(both.to(tl.int32), axis=0)
+        n_back += tl.sum(rest.to(tl.int32), axis=0)
+    n_steps = (n_back + SLOTS - 1) // SLOTS
+    pad = n_back + tl.arange(0, SLOTS)
+    tl.store(codes + pad, tl.zeros([SLOTS], tl.int32), mask=pad < n_steps * SLOTS)
+    tl.store(union_counts_ptr + pid * 2, n_steps)
+    tl.store(union_counts_ptr + pid * 2 + 1, n_both // SLOTS)
+
+
+def kept_to_union(kept: KeptBlocks, config, slots: int) -> UnionSteps:
+    """The union steps of each pair of query blocks (``blocks.UnionSteps``) from the selection kernel's kept
+    lists, ``slots`` key blocks per step."""
+    counts = kept.counts.contiguous()
+    indices = kept.indices.contiguous()
+    *lead, nqb = counts.shape
+    nkb = indices.shape[-1]
+    npair = -(-nqb // 2)
+    ncode = -(-nkb // slots) * slots
+    programs = counts.numel() // nqb * npair
+    plane = torch.empty(programs, nkb, dtype=torch.int8, device=counts.device)
+    union_counts = torch.empty(*lead, npair, 2, dtype=torch.int32, device=counts.device)
+    codes = torch.empty(*lead, npair, ncode, dtype=torch.int32, device=counts.device)
+    _kept_to_union_kernel[(programs,)](counts, indices, plane, union_counts, codes, nkb, nqb, npair, ncode,
+                                       BQ=config.block_q, BK=config.block_k, SLOTS=slots,
+                                       CHUNK=min(1024, pow2(nkb)))
+    return UnionSteps(counts=union_counts, codes=codes, slots=slots)
+
+
+@triton.jit
 def _attend_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, counts_ptr, idx_ptr, qs_ptr, ks_ptr,
     N, HQ, GROUP, NQB, NKB, NCH, scale_log2e,
@@ -366,6 +438,18 @@ ATTEND_CONFIGS = {
     # the same with a producer warp issuing the copies (gl.warp_specialize; 1 program per SM: the consumer
     # warpgroup takes 256 registers), 4 stages; 17-19% slower than the default at density 1 (run 31)
     "gluon_ws": {**_SPLIT, "gluon": True, "stages": 4, "warp_specialize": True, "maxnreg": 168},
+    # FlashAttention-3's layout: two query blocks per program, each with its own consumer warpgroup and
+    # producer warp (384 threads, 240 registers per consumer thread, 1 program per SM); stages per consumer
+    "gluon_pair": {**_SPLIT, "gluon": True, "stages": 2, "pair": True},
+    "gluon_pair_s3": {**_SPLIT, "gluon": True, "stages": 3, "pair": True},
+    "gluon_pair_pp": {**_SPLIT, "gluon": True, "stages": 2, "pair": True, "pingpong": True},
+    "gluon_pair_pp_s3": {**_SPLIT, "gluon": True, "stages": 3, "pair": True, "pingpong": True},
+    # FlashAttention-3's layout on the union of two query blocks' kept blocks: both consumers read one ring of
+    # slots * 32-key tiles (any blocks per step, one TMA box each), each masking the blocks it does not keep
+    "gluon_union": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": True},
+    "gluon_union_s3": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 3, "pingpong": True},
+    "gluon_union_nopp": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": False},
+    "gluon_union2": {**_SPLIT, "gluon": True, "union": True, "slots": 2, "stages": 4, "pingpong": True},
     # the default for 128-row mask blocks until run 28 (128-key gathered tiles on two warpgroups, runs 20-21);
     # the split form is 5-12% faster there from 64K (run 28d)
     "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
@@ -413,9 +497,13 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
     if cfg.get("gluon"):
         if config.int8_qk or interpreting():
             raise ValueError("tile 'gluon' runs exact q . k on a Hopper GPU only (no int8_qk, no interpreter)")
-        from .attend_gluon import attend_steps_gluon
+        from .attend_gluon import attend_steps_gluon, attend_union_gluon
+        if cfg.get("union"):
+            return attend_union_gluon(q, k, v, kept_to_union(kept, config, cfg["slots"]), config, slots=cfg["slots"],
+                                      stages=cfg["stages"], pingpong=cfg["pingpong"])
         return attend_steps_gluon(q, k, v, kept_to_steps(kept, config), config, stages=cfg["stages"],
-                                  warp_specialize=cfg.get("warp_specialize", False), maxnreg=cfg["maxnreg"])
+                                  warp_specialize=cfg.get("warp_specialize", False), maxnreg=cfg["maxnreg"],
+                                  pair=cfg.get("pair", False), pingpong=cfg.get("pingpong", False))
     if cfg.get("split"):
         return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg, qk8, scales, out_dtype=v.dtype)
     tb, heads_first, maxnreg = cfg["tb"], cfg["heads_first"], cfg["maxnreg"]
