@@ -114,7 +114,8 @@ def _compile_gluon_attend(tile: str, head_dim: int):
     if cfg.get("union"):
         fn = _attend_gluon_union_kernel
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, SLOTS=cfg["slots"], STAGES=cfg["stages"],
-                          CONSUMER_REGS=240, PRODUCER_REGS=24, PINGPONG=cfg["pingpong"], num_warps=4)
+                          CONSUMER_REGS=240, PRODUCER_REGS=24, PINGPONG=cfg["pingpong"], SCHED=cfg.get("skip", False),
+                          num_warps=4)
     elif cfg.get("pair"):
         fn = _attend_gluon_pair_kernel
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, STAGES=cfg["stages"], CONSUMER_REGS=240,

@@ -133,16 +133,25 @@ def mask_to_steps(mask: torch.Tensor, config: SaleConfig) -> KeptSteps:
 
 @dataclasses.dataclass
 class UnionSteps:
-    """The kept blocks of each pair of query blocks (2j, 2j + 1) as one list of steps of ``slots`` key blocks,
+    """The kept blocks of each pair of query blocks (2j, 2j + 1) as one ring of steps of ``slots`` key blocks,
     for a computation pass whose two consumers (one per query block) read the same K/V tiles.
 
+    Key blocks past a query block's last row are dropped. The union's blocks fall in four groups: "both" (both
+    query blocks keep it and it ends before row 2j's first row), "only 0" / "only 1" (kept by one query block
+    only, ending before that block's first row) and the rest (mixed). The ring holds, in this order
+    (``union_ring_kinds``): the longer "only" group's excess full steps (as many as it has more than the
+    other), the ``n_both // slots`` steps of "both" blocks (unmasked for both consumers), the remaining full
+    "only" steps alternating (0, 1, 0, 1, ...; each unmasked for its owner and skipped by the other consumer),
+    then the mixed steps (masked, computed by both): the leftovers of the three groups and the mixed blocks.
+    Within a group blocks ascend. The excess comes first because a consumer keeps its last step's stage until
+    its next step starts: a run of the other's steps longer than the ring's stages, anywhere but at the start,
+    would wait on it forever.
+
     Attributes:
-        counts: int32 [B, Hq, ceil(nqb / 2), 2]: steps, and how many of them come first unmasked.
-        codes: int32 [B, Hq, ceil(nqb / 2), ceil(nkb / slots) * slots]: ``4 * block + flags`` (bit 0: block 2j
-            keeps it, bit 1: block 2j + 1 does), each key block of the union once, ``slots`` per step. First,
-            ascending, the blocks both keep that end before row 2j's first row (the unmasked steps, as many as
-            fill whole steps); then, ascending, the rest of those and every other block of the union; the last
-            step padded with code 0 (kept by neither). Entries past ``counts[..., 0] * slots`` are undefined.
+        counts: int32 [B, Hq, ceil(nqb / 2), 4]: steps in the ring, "both" steps, "only 0" steps, "only 1" steps.
+        codes: int32 [B, Hq, ceil(nqb / 2), (ceil(nkb / slots) + 1) * slots]: ``4 * block + flags`` (bit 0:
+            block 2j keeps it, bit 1: block 2j + 1 does), ``slots`` per step, the last step padded with code 0.
+            Entries past ``counts[..., 0] * slots`` are undefined.
         slots: key blocks per step.
     """
 
@@ -152,25 +161,56 @@ class UnionSteps:
 
 
 def mask_to_union_steps(mask: torch.Tensor, config: SaleConfig, slots: int) -> UnionSteps:
-    """Bool block mask [B, Hq, nqb, nkb] (causal blocks only) -> UnionSteps: the reference of the Triton
-    converter, undefined entries set to -1."""
+    """Bool block mask [B, Hq, nqb, nkb] -> UnionSteps: the reference of the Triton converter, undefined
+    entries set to -1."""
     if mask.dtype != torch.bool or mask.dim() != 4:
         raise ValueError(f"mask must be a 4-d torch.bool tensor, got {mask.dtype} of shape {tuple(mask.shape)}")
-    nkb = mask.shape[-1]
-    rows = torch.nn.functional.pad(mask, (0, 0, 0, mask.shape[-2] % 2)).to(torch.int32)
-    flags = rows[..., 0::2, :] + 2 * rows[..., 1::2, :]              # [B, Hq, npairs, nkb]
-    kb = torch.arange(nkb, device=mask.device)
-    first_row = (torch.arange(flags.shape[-2], device=mask.device) * 2 * config.block_q)[:, None]
-    both = (flags == 3) & ((kb + 1) * config.block_k <= first_row)
-    rest = (flags > 0) & ~both
-    order = torch.sort(torch.where(both, kb, torch.where(rest, nkb + kb, 2 * nkb + kb)), dim=-1).values
-    blocks = order % nkb
-    codes = 4 * blocks + flags.gather(-1, blocks)
-    n_union = (flags > 0).sum(-1)
-    n_steps = -(-n_union // slots)
-    ncode = -(-nkb // slots) * slots
-    slot = torch.arange(ncode, device=mask.device)
-    codes = torch.nn.functional.pad(codes, (0, ncode - nkb), value=0)
-    codes = torch.where(slot < n_union[..., None], codes, torch.where(slot < (n_steps * slots)[..., None], 0, -1))
-    counts = torch.stack([n_steps, both.sum(-1) // slots], -1).to(torch.int32)
+    nkb, bq, bk, dev = mask.shape[-1], config.block_q, config.block_k, mask.device
+    rows = torch.nn.functional.pad(mask, (0, 0, 0, mask.shape[-2] % 2))
+    kb = torch.arange(nkb, device=dev)
+    first0 = (torch.arange(rows.shape[-2] // 2, device=dev) * 2 * bq)[:, None]
+    first1 = first0 + bq
+    m0 = rows[..., 0::2, :] & (kb * bk < first1)
+    m1 = rows[..., 1::2, :] & (kb * bk < first1 + bq)
+    flags = m0.to(torch.int64) + 2 * m1.to(torch.int64)
+    groups = ((flags == 3) & ((kb + 1) * bk <= first0), (flags == 1) & ((kb + 1) * bk <= first0),
+              (flags == 2) & ((kb + 1) * bk <= first1))
+    mixed = (flags > 0) & ~(groups[0] | groups[1] | groups[2])
+    n_both, n_only0, n_only1 = (g.sum(-1) for g in groups)
+    s_both, s0, s1 = n_both // slots, n_only0 // slots, n_only1 // slots
+    excess = (torch.maximum(s0, s1) - torch.minimum(s0, s1))[..., None]
+    leftover = 0
+    ncode = (-(-nkb // slots) + 1) * slots
+    pos = torch.full(flags.shape, ncode, dtype=torch.int64, device=dev)     # ncode: not in the union
+    mixed_base = ((s_both + s0 + s1) * slots)[..., None]
+    for g, (members, n_steps) in enumerate(zip(groups, (s_both, s0, s1))):
+        rank = members.cumsum(-1) - 1
+        step, slot = rank // slots, rank % slots
+        if g == 0:
+            ring = excess + step
+        else:   # this group's excess steps (it is the longer one) first, the rest after the "both" steps
+            own_excess = torch.where(((s0 > s1) if g == 1 else (s1 > s0))[..., None], excess, 0)
+            ring = torch.where(step < own_excess, step, excess + s_both[..., None] + 2 * (step - own_excess) + g - 1)
+        in_steps = step < n_steps[..., None]
+        extra = mixed_base + leftover + rank - n_steps[..., None] * slots
+        pos = torch.where(members, torch.where(in_steps, ring * slots + slot, extra), pos)
+        leftover = leftover + (members.sum(-1) - n_steps * slots)[..., None]
+    pos = torch.where(mixed, mixed_base + leftover + mixed.cumsum(-1) - 1, pos)
+    n_mixed = leftover[..., 0] + mixed.sum(-1)
+    n_ring = s_both + s0 + s1 + -(-n_mixed // slots)
+    codes = torch.full((*flags.shape[:-1], ncode + 1), -1, dtype=torch.int64, device=dev)
+    codes.scatter_(-1, pos, 4 * kb + flags)
+    slot = torch.arange(ncode, device=dev)
+    filled = (mixed_base + n_mixed[..., None])
+    codes = torch.where((slot >= filled) & (slot < (n_ring * slots)[..., None]), 0, codes[..., :ncode])
+    counts = torch.stack([n_ring, s_both, s0, s1], -1).to(torch.int32)
     return UnionSteps(counts=counts, codes=codes.to(torch.int32), slots=slots)
+
+
+def union_ring_kinds(n_ring: int, s_both: int, s0: int, s1: int) -> list:
+    """Which consumers compute each step of a UnionSteps ring: 0 both ("both" and mixed steps), 1 only query
+    block 2j's consumer, 2 only block 2j + 1's (what the Gluon producer and consumers compute from the counts)."""
+    shortest, excess = min(s0, s1), abs(s0 - s1)
+    longer = 1 if s0 > s1 else 2
+    return ([longer] * excess + [0] * s_both + [1, 2] * shortest
+            + [0] * (n_ring - excess - s_both - 2 * shortest))

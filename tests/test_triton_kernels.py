@@ -168,33 +168,117 @@ def test_kept_to_steps_matches_the_torch_converter(n, share, block_q):
         assert int(full) > 0
 
 
-@pytest.mark.parametrize("n, share", [(1, 1.0), (97, 0.5), (300, 0.3), (2100, 1.0), (4099, 0.05)])
+@pytest.mark.parametrize("n, share", [(1, 1.0), (97, 0.5), (300, 0.3), (2100, 1.0), (4099, 0.05), (4099, 0.5)])
 @pytest.mark.parametrize("slots", [2, 4])
 def test_kept_to_union_matches_the_torch_converter(n, share, slots):
-    """The Triton converter (two query blocks' kept lists -> their union steps) equals blocks.mask_to_union_steps
-    exactly, odd numbers of query and key blocks and lists longer than one chunk included; every kept block of
-    either query block is in the union once, with the flags of the blocks that keep it; the unmasked steps hold
-    only blocks both keep that end before the pair's first row."""
+    """The Triton converter (two query blocks' kept lists -> their union ring) equals blocks.mask_to_union_steps
+    exactly, odd numbers of query and key blocks and lists longer than one chunk included. On the reference:
+    every causal kept block of either query block is in the ring once with the flags of the blocks that keep
+    it; in the order of blocks.union_ring_kinds, "both" steps hold blocks both keep before the pair's first
+    row, "only" steps blocks of their owner alone before its first row."""
     cfg = sale.SaleConfig()
     g = torch.Generator().manual_seed(n + slots)
-    causal = causal_blocks(n, cfg, DEVICE)
-    mask = (torch.rand(2, 3, *causal.shape, generator=g) < share).to(DEVICE) & causal
+    nqb, nkb = num_blocks(n, 64), num_blocks(n, 32)
+    mask = (torch.rand(2, 3, nqb, nkb, generator=g) < share).to(DEVICE)   # blocks past the diagonal dropped
     union, ref = kept_to_union(sale.mask_to_kept(mask), cfg, slots), mask_to_union_steps(mask, cfg, slots)
     assert torch.equal(union.counts, ref.counts)
     assert torch.equal(torch.where(ref.codes >= 0, union.codes, -1), ref.codes)
-    nqb, nkb = causal.shape
+    mask = mask & causal_blocks(n, cfg, DEVICE)
     for b, h, j in [(0, 0, 0), (1, 2, (nqb - 1) // 2), (0, 1, nqb // 4)]:
-        n_steps, n_unmasked = ref.counts[b, h, j].tolist()
-        codes = ref.codes[b, h, j, :n_steps * slots]
-        kept = {(int(c) >> 2, int(c) & 3) for c in codes if int(c) & 3}
+        n_ring, s_both, s0, s1 = ref.counts[b, h, j].tolist()
+        steps = ref.codes[b, h, j, :n_ring * slots].view(n_ring, slots)
+        kept = {(int(c) >> 2, int(c) & 3) for c in steps.flatten() if int(c) & 3}
         want = {(kb, int(mask[b, h, 2 * j, kb]) + 2 * int(mask[b, h, 2 * j + 1, kb] if 2 * j + 1 < nqb else 0))
                 for kb in range(nkb)}
         assert kept == {w for w in want if w[1]}
-        assert len(kept) == int((codes & 3 > 0).sum())        # each block once
-        front = codes[:n_unmasked * slots]
-        assert ((front & 3) == 3).all() and (((front >> 2) + 1) * cfg.block_k <= 2 * j * cfg.block_q).all()
+        assert len(kept) == int((steps & 3 > 0).sum())        # each block once
+        first = (2 * j * cfg.block_q, (2 * j + 1) * cfg.block_q)
+        excess = abs(s0 - s1)
+        for u, kind in enumerate(sale.blocks.union_ring_kinds(n_ring, s_both, s0, s1)):
+            flags, ends = steps[u] & 3, ((steps[u] >> 2) + 1) * cfg.block_k
+            if kind:   # an "only" step: every block kept by its owner alone, before the owner's first row
+                assert (flags == kind).all() and (ends <= first[kind - 1]).all(), (u, kind)
+            elif excess <= u < excess + s_both:   # a "both" step
+                assert (flags == 3).all() and (ends <= first[0]).all(), u
     if share == 1.0 and n > 2 * cfg.block_q:
         assert int(ref.counts[..., 1].sum()) > 0
+
+
+def _ring_schedule(n_ring, s_both, s0, s1, lead):
+    """A CPU mirror of attend_gluon._ring_step and _full_barrier: (ring step, barrier kind) of each of a
+    consumer's steps."""
+    excess = max(s0, s1) - min(s0, s1)
+    own_excess = excess if (s0 > s1 if lead else s1 > s0) else 0
+    n_unmasked = s_both + (s0 if lead else s1)
+    n_steps = n_unmasked + n_ring - s_both - s0 - s1
+    out = []
+    for i in range(n_steps):
+        if i < own_excess:
+            t = i
+        elif i < own_excess + s_both:
+            t = excess + i - own_excess
+        elif i < n_unmasked:
+            t = excess + s_both + 2 * (i - own_excess - s_both) + (0 if lead else 1)
+        else:
+            t = s0 + s1 + s_both + i - n_unmasked
+        own = i < n_unmasked and (i < own_excess or i >= own_excess + s_both)
+        out.append((t, (1 if lead else 2) if own else 0))
+    return out
+
+
+def _ring_runs_to_the_end(kinds, stages, order):
+    """The union ring's protocol as the Gluon kernel runs it: the producer fills stage u % stages once both
+    consumers released step u - stages (it releases an "only" step for the consumer that skips it), each
+    consumer waits for its steps in order on the full barrier of the step's kind and releases its previous
+    step when its next one is ready (and its last at the end). `order` picks who moves; False on a deadlock.
+    Also asserts that no consumer waits on a barrier more than one phase behind (mbarrier parity)."""
+    full, released, loaded = {}, [0] * stages, 0
+    scheds = [[(t, k) for t, k in enumerate(kinds) if k in (0, c + 1)] for c in (0, 1)]
+    pos, held, waited = [0, 0], [None, None], [{}, {}]
+    while True:
+        moved = False
+        for who in order():
+            if who == 2 and loaded < len(kinds) and released[loaded % stages] // 2 >= loaded // stages:
+                key = (kinds[loaded], loaded % stages)
+                full[key] = full.get(key, 0) + 1
+                released[loaded % stages] += kinds[loaded] != 0
+                loaded, moved = loaded + 1, True
+            elif who < 2 and pos[who] <= len(scheds[who]):
+                if pos[who] == len(scheds[who]):
+                    if held[who] is not None:
+                        released[held[who] % stages] += 1
+                    pos[who], moved = pos[who] + 1, True
+                    continue
+                t, kind = scheds[who][pos[who]]
+                key = (kind, t % stages)
+                rounds = waited[who].get(key, 0)
+                assert full.get(key, 0) <= rounds + 1, "a barrier ran two phases ahead of its waiter"
+                if full.get(key, 0) == rounds + 1:
+                    waited[who][key] = rounds + 1
+                    if held[who] is not None:
+                        released[held[who] % stages] += 1
+                    held[who], pos[who], moved = t, pos[who] + 1, True
+        if not moved:
+            return loaded == len(kinds) and pos == [len(scheds[0]) + 1, len(scheds[1]) + 1]
+
+
+@pytest.mark.parametrize("stages", [3, 4, 5])
+def test_union_ring_schedule_matches_the_ring_and_runs_to_the_end(stages):
+    """The Gluon skip tiles' schedule (mirrored on the CPU) on every small ring: each consumer computes
+    exactly the steps blocks.union_ring_kinds gives it, in order; and the protocol of producer and consumers
+    ends for every shape of ring and under random interleavings (a run of one consumer's steps anywhere but
+    at the start would deadlock with 3 stages: the reason the longer group's excess comes first)."""
+    import itertools
+    import random
+    rng = random.Random(stages)
+    for s_both, s0, s1, mixed in itertools.product(range(4), range(6), range(6), range(3)):
+        n_ring = s_both + s0 + s1 + mixed
+        kinds = sale.blocks.union_ring_kinds(n_ring, s_both, s0, s1)
+        for lead in (True, False):
+            sched = _ring_schedule(n_ring, s_both, s0, s1, lead)
+            assert sched == [(t, k) for t, k in enumerate(kinds) if k in (0, 1 if lead else 2)]
+        assert _ring_runs_to_the_end(kinds, stages, lambda: [2, 0, 1])
+        assert _ring_runs_to_the_end(kinds, stages, lambda: rng.sample([0, 1, 2], 3))
 
 
 @pytest.mark.parametrize("tile", ["default", "bq128"])
@@ -375,7 +459,8 @@ def plain_rows_error(q, k, v, mask, rows):
 @pytest.mark.parametrize("n, hq, hkv, d, batch", [(1, 2, 1, 64, 1), (97, 4, 2, 64, 2), (300, 2, 2, 128, 1),
                                                   (999, 2, 1, 64, 1), (4099, 8, 2, 128, 2)])
 @pytest.mark.parametrize("tile", ["gluon", "gluon_ws", "gluon_pair", "gluon_pair_pp", "gluon_pair_pp_s3",
-                                  "gluon_union", "gluon_union_s3", "gluon_union_nopp", "gluon_union2"])
+                                  "gluon_union", "gluon_union_s3", "gluon_union_nopp", "gluon_union2", "gluon_skip",
+                                  "gluon_skip2"])
 def test_attend_gluon_matches_reference_on_random_masks(n, hq, hkv, d, batch, tile):
     """The Gluon computation pass (Hopper only) on random masks: rows with 0 to many lone blocks, odd and even,
     full pairs and tail pairs; empty rows apart from the always-computed blocks; a mask with no diagonal

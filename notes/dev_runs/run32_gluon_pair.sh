@@ -8,14 +8,14 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/sale_out}; mkdir -p "$OUT"
 ok=""
-for t in ${TEST_TILES:-gluon_union gluon_union_s3 gluon_union_nopp gluon_union2}; do
+for t in ${TEST_TILES:-gluon_skip gluon_skip2 gluon_union_s3_nopp gluon_pair_s3 gluon_union_s3 gluon}; do
   timeout ${TEST_TIMEOUT:-90} python3 -m pytest -q -x tests -m cuda -k "gluon and ($t- or $t])" >> "$OUT/gpu_tests.txt" 2>&1
   rc=$?; echo "tile $t: pytest rc $rc"; tail -3 "$OUT/gpu_tests.txt"
   [ $rc -eq 0 ] && ok="$ok $t"
 done
 tiles=""
-for t in ${TILES:-default gluon_pair_s3 gluon_pair_pp_s3 gluon_union gluon_union_s3 gluon_union_nopp gluon_union2}; do
-  case "$t" in default|gluon|gluon_ws|gluon_pair*|split*) tiles="$tiles $t";; *) [[ " $ok " == *" $t "* ]] && tiles="$tiles $t";; esac
+for t in ${TILES:-default gluon_pair_s3 gluon_union_s3 gluon_union_s3_nopp gluon_skip gluon_skip2}; do
+  case "$t" in default|gluon|gluon_ws|split*) tiles="$tiles $t";; *) [[ " $ok " == *" $t "* ]] && tiles="$tiles $t";; esac
 done
 echo "timing tiles:$tiles"
 [ -z "${LENGTHS-16384 65536}" ] && exit 0

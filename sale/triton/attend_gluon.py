@@ -75,15 +75,15 @@ def _step_blocks(t, step_base, back, n_full, n_lp, n_single):
 @gluon.jit
 def _issue_loads(u, n_steps, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single,
                  BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, UNION: gl.constexpr = False,
-                 SLOTS: gl.constexpr = 2):
+                 SLOTS: gl.constexpr = 2, kind=0):
     """TMA copies of step u's K and V into stage u % STAGES; nothing past the last step. A [SLOTS * BK, HEAD_DIM]
     stage tile with 128-byte swizzling is stored as HEAD_DIM / 64 column chunks of [SLOTS * BK, 64], so each
     block's chunk is one [BK, 64] box: box (stage, chunk c, slot j) = (stage * NCH + c) * SLOTS + j. UNION: the
     step's SLOTS blocks are codes SLOTS * u ... of the list at step_base (block = code >> 2), else the split
-    form's decode (SLOTS = 2)."""
+    form's decode (SLOTS = 2). kind: which set of STAGES full barriers the copies signal (``_full_barrier``)."""
     ok = u < n_steps
     uc = gl.maximum(gl.minimum(u, n_steps - 1), 0)
-    bar = bars.index(u % STAGES)
+    bar = bars.index(kind * STAGES + u % STAGES)
     mbarrier.expect(bar, SLOTS * NCH * (desc_k.block_type.nbytes + desc_v.block_type.nbytes), pred=ok)
     if UNION:
         for j in gl.static_range(SLOTS):
@@ -157,18 +157,53 @@ def _end_turn(turns, PINGPONG: gl.constexpr, LEAD: gl.constexpr):
 
 
 @gluon.jit
-def _pipelined_step(t, n_steps, acc, p_prev, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars,
+def _ring_step(i, n_unmasked, s_both, s0, s1, SCHED: gl.constexpr, LEAD: gl.constexpr):
+    """The ring step of a consumer's i-th step. SCHED (blocks.UnionSteps, each consumer skipping the other's
+    "only" steps): its excess "only" steps if it has more than the other, the "both" steps, its other "only"
+    steps (alternating with the other's), then every mixed step; else every step of the ring in order."""
+    if SCHED:
+        excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
+        own_excess = gl.where((s0 > s1) if LEAD else (s1 > s0), excess, 0)
+        k = i - own_excess - s_both
+        only = excess + s_both + 2 * k + (0 if LEAD else 1)
+        return gl.where(i < own_excess, i, gl.where(i < own_excess + s_both, excess + i - own_excess,
+                        gl.where(i < n_unmasked, only, s0 + s1 + s_both + i - n_unmasked)))
+    else:
+        return i
+
+
+@gluon.jit
+def _full_barrier(t, i, n_unmasked, s_both, s0, s1, phases, STAGES: gl.constexpr, SCHED: gl.constexpr,
+                  LEAD: gl.constexpr):
+    """The full barrier of ring step t (this consumer's i-th step) and the phase to wait for. SCHED: steps of
+    the two consumers' "only" groups signal barriers of their own (kind 1 and 2, kind 0 the steps both compute),
+    so that each consumer waits for every round of each barrier it uses, in order, although it skips steps;
+    the phase of each (kind, stage) is a bit of `phases`, flipped after each wait. Returns (barrier index,
+    phase, phases)."""
+    if SCHED:   # the consumer's "both" steps are i in [own excess, own excess + s_both)
+        own_excess = n_unmasked - s_both - gl.minimum(s0, s1)
+        own = (i < n_unmasked) & ((i < own_excess) | (i >= own_excess + s_both))
+        bit = gl.where(own, 1 + (0 if LEAD else 1), 0) * STAGES + t % STAGES
+        return bit, (phases >> bit) & 1, phases ^ (1 << bit)
+    else:
+        return t % STAGES, (t // STAGES) & 1, phases
+
+
+@gluon.jit
+def _pipelined_step(t, tp, bar, phase, n_steps, acc, p_prev, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem,
+                    k_boxes, v_boxes, bars,
                     empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns, n_other_issues,
                     MASKED: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, WS: gl.constexpr,
                     PINGPONG: gl.constexpr, LEAD: gl.constexpr, UNION: gl.constexpr, SLOTS: gl.constexpr,
                     s_layout: gl.constexpr, o_layout: gl.constexpr):
-    """Step t: q . k_t and p_{t-1} . v_{t-1} in flight together, step t's softmax under the second. STAGES = 3:
-    steps t and t - 1 are being read, the third stage is refilled one step ahead."""
+    """Ring step t: q . k_t and p_tp . v_tp (tp: this consumer's previous step, t - 1 unless it skips steps)
+    in flight together, step t's softmax under the second. Without WS (STAGES = 3): steps t and t - 1 are being
+    read, the third stage is refilled one step ahead."""
     s_idx = t % STAGES
-    mbarrier.wait(bars.index(s_idx), (t // STAGES) & 1)
+    mbarrier.wait(bars.index(bar), phase)
     _await_turn(turns, t, n_other_issues, PINGPONG, LEAD)
     s_tok = warpgroup_mma(q_smem, k_smem.index(s_idx).permute((1, 0)), s_dead, use_acc=False, is_async=True)
-    o_tok = warpgroup_mma(p_prev, v_smem.index((t - 1) % STAGES), acc, is_async=True)
+    o_tok = warpgroup_mma(p_prev, v_smem.index(tp % STAGES), acc, is_async=True)
     _end_turn(turns, PINGPONG, LEAD)
     if not WS:
         # while both run: step t + STAGES - 2 into the stage of step t - 2, whose p . v every warp waited for in
@@ -183,8 +218,8 @@ def _pipelined_step(t, n_steps, acc, p_prev, s_dead, m_i, l_i, c, rows, q_smem, 
         keys, ok = _step_columns(t, step_base, back, n_full, n_lp, n_single, BK, UNION, SLOTS, LEAD, s_layout)
     p, m_i, alpha, l_i = _softmax_step(s, m_i, l_i, c, rows, keys, ok, MASKED)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok,))
-    if WS:  # the producer warp may refill the stage of step t - 1
-        mbarrier.arrive(empty.index((t - 1) % STAGES))
+    if WS:  # the producer warp may refill the stage of step tp
+        mbarrier.arrive(empty.index(tp % STAGES))
     acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
     p_op = gl.convert_layout(p.to(v_smem.dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
     return acc, p_op, s, m_i, l_i
@@ -193,13 +228,23 @@ def _pipelined_step(t, n_steps, acc, p_prev, s_dead, m_i, l_i, c, rows, q_smem, 
 @gluon.jit
 def _produce_steps(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single,
                    n_steps, BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, UNION: gl.constexpr = False,
-                   SLOTS: gl.constexpr = 2):
+                   SLOTS: gl.constexpr = 2, SCHED: gl.constexpr = False, s_both=0, s0=0, s1=0):
     """The producer warp (WS): every step's TMA copies, each into a stage the consumers released (empty
-    barrier; the first round of each stage passes at once: a fresh barrier's previous phase reads complete)."""
+    barrier; the first round of each stage passes at once: a fresh barrier's previous phase reads complete).
+    SCHED: an "only" step is computed by one of the two consumers; the producer releases it for the other."""
+    excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
     for u in range(n_steps):
         mbarrier.wait(empty.index(u % STAGES), ((u // STAGES) & 1) ^ 1)
+        kind = 0
+        alternating = (u >= excess + s_both) & (u < s_both + s0 + s1)
+        only = (u < excess) | alternating
+        if SCHED:   # an "only" step's owner: the longer group's in the excess, then alternating from block 2j's
+            kind = gl.where(u < excess, gl.where(s0 > s1, 1, 2),
+                            gl.where(alternating, 1 + (u - excess - s_both) % 2, 0))
         _issue_loads(u, n_steps, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp,
-                     n_single, BK, STAGES, NCH, UNION, SLOTS)
+                     n_single, BK, STAGES, NCH, UNION, SLOTS, kind)
+        if SCHED:
+            mbarrier.arrive(empty.index(u % STAGES), pred=only)
 
 
 @gluon.jit
@@ -208,9 +253,11 @@ def _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, e
                  stride_ob, stride_oh, stride_on, turns, n_other_issues, HEAD_DIM: gl.constexpr, BQ: gl.constexpr,
                  BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, WS: gl.constexpr, PINGPONG: gl.constexpr,
                  LEAD: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr, io_l: gl.constexpr,
-                 UNION: gl.constexpr = False, SLOTS: gl.constexpr = 2):
+                 UNION: gl.constexpr = False, SLOTS: gl.constexpr = 2, SCHED: gl.constexpr = False, s_both=0, s0=0,
+                 s1=0):
     """The consumer warpgroup: q into shared memory, every step (the first alone, then unmasked, then masked
-    ones pipelined), the output rows. UNION: the steps are the pair's union list (n_full unmasked steps)."""
+    ones pipelined), the output rows. UNION: the steps are the pair's union ring (n_full unmasked steps), all
+    computed, or with SCHED this consumer's (``_ring_step``)."""
     dtype: gl.constexpr = q_smem.dtype
     row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
     n_unmasked = n_full + n_lp
@@ -231,30 +278,40 @@ def _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, e
 
     # step 0 alone (masked form: it may be any kind of step)
     has_steps = n_steps > 0
-    mbarrier.wait(bars.index(0), 0, pred=has_steps)
+    t = _ring_step(0, n_unmasked, s_both, s0, s1, SCHED, LEAD)
+    bar, phase, phases = _full_barrier(t, 0, n_unmasked, s_both, s0, s1, 0, STAGES, SCHED, LEAD)
+    mbarrier.wait(bars.index(bar), phase, pred=has_steps)
     _await_turn(turns, 0, n_other_issues, PINGPONG, LEAD)
-    s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_dead, use_acc=False, is_async=True)
+    s_tok = warpgroup_mma(q_smem, k_smem.index(t % STAGES).permute((1, 0)), s_dead, use_acc=False, is_async=True)
     _end_turn(turns, PINGPONG, LEAD)
     s_dead = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok,))
-    keys, ok = _step_columns(0, step_base, back, n_full, n_lp, n_single, BK, UNION, SLOTS, LEAD, s_layout)
+    keys, ok = _step_columns(t, step_base, back, n_full, n_lp, n_single, BK, UNION, SLOTS, LEAD, s_layout)
     p, m_i, alpha, l_i = _softmax_step(s_dead, m_i, l_i, c, rows, keys, ok, True)
     p_op = gl.convert_layout(p.to(dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
 
-    for t in range(1, n_unmasked):
+    tp = t
+    for i in range(1, n_unmasked):
+        t = _ring_step(i, n_unmasked, s_both, s0, s1, SCHED, LEAD)
+        bar, phase, phases = _full_barrier(t, i, n_unmasked, s_both, s0, s1, phases, STAGES, SCHED, LEAD)
         acc, p_op, s_dead, m_i, l_i = _pipelined_step(
-            t, n_steps, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty,
+            t, tp, bar, phase, n_steps, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty,
             desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns, n_other_issues, False, BK,
             STAGES, NCH, WS, PINGPONG, LEAD, UNION, SLOTS, s_layout, o_layout)
-    for t in range(gl.maximum(n_unmasked, 1), n_steps):
+        tp = t
+    for i in range(gl.maximum(n_unmasked, 1), n_steps):
+        t = _ring_step(i, n_unmasked, s_both, s0, s1, SCHED, LEAD)
+        bar, phase, phases = _full_barrier(t, i, n_unmasked, s_both, s0, s1, phases, STAGES, SCHED, LEAD)
         acc, p_op, s_dead, m_i, l_i = _pipelined_step(
-            t, n_steps, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty,
+            t, tp, bar, phase, n_steps, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty,
             desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns, n_other_issues, True, BK,
             STAGES, NCH, WS, PINGPONG, LEAD, UNION, SLOTS, s_layout, o_layout)
-    last = gl.maximum(n_steps - 1, 0)
-    _await_turn(turns, last + 1, n_other_issues, PINGPONG, LEAD)
-    o_tok = warpgroup_mma(p_op, v_smem.index(last % STAGES), acc, is_async=True)
+        tp = t
+    _await_turn(turns, gl.maximum(n_steps - 1, 0) + 1, n_other_issues, PINGPONG, LEAD)
+    o_tok = warpgroup_mma(p_op, v_smem.index(tp % STAGES), acc, is_async=True)
     _end_turn(turns, PINGPONG, LEAD)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok,))
+    if SCHED:  # the ring may go on past this consumer's last step: release its stage
+        mbarrier.arrive(empty.index(tp % STAGES), pred=has_steps)
 
     l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
     out = acc / gl.where(l_o > 0, l_o, 1.0)[:, None]
@@ -422,13 +479,15 @@ def _attend_gluon_union_kernel(
     N, HQ, GROUP, NQB, NCODE, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
     HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, SLOTS: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PINGPONG: gl.constexpr, num_warps: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PINGPONG: gl.constexpr, SCHED: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     """FlashAttention-3's layout on SALE's mask: one program per pair of query blocks (2j, 2j + 1) and query
     head, one consumer warpgroup per query block, both reading one ring of SLOTS * BK-key K/V tiles that one
     producer warp fills with the union of their kept blocks (``blocks.UnionSteps``: any SLOTS blocks per step,
-    each copied as its own TMA boxes). Steps whose blocks both consumers keep, before either's first row, run
-    unmasked; in the others each consumer masks the blocks it does not keep (computed, not skipped)."""
+    each copied as its own TMA boxes). "Both" steps run unmasked. Without SCHED both consumers compute every
+    other step masked (a block one of them does not keep is computed and masked); with SCHED each computes
+    its own "only" steps unmasked and skips the other's, and both compute the mixed steps masked."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, SLOTS * BK, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
@@ -447,8 +506,21 @@ def _attend_gluon_union_kernel(
     h = bh % HQ
     kvh = h // GROUP
     row = bh * n_pairs + pair
-    n_steps = gl.load(counts_ptr + row * 2)
-    n_unmasked = gl.load(counts_ptr + row * 2 + 1)
+    n_ring = gl.load(counts_ptr + row * 4)
+    s_both = gl.load(counts_ptr + row * 4 + 1)
+    s0 = gl.load(counts_ptr + row * 4 + 2)
+    s1 = gl.load(counts_ptr + row * 4 + 3)
+    if SCHED:   # each consumer's steps: "both", its "only" ones, the mixed ones
+        n_mixed = n_ring - s_both - s0 - s1
+        n_unmasked0 = s_both + s0
+        n_unmasked1 = s_both + s1
+        n_steps0 = n_unmasked0 + n_mixed
+        n_steps1 = n_unmasked1 + n_mixed
+    else:
+        n_unmasked0 = s_both
+        n_unmasked1 = s_both
+        n_steps0 = n_ring
+        n_steps1 = n_ring
     codes = codes_ptr + row * NCODE
     qb0 = 2 * pair
 
@@ -458,29 +530,33 @@ def _attend_gluon_union_kernel(
     v_smem = gl.allocate_shared_memory(dtype, [STAGES, SLOTS * BK, HEAD_DIM], tile_l)
     k_boxes = _reinterpret(k_smem, dtype, box_shape, desc_k.layout)
     v_boxes = _reinterpret(v_smem, dtype, box_shape, desc_v.layout)
-    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    KINDS: gl.constexpr = 3 if SCHED else 1   # full barriers: steps both compute, "only 0", "only 1"
+    bars = gl.allocate_shared_memory(gl.int64, [KINDS * STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
+    for i in gl.static_range(KINDS * STAGES):
         mbarrier.init(bars.index(i), count=1)
+    for i in gl.static_range(STAGES):
         mbarrier.init(empty.index(i), count=2)   # a stage is free once both consumers are done with it
     mbarrier.init(turns.index(0), count=1)
     mbarrier.init(turns.index(1), count=1)
-    issues = gl.maximum(n_steps, 1) + 1
+    issues0 = gl.maximum(n_steps0, 1) + 1   # MMA issues (ping-pong, not with SCHED)
+    issues1 = gl.maximum(n_steps1, 1) + 1
     gl.warp_specialize([
         (_attend_rows, (q_ptr, o_ptr, q0, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b, h, kvh,
-                        qb0, codes, codes, n_unmasked, 0, 0, n_steps, scale_log2e, stride_qb, stride_qh, stride_qn,
-                        stride_ob, stride_oh, stride_on, turns, issues, HEAD_DIM, BQ, BK, STAGES, NCH, True, PINGPONG,
-                        True, s_layout, o_layout, io_l, True, SLOTS)),
+                        qb0, codes, codes, n_unmasked0, 0, 0, n_steps0, scale_log2e, stride_qb, stride_qh, stride_qn,
+                        stride_ob, stride_oh, stride_on, turns, issues1, HEAD_DIM, BQ, BK, STAGES, NCH, True, PINGPONG,
+                        True, s_layout, o_layout, io_l, True, SLOTS, SCHED, s_both, s0, s1)),
         (_attend_rows, (q_ptr, o_ptr, q1, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b, h, kvh,
-                        qb0 + 1, codes, codes, n_unmasked, 0, 0, n_steps, scale_log2e, stride_qb, stride_qh, stride_qn,
-                        stride_ob, stride_oh, stride_on, turns, issues, HEAD_DIM, BQ, BK, STAGES, NCH, True, PINGPONG,
-                        False, s_layout, o_layout, io_l, True, SLOTS)),
-        (_produce_steps, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, codes, n_unmasked, 0, 0,
-                          n_steps, BK, STAGES, NCH, True, SLOTS)),
+                        qb0 + 1, codes, codes, n_unmasked1, 0, 0, n_steps1, scale_log2e, stride_qb, stride_qh,
+                        stride_qn, stride_ob, stride_oh, stride_on, turns, issues0, HEAD_DIM, BQ, BK, STAGES, NCH, True,
+                        PINGPONG, False, s_layout, o_layout, io_l, True, SLOTS, SCHED, s_both, s0, s1)),
+        (_produce_steps, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, codes, s_both, 0, 0,
+                          n_ring, BK, STAGES, NCH, True, SLOTS, SCHED, s_both, s0, s1)),
     ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
-    for i in gl.static_range(STAGES):
+    for i in gl.static_range(KINDS * STAGES):
         mbarrier.invalidate(bars.index(i))
+    for i in gl.static_range(STAGES):
         mbarrier.invalidate(empty.index(i))
     mbarrier.invalidate(turns.index(0))
     mbarrier.invalidate(turns.index(1))
@@ -540,18 +616,21 @@ def attend_steps_gluon(q, k, v, steps, config, stages: int = 3, warp_specialize:
     return out
 
 
-def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 2, pingpong: bool = True,
-                       consumer_regs: int = 240):
+def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, pingpong: bool = False,
+                       skip: bool = True, consumer_regs: int = 240):
     """The computation pass over the union steps of pairs of query blocks (``blocks.UnionSteps``, from
     ``attend_kernel.kept_to_union``) in Gluon, Hopper only: FlashAttention-3's two consumer warpgroups and one
-    producer warp per program, slots key blocks per step, stages K/V tiles in shared memory.
+    producer warp per program, slots key blocks per step, stages K/V tiles in shared memory. skip: each consumer
+    skips the steps that only the other one keeps (else it computes them masked); pingpong (not with skip):
+    the consumers take turns issuing their MMAs.
 
     q: [B, Hq, N, D] bf16 or fp16; k, v: [B, Hkv, N, D], the same dtype, 16-byte aligned strides (TMA).
     Returns [B, Hq, N, D] in v's dtype."""
     _check_shapes(q, config)
-    if union.slots != slots or stages < 2:
+    if union.slots != slots or stages < (3 if skip else 2) or (skip and pingpong):
         raise ValueError(f"the union steps hold {union.slots} blocks per step, the kernel was asked for {slots}; "
-                         f"stages must be >= 2, got {stages}")
+                         f"stages must be >= 2 (>= 3 with skip: the consumers' steps alternate), got {stages}; "
+                         f"skip and pingpong exclude each other, got both {skip and pingpong}")
     batch, hq, seq_len, head_dim = q.shape
     desc_k, desc_v = _descriptor(k, config.block_k), _descriptor(v, config.block_k)
     out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
@@ -559,5 +638,5 @@ def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 2, 
     _attend_gluon_union_kernel[(union.counts.shape[-2], batch * hq)](
         q, desc_k, desc_v, out, union.counts, union.codes, seq_len, hq, group, nqb, union.codes.shape[-1], scale,
         *strides, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots, STAGES=stages,
-        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, PINGPONG=pingpong, num_warps=4)
+        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, PINGPONG=pingpong, SCHED=skip, num_warps=4)
     return out

@@ -289,14 +289,29 @@ def kept_to_steps(kept: KeptBlocks, config) -> KeptSteps:
 
 
 @triton.jit
+def _union_positions(members, rank, n_steps, s_both, excess, own_excess, mixed_base, leftover, SLOTS: tl.constexpr,
+                     GROUP: tl.constexpr):
+    """Code positions of one group's blocks (blocks.UnionSteps): its full steps in the ring, the rest in the
+    mixed steps after `leftover` earlier leftovers."""
+    step = rank // SLOTS
+    if GROUP == 0:
+        ring = excess + step
+    else:
+        ring = tl.where(step < own_excess, step, excess + s_both + 2 * (step - own_excess) + GROUP - 1)
+    return tl.where(step < n_steps, ring * SLOTS + rank % SLOTS, mixed_base + leftover + rank - n_steps * SLOTS)
+
+
+@triton.jit
 def _kept_to_union_kernel(counts_ptr, idx_ptr, plane_ptr, union_counts_ptr, codes_ptr, NKB, NQB, NPAIR, NCODE,
                           BQ: tl.constexpr, BK: tl.constexpr, SLOTS: tl.constexpr, CHUNK: tl.constexpr):
-    """The kept lists of query blocks 2j and 2j + 1 -> their union steps (``blocks.UnionSteps``), one program
+    """The kept lists of query blocks 2j and 2j + 1 -> their union ring (``blocks.UnionSteps``), one program
     per pair: both lists are first written as flags into a row of key blocks (plane, int8 [NKB] per program),
-    which is then read in order: blocks both keep before row 2j's first row to the front, the rest after."""
+    which is then read in order, twice: group sizes, then each block's position."""
     pid = tl.program_id(0).to(tl.int64)
     bh = pid // NPAIR
     qb0 = 2 * (pid % NPAIR)
+    first0 = qb0 * BQ
+    first1 = first0 + BQ
     plane = plane_ptr + pid * NKB
     lane = tl.arange(0, CHUNK)
     for k0 in range(0, NKB, CHUNK):
@@ -305,54 +320,85 @@ def _kept_to_union_kernel(counts_ptr, idx_ptr, plane_ptr, union_counts_ptr, code
     row0 = bh * NQB + qb0
     count0 = tl.load(counts_ptr + row0)
     for c0 in range(0, count0, CHUNK):
-        ok = c0 + lane < count0
-        blk = tl.load(idx_ptr + row0 * NKB + c0 + lane, mask=ok, other=0)
-        tl.store(plane + blk, tl.full([CHUNK], 1, tl.int8), mask=ok)
+        blk = tl.load(idx_ptr + row0 * NKB + c0 + lane, mask=c0 + lane < count0, other=0)
+        tl.store(plane + blk, tl.full([CHUNK], 1, tl.int8), mask=(c0 + lane < count0) & (blk * BK < first1))
     tl.debug_barrier()
     count1 = tl.load(counts_ptr + row0 + 1, mask=qb0 + 1 < NQB, other=0)
     for c0 in range(0, count1, CHUNK):
-        ok = c0 + lane < count1
-        blk = tl.load(idx_ptr + (row0 + 1) * NKB + c0 + lane, mask=ok, other=0)
-        flag = tl.load(plane + blk, mask=ok, other=0)
-        tl.store(plane + blk, flag | 2, mask=ok)
+        blk = tl.load(idx_ptr + (row0 + 1) * NKB + c0 + lane, mask=c0 + lane < count1, other=0)
+        ok = (c0 + lane < count1) & (blk * BK < first1 + BQ)
+        tl.store(plane + blk, tl.load(plane + blk, mask=ok, other=0) | 2, mask=ok)
     tl.debug_barrier()
-    first_row = qb0 * BQ
     n_both = 0
+    n_only0 = 0
+    n_only1 = 0
+    n_mixed = 0
     for k0 in range(0, NKB, CHUNK):
         kb = k0 + lane
         flag = tl.load(plane + kb, mask=kb < NKB, other=0).to(tl.int32)
-        n_both += tl.sum(((flag == 3) & ((kb + 1) * BK <= first_row)).to(tl.int32), axis=0)
+        both = (flag == 3) & ((kb + 1) * BK <= first0)
+        only0 = (flag == 1) & ((kb + 1) * BK <= first0)
+        only1 = (flag == 2) & ((kb + 1) * BK <= first1)
+        n_both += tl.sum(both.to(tl.int32), axis=0)
+        n_only0 += tl.sum(only0.to(tl.int32), axis=0)
+        n_only1 += tl.sum(only1.to(tl.int32), axis=0)
+        n_mixed += tl.sum(((flag > 0) & ~both & ~only0 & ~only1).to(tl.int32), axis=0)
+    s_both = n_both // SLOTS
+    s0 = n_only0 // SLOTS
+    s1 = n_only1 // SLOTS
+    excess = tl.maximum(s0, s1) - tl.minimum(s0, s1)
+    excess0 = tl.where(s0 > s1, excess, 0)
+    excess1 = tl.where(s1 > s0, excess, 0)
+    mixed_base = (s_both + s0 + s1) * SLOTS
+    left0 = n_both - s_both * SLOTS                 # leftovers before each group's in the mixed steps
+    left1 = left0 + n_only0 - s0 * SLOTS
+    left_m = left1 + n_only1 - s1 * SLOTS
     codes = codes_ptr + pid * NCODE
-    n_front = 0
-    n_back = n_both
+    r_both = 0
+    r0 = 0
+    r1 = 0
+    r_m = 0
     for k0 in range(0, NKB, CHUNK):
         kb = k0 + lane
         flag = tl.load(plane + kb, mask=kb < NKB, other=0).to(tl.int32)
-        both = (flag == 3) & ((kb + 1) * BK <= first_row)
-        rest = (flag > 0) & ~both
-        tl.store(codes + n_front + tl.cumsum(both.to(tl.int32), axis=0) - 1, 4 * kb + flag, mask=both)
-        tl.store(codes + n_back + tl.cumsum(rest.to(tl.int32), axis=0) - 1, 4 * kb + flag, mask=rest)
-        n_front += tl.sum(both.to(tl.int32), axis=0)
-        n_back += tl.sum(rest.to(tl.int32), axis=0)
-    n_steps = (n_back + SLOTS - 1) // SLOTS
-    pad = n_back + tl.arange(0, SLOTS)
-    tl.store(codes + pad, tl.zeros([SLOTS], tl.int32), mask=pad < n_steps * SLOTS)
-    tl.store(union_counts_ptr + pid * 2, n_steps)
-    tl.store(union_counts_ptr + pid * 2 + 1, n_both // SLOTS)
+        both = (flag == 3) & ((kb + 1) * BK <= first0)
+        only0 = (flag == 1) & ((kb + 1) * BK <= first0)
+        only1 = (flag == 2) & ((kb + 1) * BK <= first1)
+        mixed = (flag > 0) & ~both & ~only0 & ~only1
+        pos = tl.where(both, _union_positions(both, r_both + tl.cumsum(both.to(tl.int32), axis=0) - 1, s_both, s_both,
+                                              excess, 0, mixed_base, 0, SLOTS, 0), 0)
+        pos = tl.where(only0, _union_positions(only0, r0 + tl.cumsum(only0.to(tl.int32), axis=0) - 1, s0, s_both,
+                                               excess, excess0, mixed_base, left0, SLOTS, 1), pos)
+        pos = tl.where(only1, _union_positions(only1, r1 + tl.cumsum(only1.to(tl.int32), axis=0) - 1, s1, s_both,
+                                               excess, excess1, mixed_base, left1, SLOTS, 2), pos)
+        pos = tl.where(mixed, mixed_base + left_m + r_m + tl.cumsum(mixed.to(tl.int32), axis=0) - 1, pos)
+        tl.store(codes + pos, 4 * kb + flag, mask=flag > 0)
+        r_both += tl.sum(both.to(tl.int32), axis=0)
+        r0 += tl.sum(only0.to(tl.int32), axis=0)
+        r1 += tl.sum(only1.to(tl.int32), axis=0)
+        r_m += tl.sum(mixed.to(tl.int32), axis=0)
+    filled = mixed_base + left_m + n_mixed
+    n_ring = s_both + s0 + s1 + (left_m + n_mixed + SLOTS - 1) // SLOTS
+    pad = filled + tl.arange(0, SLOTS)
+    tl.store(codes + pad, tl.zeros([SLOTS], tl.int32), mask=pad < n_ring * SLOTS)
+    tl.store(union_counts_ptr + pid * 4, n_ring)
+    tl.store(union_counts_ptr + pid * 4 + 1, s_both)
+    tl.store(union_counts_ptr + pid * 4 + 2, s0)
+    tl.store(union_counts_ptr + pid * 4 + 3, s1)
 
 
 def kept_to_union(kept: KeptBlocks, config, slots: int) -> UnionSteps:
-    """The union steps of each pair of query blocks (``blocks.UnionSteps``) from the selection kernel's kept
+    """The union ring of each pair of query blocks (``blocks.UnionSteps``) from the selection kernel's kept
     lists, ``slots`` key blocks per step."""
     counts = kept.counts.contiguous()
     indices = kept.indices.contiguous()
     *lead, nqb = counts.shape
     nkb = indices.shape[-1]
     npair = -(-nqb // 2)
-    ncode = -(-nkb // slots) * slots
+    ncode = (-(-nkb // slots) + 1) * slots
     programs = counts.numel() // nqb * npair
     plane = torch.empty(programs, nkb, dtype=torch.int8, device=counts.device)
-    union_counts = torch.empty(*lead, npair, 2, dtype=torch.int32, device=counts.device)
+    union_counts = torch.empty(*lead, npair, 4, dtype=torch.int32, device=counts.device)
     codes = torch.empty(*lead, npair, ncode, dtype=torch.int32, device=counts.device)
     _kept_to_union_kernel[(programs,)](counts, indices, plane, union_counts, codes, nkb, nqb, npair, ncode,
                                        BQ=config.block_q, BK=config.block_k, SLOTS=slots,
@@ -445,11 +491,15 @@ ATTEND_CONFIGS = {
     "gluon_pair_pp": {**_SPLIT, "gluon": True, "stages": 2, "pair": True, "pingpong": True},
     "gluon_pair_pp_s3": {**_SPLIT, "gluon": True, "stages": 3, "pair": True, "pingpong": True},
     # FlashAttention-3's layout on the union of two query blocks' kept blocks: both consumers read one ring of
-    # slots * 32-key tiles (any blocks per step, one TMA box each), each masking the blocks it does not keep
+    # slots * 32-key tiles (any blocks per step, one TMA box each). The plain union tiles compute every step
+    # (a block one consumer does not keep is masked); "skip" tiles let each consumer skip the other's own steps
     "gluon_union": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": True},
     "gluon_union_s3": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 3, "pingpong": True},
     "gluon_union_nopp": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": False},
     "gluon_union2": {**_SPLIT, "gluon": True, "union": True, "slots": 2, "stages": 4, "pingpong": True},
+    "gluon_union_s3_nopp": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 3, "pingpong": False},
+    "gluon_skip": {**_SPLIT, "gluon": True, "union": True, "skip": True, "slots": 4, "stages": 3, "pingpong": False},
+    "gluon_skip2": {**_SPLIT, "gluon": True, "union": True, "skip": True, "slots": 2, "stages": 5, "pingpong": False},
     # the default for 128-row mask blocks until run 28 (128-key gathered tiles on two warpgroups, runs 20-21);
     # the split form is 5-12% faster there from 64K (run 28d)
     "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
@@ -500,7 +550,7 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         from .attend_gluon import attend_steps_gluon, attend_union_gluon
         if cfg.get("union"):
             return attend_union_gluon(q, k, v, kept_to_union(kept, config, cfg["slots"]), config, slots=cfg["slots"],
-                                      stages=cfg["stages"], pingpong=cfg["pingpong"])
+                                      stages=cfg["stages"], pingpong=cfg["pingpong"], skip=cfg.get("skip", False))
         return attend_steps_gluon(q, k, v, kept_to_steps(kept, config), config, stages=cfg["stages"],
                                   warp_specialize=cfg.get("warp_specialize", False), maxnreg=cfg["maxnreg"],
                                   pair=cfg.get("pair", False), pingpong=cfg.get("pingpong", False))
