@@ -508,6 +508,11 @@ ATTEND_CONFIGS = {
 # the shared memory, and for 64-row blocks 2 stages (3 programs per SM) beat 3 stages (one per SM) at every
 # density from 64K; 128-row blocks (8 warps) keep 3 (NOTES.md, run 28)
 DEFAULT_INT8_TILE = {64: "split_s2_lp", 128: "default"}
+# On Hopper the default exact computation pass is the Gluon union ring (run 32: 1.01-1.03x cuDNN's speed at
+# density 1, 0.89 of it at density 0.5 on SALE's masks at 64K, where the Triton split form reaches 0.79 and
+# 0.75); where it cannot run (another GPU, the interpreter, int8 q . k, other block or head sizes, K/V strides
+# TMA cannot copy) the Triton tiles above stay the default
+DEFAULT_HOPPER_TILE = "gluon_skip"
 INT8_CONVERSIONS = {"i2f": 1, "magic": 2}
 
 
@@ -539,7 +544,9 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         scales = (q_scale, k_scale)
     if tile is None:  # the default; the split form needs TMA-compatible K and V, else the gathered form
         tile = DEFAULT_INT8_TILE.get(bq, "default") if config.int8_qk else "default"
-        if ATTEND_CONFIGS[tile].get("split") and not _tma_compatible(k, v):
+        if _hopper_gluon_eligible(q, k, v, config):
+            tile = DEFAULT_HOPPER_TILE
+        elif ATTEND_CONFIGS[tile].get("split") and not _tma_compatible(k, v):
             tile = "gathered"
     cfg = ATTEND_CONFIGS[tile]
     if config.int8_qk:
@@ -578,6 +585,14 @@ def _warps_and_stages(cfg, block_q):
     tiles); the interpreter runs one stage."""
     warps = max(cfg["warps"], 8) if block_q >= 128 else cfg["warps"]
     return warps, 1 if interpreting() else cfg["stages"]
+
+
+def _hopper_gluon_eligible(q, k, v, config) -> bool:
+    """Whether the Gluon union ring (DEFAULT_HOPPER_TILE) runs these inputs: an sm_90 GPU, not the interpreter,
+    exact 16-bit q . k, 64-row and 32-key blocks, head dim 64 or 128, TMA-compatible K and V."""
+    return (q.is_cuda and not interpreting() and not config.int8_qk and torch.cuda.get_device_capability(q.device)
+            == (9, 0) and config.block_q == 64 and config.block_k == 32 and q.shape[-1] in (64, 128)
+            and q.dtype in (torch.bfloat16, torch.float16) and _tma_compatible(k, v))
 
 
 def _tma_compatible(*xs) -> bool:
