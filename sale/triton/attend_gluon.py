@@ -516,9 +516,9 @@ def _attend_gluon_union_kernel(
         n_unmasked1 = s_both + s1
         n_steps0 = n_unmasked0 + n_mixed
         n_steps1 = n_unmasked1 + n_mixed
-    else:
-        n_unmasked0 = s_both
-        n_unmasked1 = s_both
+    else:   # every step, in ring order: unmasked only while the ring starts with the "both" steps
+        n_unmasked0 = gl.where(s0 == s1, s_both, 0)
+        n_unmasked1 = n_unmasked0
         n_steps0 = n_ring
         n_steps1 = n_ring
     codes = codes_ptr + row * NCODE
