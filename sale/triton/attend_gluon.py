@@ -1,31 +1,33 @@
-"""Stage 3 on Hopper in Gluon: the split form's steps with the softmax of one step under the tensor cores.
+"""Stage 3 on Hopper in Gluon: FlashAttention-3's layout on SALE's block mask (the Hopper default).
 
 Why a second implementation of the computation pass: Triton 3.6 waits on each wgmma of the Triton kernel
-(``attend_kernel._attend_steps_kernel``) right after issuing it, so within a program the tensor cores idle
-while the softmax runs, and only the other programs on the SM fill that time (NOTES.md, runs 24 and 27: a
-64-key step at ~0.8 of cuDNN). Gluon, the explicit-layout dialect shipped inside Triton, lets one warpgroup
-say what FlashAttention-3's intra-warpgroup pipelining says:
+(``attend_kernel._attend_steps_kernel``) right after issuing it and runs one 64-row warpgroup per program, so
+its 64-key steps reach ~0.8 of cuDNN (NOTES.md, runs 24-31). Gluon, the explicit-layout dialect shipped inside
+Triton, says what FlashAttention-3 says:
 
-- step t's q . k and step t-1's p . v are issued asynchronously back to back; the kernel waits for the first
-  only, and computes step t's softmax while p . v runs;
-- every step is a 64-key tile of two 32-key blocks (a full pair, two lone blocks, or a lone block twice with
-  its second half masked), copied by TMA into a ring of STAGES shared-memory stages and tracked by one
-  mbarrier per stage, issued STAGES - 1 steps ahead; so lone blocks run at the speed of full pairs;
-- unmasked steps (full pairs, lone pairs: every key before the query block's first row, both halves kept)
-  run first with no mask; the odd lone block and the pairs reaching the first row run last, masked.
+- intra-warpgroup pipelining: step t's q . k and the previous step's p . v are issued asynchronously back to
+  back; the consumer waits for the first only and computes step t's softmax while p . v runs;
+- warp specialization: a producer warp copies K and V by TMA into a ring of STAGES shared-memory stages (one
+  full mbarrier per stage, and an empty one the consumers release it through);
+- two consumer warpgroups per program (one per query block of a pair 2j, 2j + 1; 384 threads, 240
+  registers per consumer thread), so one warpgroup's softmax runs under the other's MMAs.
 
-Same steps as the Triton split form (``blocks.KeptSteps`` from ``attend_kernel.kept_to_steps``), same
-online softmax in float32 (scale inside exp2's argument). One program per (query block, query head), longest
-rows first, 4 warps (one warpgroup of 64 rows). With WS a fifth warp (gl.warp_specialize) issues the copies
-and the consumers release each stage through a second mbarrier ring. Gluon compiles for a GPU only: not in
-the interpreter (CI compiles it for sm_90: ``python -m profiler sass-loop --kernel attend --tile gluon``).
+SALE's two neighbouring query blocks keep different key blocks. The default (tile ``gluon_skip``,
+``_attend_gluon_union_kernel`` with SCHED) feeds both consumers from one ring over the union of their kept
+blocks (``blocks.UnionSteps``): every step is SLOTS = 4 key blocks of 32 keys (128 keys), any four, each
+copied as its own TMA boxes, so no block is computed for being its pair's neighbour. Steps of blocks both
+keep run unmasked on both consumers; steps of blocks one keeps are computed by that one only (the producer
+releases them for the other; they signal full barriers of their own kind, so each consumer waits for every
+phase of each barrier it uses in order); the few mixed steps at the end (group leftovers and the diagonal)
+run masked on both. Measured (run 32): 1.00-1.06 of cuDNN per block at density 1 (16K-128K), 0.79-0.89 at
+0.5, but below the Triton split form at density <= 0.1 below 64K (the mixed steps' 128-key padding).
 
-Measured (NOTES.md, run 31): correct on the H100, but slower than the Triton split form at every density.
-Without WS, Triton's shared-memory analysis puts a CTA barrier before every TMA copy (10 per step, 550
-instructions per step against the Triton kernel's 355; both fit 2 programs per SM by shared memory). With WS the consumer
-loop is 306 instructions with 2 barriers, but the consumer warpgroup takes 256 registers, so one program
-runs per SM and nothing hides its softmax but its own p . v. The form that should win is two consumer
-warpgroups (two query blocks) per program fed by one producer warp, FlashAttention-3's ping-pong; not built.
+Other tiles kept as options with their measured speed (``attend_kernel.ATTEND_CONFIGS``): ``gluon_skip2``
+(64-key steps: faster at density <= 0.25), the union without skipping (``gluon_union*``: every step on both
+consumers, masked), two query blocks with rings of their own (``gluon_pair*``, optional ping-pong), and
+session 9's one-warpgroup forms over the split form's steps (``gluon``, ``gluon_ws``). Gluon compiles for a
+GPU only, not in the interpreter; CI compiles it for sm_90 (``python -m profiler sass-loop --kernel attend
+--tile gluon_skip``).
 """
 import math
 

@@ -484,15 +484,19 @@ ATTEND_CONFIGS = {
     # the same with a producer warp issuing the copies (gl.warp_specialize; 1 program per SM: the consumer
     # warpgroup takes 256 registers), 4 stages; 17-19% slower than the default at density 1 (run 31)
     "gluon_ws": {**_SPLIT, "gluon": True, "stages": 4, "warp_specialize": True, "maxnreg": 168},
-    # FlashAttention-3's layout: two query blocks per program, each with its own consumer warpgroup and
-    # producer warp (384 threads, 240 registers per consumer thread, 1 program per SM); stages per consumer
+    # FlashAttention-3's layout (run 32): two query blocks per program, each with its own consumer warpgroup and
+    # producer warp (384 threads, 240 registers per consumer thread, 1 program per SM); stages per consumer.
+    # 64K density 1: 68.2-77.4 ms against the split form's 71.2 (3 stages needed, ping-pong no help)
     "gluon_pair": {**_SPLIT, "gluon": True, "stages": 2, "pair": True},
     "gluon_pair_s3": {**_SPLIT, "gluon": True, "stages": 3, "pair": True},
     "gluon_pair_pp": {**_SPLIT, "gluon": True, "stages": 2, "pair": True, "pingpong": True},
     "gluon_pair_pp_s3": {**_SPLIT, "gluon": True, "stages": 3, "pair": True, "pingpong": True},
     # FlashAttention-3's layout on the union of two query blocks' kept blocks: both consumers read one ring of
     # slots * 32-key tiles (any blocks per step, one TMA box each). The plain union tiles compute every step
-    # (a block one consumer does not keep is masked); "skip" tiles let each consumer skip the other's own steps
+    # on both consumers (a block one does not keep is masked): 1.01x cuDNN's speed at density 1 with 3 stages,
+    # 0.5-0.6 of it at density 0.1. The skip tiles let each consumer skip the other's own steps: gluon_skip
+    # (128-key steps) is the Hopper default (DEFAULT_HOPPER_TILE), gluon_skip2 (64-key steps) is faster at
+    # density <= 0.25 and slower above (run 32)
     "gluon_union": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": True},
     "gluon_union_s3": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 3, "pingpong": True},
     "gluon_union_nopp": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": False},
@@ -521,7 +525,10 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
     """Triton version of ``reference.attention_reference`` over the blocks of ``mask`` (or of ``kept``,
     the selection kernel's compact lists, which then must describe the same causal blocks). With
     ``config.int8_qk``, q and k are first quantized to 8 bits (k smoothed by ``k_mean``, float32 [B, Hkv, D],
-    computed here when None) and q . k runs on the int8 tensor cores."""
+    computed here when None) and q . k runs on the int8 tensor cores. tile None: on an H100/H200 (sm_90) with
+    exact q . k, 64-row and 32-key blocks and head dim 64 or 128, the Gluon union ring (DEFAULT_HOPPER_TILE,
+    attend_gluon.py); elsewhere the Triton split form ("default"), or "gathered" for K/V strides TMA
+    cannot copy."""
     batch, hq, seq_len, head_dim = q.shape
     bq, bk = config.block_q, config.block_k
     if bq % bk or bq & (bq - 1) or bk & (bk - 1) or bk < 16:
