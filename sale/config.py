@@ -42,6 +42,10 @@ class SaleConfig:
             also runs in the Triton interpreter with TRITON_INTERPRET=1).
         check_finite: reject NaN/Inf in q, k, v (one reduction and a host sync per tensor).
             Benchmarks turn it off so that timings hold kernels only.
+        attend_tile: the triton backend's computation-pass form, a name of
+            ``sale.triton.attend_kernel.ATTEND_CONFIGS`` (e.g. ``"gluon_skip2"``, 64-key steps, faster on
+            Hopper at densities <= 0.25; ``"default"``, the Triton split form). None: the default for the
+            GPU (on Hopper the Gluon union ring ``"gluon_skip"``). The reference backend ignores it.
     """
 
     block_q: int = 64
@@ -57,6 +61,7 @@ class SaleConfig:
     softmax_scale: float | None = None
     backend: str = "reference"
     check_finite: bool = True
+    attend_tile: str | None = None
 
     def __post_init__(self):
         for name in ("block_q", "block_k", "q_group_size", "k_group_size"):
@@ -81,6 +86,8 @@ class SaleConfig:
             raise ValueError(f"SaleConfig.selection must be one of {SELECTION_MODES}, got {self.selection!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"SaleConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.attend_tile is not None and (not isinstance(self.attend_tile, str) or not self.attend_tile):
+            raise ValueError(f"SaleConfig.attend_tile must be None or a tile name (a str), got {self.attend_tile!r}")
         if self.softmax_scale is not None:
             s = self.softmax_scale
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:

@@ -66,7 +66,7 @@ def test_bad_mask():
 
 @pytest.mark.parametrize("field, value", [("block_q", 0), ("local_window", -1), ("granularity", "per_row"),
                                           ("backend", "cuda"), ("softmax_scale", -1.0), ("selection", "three_pass"),
-                                          ("int8_qk", "yes"), ("int8_qk", 1)])
+                                          ("int8_qk", "yes"), ("int8_qk", 1), ("attend_tile", ""), ("attend_tile", 3)])
 def test_bad_config(field, value):
     with pytest.raises(ValueError, match=f"SaleConfig.{field}"):
         sale.SaleConfig(**{field: value})

@@ -402,6 +402,19 @@ def test_sale_attention_triton_end_to_end():
     assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
 
 
+
+def test_sale_attention_takes_the_computation_pass_tile_from_the_config():
+    """SaleConfig.attend_tile picks the computation pass's form for sale_attention (here the gathered form
+    against the default: the same blocks, outputs within the bound); an unknown name is refused naming the
+    field."""
+    q, k, v = inputs(260, 4, 2, 64, seed=8)
+    taus = [0.0, 0.01, 0.05, 0.2]
+    out, stats = sale.sale_attention(q, k, v, taus, TRITON.replace(attend_tile="gathered"), return_stats=True)
+    ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), stats.mask, sale.SaleConfig())
+    assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
+    with pytest.raises(ValueError, match="SaleConfig.attend_tile must be None or one of"):
+        sale.sale_attention(q, k, v, taus, TRITON.replace(attend_tile="fastest"))
+
 # ---- on the GPU: 8K-32K, poisoned outputs -------------------------------------------------------
 
 @pytest.mark.cuda

@@ -525,7 +525,8 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
     """Triton version of ``reference.attention_reference`` over the blocks of ``mask`` (or of ``kept``,
     the selection kernel's compact lists, which then must describe the same causal blocks). With
     ``config.int8_qk``, q and k are first quantized to 8 bits (k smoothed by ``k_mean``, float32 [B, Hkv, D],
-    computed here when None) and q . k runs on the int8 tensor cores. tile None: on an H100/H200 (sm_90) with
+    computed here when None) and q . k runs on the int8 tensor cores. tile None: ``config.attend_tile``, and if
+    that is None too: on an H100/H200 (sm_90) with
     exact q . k, 64-row and 32-key blocks and head dim 64 or 128, the Gluon union ring (DEFAULT_HOPPER_TILE,
     attend_gluon.py); elsewhere the Triton split form ("default"), or "gathered" for K/V strides TMA
     cannot copy."""
@@ -539,6 +540,10 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
             raise ValueError(f"{name} must be contiguous in the head dimension (stride(-1) == 1)")
     if kept is None:  # blocks above the diagonal are ignored, as in the reference
         kept = mask_to_kept(mask & causal_blocks(seq_len, config, mask.device))
+    if tile is None and config.attend_tile is not None:
+        tile = config.attend_tile
+        if tile not in ATTEND_CONFIGS:
+            raise ValueError(f"SaleConfig.attend_tile must be None or one of {list(ATTEND_CONFIGS)}, got {tile!r}")
     if tile is not None and tile not in ATTEND_CONFIGS:
         raise ValueError(f"tile must be None or one of {list(ATTEND_CONFIGS)}, got {tile!r}")
     qk8, scales = 0, (kept.counts, kept.counts)  # the scale pointers are not read without int8 q . k
