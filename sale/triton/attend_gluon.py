@@ -213,11 +213,11 @@ def _pipelined_step(t, tp, bar, phase, n_steps, acc, p_prev, s_dead, m_i, l_i, c
         _cta_barrier()
         _issue_loads(t + STAGES - 2, n_steps, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, step_base, back,
                      n_full, n_lp, n_single, BK, STAGES, NCH)
-    s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok,))
     keys = 0
     ok = 0
-    if MASKED:
+    if MASKED:  # the columns' keys are loaded while q . k runs (run 32h: long-scoreboard stalls at low density)
         keys, ok = _step_columns(t, step_base, back, n_full, n_lp, n_single, BK, UNION, SLOTS, LEAD, s_layout)
+    s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok,))
     p, m_i, alpha, l_i = _softmax_step(s, m_i, l_i, c, rows, keys, ok, MASKED)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok,))
     if WS:  # the producer warp may refill the stage of step tp
@@ -286,8 +286,8 @@ def _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, e
     _await_turn(turns, 0, n_other_issues, PINGPONG, LEAD)
     s_tok = warpgroup_mma(q_smem, k_smem.index(t % STAGES).permute((1, 0)), s_dead, use_acc=False, is_async=True)
     _end_turn(turns, PINGPONG, LEAD)
-    s_dead = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok,))
     keys, ok = _step_columns(t, step_base, back, n_full, n_lp, n_single, BK, UNION, SLOTS, LEAD, s_layout)
+    s_dead = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok,))
     p, m_i, alpha, l_i = _softmax_step(s_dead, m_i, l_i, c, rows, keys, ok, True)
     p_op = gl.convert_layout(p.to(dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
 
