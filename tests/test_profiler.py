@@ -287,9 +287,9 @@ def test_sass_loop_of_the_gluon_computation_pass():
     K and V), with warp specialization none are left in the consumers' loop. The pair tiles (two consumer
     warpgroups, a producer warp each) fit one program of 384 threads per SM; with ping-pong each step adds
     the wait for the other consumer's turn and the arrival on its own (2 more mbarrier ops, SYNCS). The union
-    tile's step is 128 keys of any four kept blocks."""
+    tiles' step (gluon_skip: the Hopper default) is 128 keys of any four kept blocks."""
     ops = {}
-    for tile in ("gluon", "gluon_ws", "gluon_pair", "gluon_pair_pp", "gluon_union"):
+    for tile in ("gluon", "gluon_ws", "gluon_pair", "gluon_pair_pp", "gluon_union", "gluon_skip"):
         stdout, ops[tile] = _sass_loop("--kernel", "attend", "--tile", tile)
         assert "stack 0 B" in stdout          # no spills
     assert ops["gluon"]["HGMMA"] == 12 and ops["gluon"]["UTMALDG"] == 8
@@ -298,6 +298,7 @@ def test_sass_loop_of_the_gluon_computation_pass():
     assert ops["gluon_pair_pp"]["SYNCS"] == ops["gluon_pair"]["SYNCS"] + 2
     # 128-key union steps: q . k as 8 MMAs of 64 x 128 x 16, p . v as 8 of 64 x 128 x 16; twice the exponentials
     assert ops["gluon_union"]["HGMMA"] == 16 and "UTMALDG" not in ops["gluon_union"]
+    assert ops["gluon_skip"]["HGMMA"] == 16 and "UTMALDG" not in ops["gluon_skip"]   # the Hopper default
     assert ops["gluon_union"]["MUFU"] >= 2 * ops["gluon_pair"]["MUFU"] - 2
 
 
