@@ -292,22 +292,15 @@ def _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, e
     p_op = gl.convert_layout(p.to(dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
 
     tp = t
-    for i in range(1, n_unmasked):
-        t = _ring_step(i, n_unmasked, s_both, s0, s1, SCHED, LEAD)
-        bar, phase, phases = _full_barrier(t, i, n_unmasked, s_both, s0, s1, phases, STAGES, SCHED, LEAD)
-        acc, p_op, s_dead, m_i, l_i = _pipelined_step(
-            t, tp, bar, phase, n_steps, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty,
-            desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns, n_other_issues, False, BK,
-            STAGES, NCH, WS, PINGPONG, LEAD, UNION, SLOTS, s_layout, o_layout)
-        tp = t
-    for i in range(gl.maximum(n_unmasked, 1), n_steps):
-        t = _ring_step(i, n_unmasked, s_both, s0, s1, SCHED, LEAD)
-        bar, phase, phases = _full_barrier(t, i, n_unmasked, s_both, s0, s1, phases, STAGES, SCHED, LEAD)
-        acc, p_op, s_dead, m_i, l_i = _pipelined_step(
-            t, tp, bar, phase, n_steps, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty,
-            desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns, n_other_issues, True, BK,
-            STAGES, NCH, WS, PINGPONG, LEAD, UNION, SLOTS, s_layout, o_layout)
-        tp = t
+    for MASKED in gl.static_range(2):   # steps 1 .. n_unmasked - 1 without a mask, then the masked ones
+        for i in range(1 if MASKED == 0 else gl.maximum(n_unmasked, 1), n_unmasked if MASKED == 0 else n_steps):
+            t = _ring_step(i, n_unmasked, s_both, s0, s1, SCHED, LEAD)
+            bar, phase, phases = _full_barrier(t, i, n_unmasked, s_both, s0, s1, phases, STAGES, SCHED, LEAD)
+            acc, p_op, s_dead, m_i, l_i = _pipelined_step(
+                t, tp, bar, phase, n_steps, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes,
+                v_boxes, bars, empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns,
+                n_other_issues, MASKED == 1, BK, STAGES, NCH, WS, PINGPONG, LEAD, UNION, SLOTS, s_layout, o_layout)
+            tp = t
     _await_turn(turns, gl.maximum(n_steps - 1, 0) + 1, n_other_issues, PINGPONG, LEAD)
     o_tok = warpgroup_mma(p_op, v_smem.index(tp % STAGES), acc, is_async=True)
     _end_turn(turns, PINGPONG, LEAD)

@@ -302,6 +302,17 @@ def _union_positions(members, rank, n_steps, s_both, excess, own_excess, mixed_b
 
 
 @triton.jit
+def _union_groups(plane, kb, NKB, first0, first1, BK: tl.constexpr):
+    """Key blocks kb's flags (bit 0: block 2j keeps it, bit 1: block 2j + 1 does) and groups (blocks.UnionSteps):
+    "both", "only 0", "only 1", mixed."""
+    flag = tl.load(plane + kb, mask=kb < NKB, other=0).to(tl.int32)
+    both = (flag == 3) & ((kb + 1) * BK <= first0)
+    only0 = (flag == 1) & ((kb + 1) * BK <= first0)
+    only1 = (flag == 2) & ((kb + 1) * BK <= first1)
+    return flag, both, only0, only1, (flag > 0) & ~both & ~only0 & ~only1
+
+
+@triton.jit
 def _kept_to_union_kernel(counts_ptr, idx_ptr, plane_ptr, union_counts_ptr, codes_ptr, NKB, NQB, NPAIR, NCODE,
                           BQ: tl.constexpr, BK: tl.constexpr, SLOTS: tl.constexpr, CHUNK: tl.constexpr):
     """The kept lists of query blocks 2j and 2j + 1 -> their union ring (``blocks.UnionSteps``), one program
@@ -334,15 +345,11 @@ def _kept_to_union_kernel(counts_ptr, idx_ptr, plane_ptr, union_counts_ptr, code
     n_only1 = 0
     n_mixed = 0
     for k0 in range(0, NKB, CHUNK):
-        kb = k0 + lane
-        flag = tl.load(plane + kb, mask=kb < NKB, other=0).to(tl.int32)
-        both = (flag == 3) & ((kb + 1) * BK <= first0)
-        only0 = (flag == 1) & ((kb + 1) * BK <= first0)
-        only1 = (flag == 2) & ((kb + 1) * BK <= first1)
+        flag, both, only0, only1, mixed = _union_groups(plane, k0 + lane, NKB, first0, first1, BK)
         n_both += tl.sum(both.to(tl.int32), axis=0)
         n_only0 += tl.sum(only0.to(tl.int32), axis=0)
         n_only1 += tl.sum(only1.to(tl.int32), axis=0)
-        n_mixed += tl.sum(((flag > 0) & ~both & ~only0 & ~only1).to(tl.int32), axis=0)
+        n_mixed += tl.sum(mixed.to(tl.int32), axis=0)
     s_both = n_both // SLOTS
     s0 = n_only0 // SLOTS
     s1 = n_only1 // SLOTS
@@ -360,11 +367,7 @@ def _kept_to_union_kernel(counts_ptr, idx_ptr, plane_ptr, union_counts_ptr, code
     r_m = 0
     for k0 in range(0, NKB, CHUNK):
         kb = k0 + lane
-        flag = tl.load(plane + kb, mask=kb < NKB, other=0).to(tl.int32)
-        both = (flag == 3) & ((kb + 1) * BK <= first0)
-        only0 = (flag == 1) & ((kb + 1) * BK <= first0)
-        only1 = (flag == 2) & ((kb + 1) * BK <= first1)
-        mixed = (flag > 0) & ~both & ~only0 & ~only1
+        flag, both, only0, only1, mixed = _union_groups(plane, kb, NKB, first0, first1, BK)
         pos = tl.where(both, _union_positions(both, r_both + tl.cumsum(both.to(tl.int32), axis=0) - 1, s_both, s_both,
                                               excess, 0, mixed_base, 0, SLOTS, 0), 0)
         pos = tl.where(only0, _union_positions(only0, r0 + tl.cumsum(only0.to(tl.int32), axis=0) - 1, s0, s_both,
