@@ -51,6 +51,18 @@ def _reinterpret(smem, dtype, shape, layout, _semantic=None):
     return view(dtype, shape, layout, _semantic=_semantic)
 
 
+@gluon.constexpr_function
+def _mma_layout(n, num_warps):
+    """Register layout of a wgmma result of n columns over one warpgroup's 64 rows."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, n, 16])
+
+
+@gluon.constexpr_function
+def _io_layout(head_dim, num_warps):
+    """Register layout of the q loads and output rows: 8 contiguous 16-bit elements per thread."""
+    return gl.BlockedLayout([1, 8], [32 * 8 // head_dim, head_dim // 8], [num_warps, 1], [1, 0])
+
+
 @gluon.jit
 def _step_blocks(t, step_base, back, n_full, n_lp, n_single):
     """Step t's two key blocks and keep flags (bit h: half h kept). Steps: n_full full pairs (pair indices
@@ -339,11 +351,9 @@ def _attend_gluon_kernel(
     HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr,
     WS_REGS: gl.constexpr, num_warps: gl.constexpr,
 ):
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, 2 * BK, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
-    io_l: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [num_warps, 1], [1, 0])
+    s_layout: gl.constexpr = _mma_layout(2 * BK, num_warps)
+    o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
+    io_l: gl.constexpr = _io_layout(HEAD_DIM, num_warps)
     dtype: gl.constexpr = desc_k.dtype
     tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([2 * BK, HEAD_DIM], dtype)
     NCH: gl.constexpr = HEAD_DIM // 64      # 64-column chunks of a 128-byte swizzled 16-bit tile
@@ -402,11 +412,9 @@ def _attend_gluon_pair_kernel(
     consumer warpgroup per query block (the default partition and a 4-warp worker), each fed through its own
     ring of STAGES stages by its own producer warp, since the two blocks keep different key blocks. One
     program per SM (384 threads: the producers' warpgroup gives its registers to the consumers)."""
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, 2 * BK, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
-    io_l: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [num_warps, 1], [1, 0])
+    s_layout: gl.constexpr = _mma_layout(2 * BK, num_warps)
+    o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
+    io_l: gl.constexpr = _io_layout(HEAD_DIM, num_warps)
     dtype: gl.constexpr = desc_k.dtype
     q_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BQ, HEAD_DIM], dtype)
     tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([2 * BK, HEAD_DIM], dtype)
@@ -483,11 +491,9 @@ def _attend_gluon_union_kernel(
     each copied as its own TMA boxes). "Both" steps run unmasked. Without SCHED both consumers compute every
     other step masked (a block one of them does not keep is computed and masked); with SCHED each computes
     its own "only" steps unmasked and skips the other's, and both compute the mixed steps masked."""
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, SLOTS * BK, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
-    io_l: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [num_warps, 1], [1, 0])
+    s_layout: gl.constexpr = _mma_layout(SLOTS * BK, num_warps)
+    o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
+    io_l: gl.constexpr = _io_layout(HEAD_DIM, num_warps)
     dtype: gl.constexpr = desc_k.dtype
     q_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BQ, HEAD_DIM], dtype)
     tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([SLOTS * BK, HEAD_DIM], dtype)
@@ -573,9 +579,12 @@ def _check_shapes(q, config):
                          f"shape) and head dim 64 or 128, got block_q={bq}, block_k={bk}, head dim {head_dim}")
 
 
-def _common_args(q, k, out, config):
+def _kernel_args(q, k, out, config, list_len):
+    """The kernels' scalar arguments: N, HQ, GROUP, NQB, the length of a row of step lists, the softmax scale
+    times log2 e, and q's and out's batch, head and row strides."""
     batch, hq, seq_len, head_dim = q.shape
-    return (seq_len, hq, hq // k.shape[1], -(-seq_len // config.block_q), config.scale_for(head_dim) * math.log2(math.e),
+    return (seq_len, hq, hq // k.shape[1], -(-seq_len // config.block_q), list_len,
+            config.scale_for(head_dim) * math.log2(math.e),
             q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2))
 
 
@@ -597,9 +606,7 @@ def attend_steps_gluon(q, k, v, steps, config, stages: int = 3, warp_specialize:
     desc_k, desc_v = _descriptor(k, config.block_k), _descriptor(v, config.block_k)
     nqb = -(-seq_len // config.block_q)
     out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
-    (seq_len, hq_, group, nqb, scale, *strides) = _common_args(q, k, out, config)
-    args = (q, desc_k, desc_v, out, steps.counts, steps.steps, seq_len, hq, group, nqb, steps.steps.shape[-1], scale,
-            *strides)
+    args = (q, desc_k, desc_v, out, steps.counts, steps.steps, *_kernel_args(q, k, out, config, steps.steps.shape[-1]))
     if pair:
         _attend_gluon_pair_kernel[(-(-nqb // 2), batch * hq)](
             *args, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, STAGES=stages,
@@ -629,9 +636,8 @@ def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, 
     batch, hq, seq_len, head_dim = q.shape
     desc_k, desc_v = _descriptor(k, config.block_k), _descriptor(v, config.block_k)
     out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
-    (seq_len, hq_, group, nqb, scale, *strides) = _common_args(q, k, out, config)
     _attend_gluon_union_kernel[(union.counts.shape[-2], batch * hq)](
-        q, desc_k, desc_v, out, union.counts, union.codes, seq_len, hq, group, nqb, union.codes.shape[-1], scale,
-        *strides, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots, STAGES=stages,
+        q, desc_k, desc_v, out, union.counts, union.codes, *_kernel_args(q, k, out, config, union.codes.shape[-1]),
+        HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots, STAGES=stages,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, PINGPONG=pingpong, SCHED=skip, num_warps=4)
     return out

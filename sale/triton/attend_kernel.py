@@ -289,7 +289,7 @@ def kept_to_steps(kept: KeptBlocks, config) -> KeptSteps:
 
 
 @triton.jit
-def _union_positions(members, rank, n_steps, s_both, excess, own_excess, mixed_base, leftover, SLOTS: tl.constexpr,
+def _union_positions(rank, n_steps, s_both, excess, own_excess, mixed_base, leftover, SLOTS: tl.constexpr,
                      GROUP: tl.constexpr):
     """Code positions of one group's blocks (blocks.UnionSteps): its full steps in the ring, the rest in the
     mixed steps after `leftover` earlier leftovers."""
@@ -368,11 +368,11 @@ def _kept_to_union_kernel(counts_ptr, idx_ptr, plane_ptr, union_counts_ptr, code
     for k0 in range(0, NKB, CHUNK):
         kb = k0 + lane
         flag, both, only0, only1, mixed = _union_groups(plane, kb, NKB, first0, first1, BK)
-        pos = tl.where(both, _union_positions(both, r_both + tl.cumsum(both.to(tl.int32), axis=0) - 1, s_both, s_both,
+        pos = tl.where(both, _union_positions(r_both + tl.cumsum(both.to(tl.int32), axis=0) - 1, s_both, s_both,
                                               excess, 0, mixed_base, 0, SLOTS, 0), 0)
-        pos = tl.where(only0, _union_positions(only0, r0 + tl.cumsum(only0.to(tl.int32), axis=0) - 1, s0, s_both,
+        pos = tl.where(only0, _union_positions(r0 + tl.cumsum(only0.to(tl.int32), axis=0) - 1, s0, s_both,
                                                excess, excess0, mixed_base, left0, SLOTS, 1), pos)
-        pos = tl.where(only1, _union_positions(only1, r1 + tl.cumsum(only1.to(tl.int32), axis=0) - 1, s1, s_both,
+        pos = tl.where(only1, _union_positions(r1 + tl.cumsum(only1.to(tl.int32), axis=0) - 1, s1, s_both,
                                                excess, excess1, mixed_base, left1, SLOTS, 2), pos)
         pos = tl.where(mixed, mixed_base + left_m + r_m + tl.cumsum(mixed.to(tl.int32), axis=0) - 1, pos)
         tl.store(codes + pos, 4 * kb + flag, mask=flag > 0)
