@@ -8,7 +8,10 @@ import subprocess
 
 def software_versions() -> dict:
     import torch
-    out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
+    from .timing import LEAD_CYCLES
+    # how time_cuda times (from run 33: the host's launch work hidden behind a GPU spin, not timed)
+    out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "timing": f"CUDA events, each call queued behind a {LEAD_CYCLES}-cycle GPU spin"}
     try:
         import triton
         out["triton"] = triton.__version__

@@ -106,12 +106,17 @@ def _compile_gluon_attend(tile: str, head_dim: int):
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
-    from sale.triton.attend_gluon import _attend_gluon_kernel, _attend_gluon_pair_kernel, _attend_gluon_union_kernel
+    from sale.triton.attend_gluon import (_attend_gluon_kernel, _attend_gluon_pair_kernel, _attend_gluon_split_kernel,
+                                          _attend_gluon_union_kernel)
     from sale.triton.attend_kernel import ATTEND_CONFIGS
     cfg = ATTEND_CONFIGS[tile]
     box = [1, 1, 32, 64]
     desc = f"tensordesc<bf16[{','.join(map(str, box))}],{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
-    if cfg.get("union"):
+    if cfg.get("split_only"):
+        fn = _attend_gluon_split_kernel
+        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, SLOTS=cfg["slots"], STAGES=cfg["stages"],
+                          CONSUMER_REGS=240, PRODUCER_REGS=24, num_warps=4)
+    elif cfg.get("union"):
         fn = _attend_gluon_union_kernel
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, SLOTS=cfg["slots"], STAGES=cfg["stages"],
                           CONSUMER_REGS=240, PRODUCER_REGS=24, PINGPONG=cfg["pingpong"], SCHED=cfg.get("skip", False),

@@ -147,20 +147,27 @@ class UnionSteps:
     its next step starts: a run of the other's steps longer than the ring's stages, anywhere but at the start,
     would wait on it forever.
 
+    split: the alternating "only" steps are interleaved by halves instead: of each two consecutive steps
+    (block 2j's k-th, block 2j + 1's k-th), the first holds the first half of both (block 2j's in the first
+    ``slots // 2`` slots, block 2j + 1's in the others), the second their second halves; each consumer computes
+    its half of both steps, so that both run every step after the excess (``union_ring_kinds``).
+
     Attributes:
         counts: int32 [B, Hq, ceil(nqb / 2), 4]: steps in the ring, "both" steps, "only 0" steps, "only 1" steps.
         codes: int32 [B, Hq, ceil(nqb / 2), (ceil(nkb / slots) + 1) * slots]: ``4 * block + flags`` (bit 0:
             block 2j keeps it, bit 1: block 2j + 1 does), ``slots`` per step, the last step padded with code 0.
             Entries past ``counts[..., 0] * slots`` are undefined.
         slots: key blocks per step.
+        split: the "only" steps after the excess hold half steps of both query blocks.
     """
 
     counts: torch.Tensor
     codes: torch.Tensor
     slots: int
+    split: bool = False
 
 
-def mask_to_union_steps(mask: torch.Tensor, config: SaleConfig, slots: int) -> UnionSteps:
+def mask_to_union_steps(mask: torch.Tensor, config: SaleConfig, slots: int, split: bool = False) -> UnionSteps:
     """Bool block mask [B, Hq, nqb, nkb] -> UnionSteps: the reference of the Triton converter, undefined
     entries set to -1."""
     if mask.dtype != torch.bool or mask.dim() != 4:
@@ -190,7 +197,10 @@ def mask_to_union_steps(mask: torch.Tensor, config: SaleConfig, slots: int) -> U
             ring = excess + step
         else:   # this group's excess steps (it is the longer one) first, the rest after the "both" steps
             own_excess = torch.where(((s0 > s1) if g == 1 else (s1 > s0))[..., None], excess, 0)
-            ring = torch.where(step < own_excess, step, excess + s_both[..., None] + 2 * (step - own_excess) + g - 1)
+            alternate = 2 * (step - own_excess) + ((slot // (slots // 2)) if split else g - 1)
+            ring = torch.where(step < own_excess, step, excess + s_both[..., None] + alternate)
+            if split:   # block 2j's half first in each step
+                slot = torch.where(step < own_excess, slot, (g - 1) * (slots // 2) + slot % (slots // 2))
         in_steps = step < n_steps[..., None]
         extra = mixed_base + leftover + rank - n_steps[..., None] * slots
         pos = torch.where(members, torch.where(in_steps, ring * slots + slot, extra), pos)
@@ -204,13 +214,14 @@ def mask_to_union_steps(mask: torch.Tensor, config: SaleConfig, slots: int) -> U
     filled = (mixed_base + n_mixed[..., None])
     codes = torch.where((slot >= filled) & (slot < (n_ring * slots)[..., None]), 0, codes[..., :ncode])
     counts = torch.stack([n_ring, s_both, s0, s1], -1).to(torch.int32)
-    return UnionSteps(counts=counts, codes=codes.to(torch.int32), slots=slots)
+    return UnionSteps(counts=counts, codes=codes.to(torch.int32), slots=slots, split=split)
 
 
-def union_ring_kinds(n_ring: int, s_both: int, s0: int, s1: int) -> list:
-    """Which consumers compute each step of a UnionSteps ring: 0 both ("both" and mixed steps), 1 only query
-    block 2j's consumer, 2 only block 2j + 1's (what the Gluon producer and consumers compute from the counts)."""
+def union_ring_kinds(n_ring: int, s_both: int, s0: int, s1: int, split: bool = False) -> list:
+    """Which consumers compute each step of a UnionSteps ring: 0 both ("both" and mixed steps, and with split
+    the halved "only" steps), 1 only query block 2j's consumer, 2 only block 2j + 1's (what the Gluon producer
+    and consumers compute from the counts)."""
     shortest, excess = min(s0, s1), abs(s0 - s1)
     longer = 1 if s0 > s1 else 2
-    return ([longer] * excess + [0] * s_both + [1, 2] * shortest
+    return ([longer] * excess + [0] * s_both + ([0, 0] if split else [1, 2]) * shortest
             + [0] * (n_ring - excess - s_both - 2 * shortest))

@@ -44,8 +44,9 @@ class SaleConfig:
             Benchmarks turn it off so that timings hold kernels only.
         attend_tile: the triton backend's computation-pass form, a name of
             ``sale.triton.attend_kernel.ATTEND_CONFIGS`` (e.g. ``"gluon_skip2"``, 64-key steps, faster on
-            Hopper at densities <= 0.25; ``"default"``, the Triton split form). None: the default for the
-            GPU (on Hopper the Gluon union ring ``"gluon_skip"``). The reference backend ignores it.
+            Hopper at density 0.05; ``"default"``, the Triton split form). None: the default for the GPU (on
+            Hopper the Gluon union ring with halved "only" steps, ``"gluon_split"``). The reference backend
+            ignores it.
     """
 
     block_q: int = 64

@@ -169,18 +169,20 @@ def test_kept_to_steps_matches_the_torch_converter(n, share, block_q):
 
 
 @pytest.mark.parametrize("n, share", [(1, 1.0), (97, 0.5), (300, 0.3), (2100, 1.0), (4099, 0.05), (4099, 0.5)])
-@pytest.mark.parametrize("slots", [2, 4])
-def test_kept_to_union_matches_the_torch_converter(n, share, slots):
+@pytest.mark.parametrize("slots, split", [(2, False), (4, False), (4, True)])
+def test_kept_to_union_matches_the_torch_converter(n, share, slots, split):
     """The Triton converter (two query blocks' kept lists -> their union ring) equals blocks.mask_to_union_steps
     exactly, odd numbers of query and key blocks and lists longer than one chunk included. On the reference:
     every causal kept block of either query block is in the ring once with the flags of the blocks that keep
     it; in the order of blocks.union_ring_kinds, "both" steps hold blocks both keep before the pair's first
-    row, "only" steps blocks of their owner alone before its first row."""
+    row, "only" steps blocks of their owner alone before its first row, and with split the halved "only"
+    steps block 2j's own blocks in their first half, block 2j + 1's in the second."""
     cfg = sale.SaleConfig()
     g = torch.Generator().manual_seed(n + slots)
     nqb, nkb = num_blocks(n, 64), num_blocks(n, 32)
     mask = (torch.rand(2, 3, nqb, nkb, generator=g) < share).to(DEVICE)   # blocks past the diagonal dropped
-    union, ref = kept_to_union(sale.mask_to_kept(mask), cfg, slots), mask_to_union_steps(mask, cfg, slots)
+    union = kept_to_union(sale.mask_to_kept(mask), cfg, slots, split)
+    ref = mask_to_union_steps(mask, cfg, slots, split)
     assert torch.equal(union.counts, ref.counts)
     assert torch.equal(torch.where(ref.codes >= 0, union.codes, -1), ref.codes)
     mask = mask & causal_blocks(n, cfg, DEVICE)
@@ -193,13 +195,16 @@ def test_kept_to_union_matches_the_torch_converter(n, share, slots):
         assert kept == {w for w in want if w[1]}
         assert len(kept) == int((steps & 3 > 0).sum())        # each block once
         first = (2 * j * cfg.block_q, (2 * j + 1) * cfg.block_q)
-        excess = abs(s0 - s1)
-        for u, kind in enumerate(sale.blocks.union_ring_kinds(n_ring, s_both, s0, s1)):
+        excess, half = abs(s0 - s1), slots // 2
+        for u, kind in enumerate(sale.blocks.union_ring_kinds(n_ring, s_both, s0, s1, split)):
             flags, ends = steps[u] & 3, ((steps[u] >> 2) + 1) * cfg.block_k
             if kind:   # an "only" step: every block kept by its owner alone, before the owner's first row
                 assert (flags == kind).all() and (ends <= first[kind - 1]).all(), (u, kind)
             elif excess <= u < excess + s_both:   # a "both" step
                 assert (flags == 3).all() and (ends <= first[0]).all(), u
+            elif split and u < excess + s_both + 2 * min(s0, s1):   # a halved "only" step
+                assert (flags[:half] == 1).all() and (ends[:half] <= first[0]).all(), u
+                assert (flags[half:] == 2).all() and (ends[half:] <= first[1]).all(), u
     if share == 1.0 and n > 2 * cfg.block_q:
         assert int(ref.counts[..., 1].sum()) > 0
 
@@ -226,11 +231,23 @@ def _ring_schedule(n_ring, s_both, s0, s1, lead):
     return out
 
 
-def _ring_runs_to_the_end(kinds, stages, order):
+def _split_schedule(n_ring, s_both, s0, s1, lead):
+    """A CPU mirror of attend_gluon._attend_rows_split and _region_barrier: (ring step, barrier kind, whether
+    the step ends its region) of each of a consumer's steps."""
+    excess = abs(s0 - s1)
+    own_end = excess if (s0 > s1 if lead else s1 > s0) else 0
+    halved = excess + s_both
+    mixed = halved + 2 * min(s0, s1)
+    return [(t, (1 if lead else 2) if t < own_end else 0, t == t1 - 1)
+            for t0, t1 in ((excess - own_end, halved), (halved, mixed), (mixed, n_ring)) for t in range(t0, t1)]
+
+
+def _ring_runs_to_the_end(kinds, stages, order, drains=((), ())):
     """The union ring's protocol as the Gluon kernel runs it: the producer fills stage u % stages once both
     consumers released step u - stages (it releases an "only" step for the consumer that skips it), each
     consumer waits for its steps in order on the full barrier of the step's kind and releases its previous
-    step when its next one is ready (and its last at the end). `order` picks who moves; False on a deadlock.
+    step when its next one is ready (and its last at the end), or at once after the steps in drains[consumer]
+    (the ends of the split consumers' regions). `order` picks who moves; False on a deadlock.
     Also asserts that no consumer waits on a barrier more than one phase behind (mbarrier parity)."""
     full, released, loaded = {}, [0] * stages, 0
     scheds = [[(t, k) for t, k in enumerate(kinds) if k in (0, c + 1)] for c in (0, 1)]
@@ -258,6 +275,8 @@ def _ring_runs_to_the_end(kinds, stages, order):
                     if held[who] is not None:
                         released[held[who] % stages] += 1
                     held[who], pos[who], moved = t, pos[who] + 1, True
+                    if t in drains[who]:
+                        released[t % stages], held[who] = released[t % stages] + 1, None
         if not moved:
             return loaded == len(kinds) and pos == [len(scheds[0]) + 1, len(scheds[1]) + 1]
 
@@ -279,6 +298,37 @@ def test_union_ring_schedule_matches_the_ring_and_runs_to_the_end(stages):
             assert sched == [(t, k) for t, k in enumerate(kinds) if k in (0, 1 if lead else 2)]
         assert _ring_runs_to_the_end(kinds, stages, lambda: [2, 0, 1])
         assert _ring_runs_to_the_end(kinds, stages, lambda: rng.sample([0, 1, 2], 3))
+
+
+@pytest.mark.parametrize("stages", [3, 4])
+def test_split_ring_schedule_matches_the_ring_and_runs_to_the_end(stages):
+    """The same for the split union ring (tile gluon_split): each consumer computes the steps
+    blocks.union_ring_kinds(split=True) gives it, in order, in three regions (its excess and the "both" steps,
+    the halved "only" steps, the mixed steps) after each of which it releases its stage; the protocol ends for
+    every small ring under fixed and random interleavings."""
+    import itertools
+    import random
+    rng = random.Random(stages)
+    for s_both, s0, s1, mixed in itertools.product(range(4), range(6), range(6), range(3)):
+        n_ring = s_both + s0 + s1 + mixed
+        kinds = sale.blocks.union_ring_kinds(n_ring, s_both, s0, s1, split=True)
+        drains = []
+        for lead in (True, False):
+            sched = _split_schedule(n_ring, s_both, s0, s1, lead)
+            assert [(t, k) for t, k, _ in sched] == [(t, k) for t, k in enumerate(kinds) if k in (0, 1 if lead else 2)]
+            drains.append({t for t, _, last in sched if last})
+        assert _ring_runs_to_the_end(kinds, stages, lambda: [2, 0, 1], drains)
+        assert _ring_runs_to_the_end(kinds, stages, lambda: rng.sample([0, 1, 2], 3), drains)
+    # a persistent program's ring: several pairs' rings one after the other, the stages and phases running on
+    for _ in range(300):
+        kinds, drains = [], [set(), set()]
+        for _ in range(rng.randint(2, 4)):
+            s_both, s0, s1, mixed = rng.randint(0, 3), rng.randint(0, 5), rng.randint(0, 5), rng.randint(0, 2)
+            n_ring, base = s_both + s0 + s1 + mixed, len(kinds)
+            kinds += sale.blocks.union_ring_kinds(n_ring, s_both, s0, s1, split=True)
+            for who, lead in enumerate((True, False)):
+                drains[who] |= {base + t for t, _, last in _split_schedule(n_ring, s_both, s0, s1, lead) if last}
+        assert _ring_runs_to_the_end(kinds, stages, lambda: rng.sample([0, 1, 2], 3), drains)
 
 
 @pytest.mark.parametrize("tile", ["default", "bq128"])
@@ -473,7 +523,7 @@ def plain_rows_error(q, k, v, mask, rows):
                                                   (999, 2, 1, 64, 1), (4099, 8, 2, 128, 2)])
 @pytest.mark.parametrize("tile", ["gluon", "gluon_ws", "gluon_pair", "gluon_pair_pp", "gluon_pair_pp_s3",
                                   "gluon_union", "gluon_union_s3", "gluon_union_nopp", "gluon_union2", "gluon_skip",
-                                  "gluon_skip2"])
+                                  "gluon_skip2", "gluon_split", "gluon_split_p"])
 def test_attend_gluon_matches_reference_on_random_masks(n, hq, hkv, d, batch, tile):
     """The Gluon computation pass (Hopper only) on random masks: rows with 0 to many lone blocks, odd and even,
     full pairs and tail pairs; empty rows apart from the always-computed blocks; a mask with no diagonal

@@ -12,22 +12,28 @@ Triton, says what FlashAttention-3 says:
 - two consumer warpgroups per program (one per query block of a pair 2j, 2j + 1; 384 threads, 240
   registers per consumer thread), so one warpgroup's softmax runs under the other's MMAs.
 
-SALE's two neighbouring query blocks keep different key blocks. The default (tile ``gluon_skip``,
-``_attend_gluon_union_kernel`` with SCHED) feeds both consumers from one ring over the union of their kept
-blocks (``blocks.UnionSteps``): every step is SLOTS = 4 key blocks of 32 keys (128 keys), any four, each
-copied as its own TMA boxes, so no block is computed for being its pair's neighbour. Steps of blocks both
-keep run unmasked on both consumers; steps of blocks one keeps are computed by that one only (the producer
-releases them for the other; they signal full barriers of their own kind, so each consumer waits for every
-phase of each barrier it uses in order); the few mixed steps at the end (group leftovers and the diagonal)
-run masked on both. Measured (run 32): 1.00-1.06 of cuDNN per block at density 1 (16K-128K), 0.79-0.89 at
-0.5, but below the Triton split form at density <= 0.1 below 64K (the mixed steps' 128-key padding).
+SALE's two neighbouring query blocks keep different key blocks. Both consumers read one ring over the union of
+their kept blocks (``blocks.UnionSteps``): every step is SLOTS = 4 key blocks of 32 keys (128 keys), any four,
+each copied as its own TMA boxes, so no block is computed for being its pair's neighbour. Steps of blocks both
+keep run unmasked on both consumers; the few mixed steps at the end (group leftovers and the diagonal) run
+masked on both. Blocks one query block keeps alone ("only" steps) are where the forms differ:
 
-Other tiles kept as options with their measured speed (``attend_kernel.ATTEND_CONFIGS``): ``gluon_skip2``
-(64-key steps: faster at density <= 0.25), the union without skipping (``gluon_union*``: every step on both
-consumers, masked), two query blocks with rings of their own (``gluon_pair*``, optional ping-pong), and
-session 9's one-warpgroup forms over the split form's steps (``gluon``, ``gluon_ws``). Gluon compiles for a
-GPU only, not in the interpreter; CI compiles it for sm_90 (``python -m profiler sass-loop --kernel attend
---tile gluon_skip``).
+- the default, tile ``gluon_split`` (``_attend_gluon_split_kernel``): the longer group's excess steps come
+  first, computed by their consumer alone (the producer releases them for the other; they signal full
+  barriers of their own kind, so each consumer waits for every phase of each barrier it uses in order); the
+  rest are halved, each step holding two blocks of each query block, and each consumer computes its own 64
+  keys of it. Measured (run 33d): 1.05 of cuDNN per block at density 1, 0.87-0.94 at 0.5, 0.70-0.83 at 0.25
+  (16K-64K).
+- ``gluon_skip`` (``_attend_gluon_union_kernel`` with SCHED, the default of session 10): the remaining "only"
+  steps alternate between the consumers, 128 keys each. Run 33a: such a step costs 0.8-0.9 of a "both" step
+  for half its work, since each consumer holds its current and previous stage, four of the ring's three.
+
+Other tiles kept as options with their measured speed (``attend_kernel.ATTEND_CONFIGS``): ``gluon_split_p``
+(the default's kernel on a persistent grid: slower, run 33d), ``gluon_skip2`` (64-key steps: fastest at
+density 0.05), the union without skipping (``gluon_union*``: every step on both consumers, masked), two query
+blocks with rings of their own (``gluon_pair*``, optional ping-pong), and session 9's one-warpgroup forms over
+the split form's steps (``gluon``, ``gluon_ws``). Gluon compiles for a GPU only, not in the interpreter; CI
+compiles it for sm_90 (``python -m profiler sass-loop --kernel attend --tile gluon_split``).
 """
 import math
 
@@ -89,27 +95,29 @@ def _step_blocks(t, step_base, back, n_full, n_lp, n_single):
 @gluon.jit
 def _issue_loads(u, n_steps, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single,
                  BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, UNION: gl.constexpr = False,
-                 SLOTS: gl.constexpr = 2, kind=0):
-    """TMA copies of step u's K and V into stage u % STAGES; nothing past the last step. A [SLOTS * BK, HEAD_DIM]
+                 SLOTS: gl.constexpr = 2, kind=0, base=0):
+    """TMA copies of step u's K and V into stage (base + u) % STAGES (base: the steps this program's ring held
+    before the current tile's); nothing past the last step. A [SLOTS * BK, HEAD_DIM]
     stage tile with 128-byte swizzling is stored as HEAD_DIM / 64 column chunks of [SLOTS * BK, 64], so each
     block's chunk is one [BK, 64] box: box (stage, chunk c, slot j) = (stage * NCH + c) * SLOTS + j. UNION: the
     step's SLOTS blocks are codes SLOTS * u ... of the list at step_base (block = code >> 2), else the split
     form's decode (SLOTS = 2). kind: which set of STAGES full barriers the copies signal (``_full_barrier``)."""
     ok = u < n_steps
     uc = gl.maximum(gl.minimum(u, n_steps - 1), 0)
-    bar = bars.index(kind * STAGES + u % STAGES)
+    stage = (base + u) % STAGES
+    bar = bars.index(kind * STAGES + stage)
     mbarrier.expect(bar, SLOTS * NCH * (desc_k.block_type.nbytes + desc_v.block_type.nbytes), pred=ok)
     if UNION:
         for j in gl.static_range(SLOTS):
             blk = gl.load(step_base + uc * SLOTS + j) >> 2
             for c in gl.static_range(NCH):
-                box = ((u % STAGES) * NCH + c) * SLOTS + j
+                box = (stage * NCH + c) * SLOTS + j
                 _tma_load(desc_k, [b, kvh, blk * BK, 64 * c], bar, k_boxes.index(box), pred=ok)
                 _tma_load(desc_v, [b, kvh, blk * BK, 64 * c], bar, v_boxes.index(box), pred=ok)
     else:
         blk_a, blk_b, flags = _step_blocks(uc, step_base, back, n_full, n_lp, n_single)
         for c in gl.static_range(NCH):
-            box = ((u % STAGES) * NCH + c) * 2
+            box = (stage * NCH + c) * 2
             _tma_load(desc_k, [b, kvh, blk_a * BK, 64 * c], bar, k_boxes.index(box), pred=ok)
             _tma_load(desc_k, [b, kvh, blk_b * BK, 64 * c], bar, k_boxes.index(box + 1), pred=ok)
             _tma_load(desc_v, [b, kvh, blk_a * BK, 64 * c], bar, v_boxes.index(box), pred=ok)
@@ -204,20 +212,33 @@ def _full_barrier(t, i, n_unmasked, s_both, s0, s1, phases, STAGES: gl.constexpr
 
 
 @gluon.jit
+def _half(tile, HALF: gl.constexpr, LEAD: gl.constexpr):
+    """A stage's K or V tile, or with HALF the lead consumer's first half of its keys, the other's second."""
+    if HALF:
+        keys: gl.constexpr = tile.shape[0] // 2
+        return tile.slice(0 if LEAD else keys, keys)
+    else:
+        return tile
+
+
+@gluon.jit
 def _pipelined_step(t, tp, bar, phase, n_steps, acc, p_prev, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem,
                     k_boxes, v_boxes, bars,
                     empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns, n_other_issues,
                     MASKED: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, WS: gl.constexpr,
                     PINGPONG: gl.constexpr, LEAD: gl.constexpr, UNION: gl.constexpr, SLOTS: gl.constexpr,
-                    s_layout: gl.constexpr, o_layout: gl.constexpr):
+                    s_layout: gl.constexpr, o_layout: gl.constexpr, HALF: gl.constexpr = False, base=0):
     """Ring step t: q . k_t and p_tp . v_tp (tp: this consumer's previous step, t - 1 unless it skips steps)
     in flight together, step t's softmax under the second. Without WS (STAGES = 3): steps t and t - 1 are being
-    read, the third stage is refilled one step ahead."""
-    s_idx = t % STAGES
+    read, the third stage is refilled one step ahead. HALF: this consumer's half of each step's keys. base: the
+    steps of the program's ring before this tile's (step t is in stage (base + t) % STAGES)."""
+    s_idx = (base + t) % STAGES
+    tp_idx = (base + tp) % STAGES
     mbarrier.wait(bars.index(bar), phase)
     _await_turn(turns, t, n_other_issues, PINGPONG, LEAD)
-    s_tok = warpgroup_mma(q_smem, k_smem.index(s_idx).permute((1, 0)), s_dead, use_acc=False, is_async=True)
-    o_tok = warpgroup_mma(p_prev, v_smem.index(tp % STAGES), acc, is_async=True)
+    s_tok = warpgroup_mma(q_smem, _half(k_smem.index(s_idx), HALF, LEAD).permute((1, 0)), s_dead, use_acc=False,
+                          is_async=True)
+    o_tok = warpgroup_mma(p_prev, _half(v_smem.index(tp_idx), HALF, LEAD), acc, is_async=True)
     _end_turn(turns, PINGPONG, LEAD)
     if not WS:
         # while both run: step t + STAGES - 2 into the stage of step t - 2, whose p . v every warp waited for in
@@ -233,7 +254,7 @@ def _pipelined_step(t, tp, bar, phase, n_steps, acc, p_prev, s_dead, m_i, l_i, c
     p, m_i, alpha, l_i = _softmax_step(s, m_i, l_i, c, rows, keys, ok, MASKED)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok,))
     if WS:  # the producer warp may refill the stage of step tp
-        mbarrier.arrive(empty.index(tp % STAGES))
+        mbarrier.arrive(empty.index(tp_idx))
     acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
     p_op = gl.convert_layout(p.to(v_smem.dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
     return acc, p_op, s, m_i, l_i
@@ -275,13 +296,7 @@ def _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, e
     dtype: gl.constexpr = q_smem.dtype
     row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
     n_unmasked = n_full + n_lp
-    qr = qb * BQ + gl.arange(0, BQ, layout=gl.SliceLayout(1, io_l))
-    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, io_l))
-    q = gl.load(q_ptr + b * stride_qb + h * stride_qh + qr[:, None] * stride_qn + d[None, :],
-                mask=(qr < N)[:, None], other=0.0)
-    q_smem.store(q)
-    fence_async_shared()
-    _cta_barrier()
+    _load_q(q_ptr, q_smem, N, b, h, qb, stride_qb, stride_qh, stride_qn, HEAD_DIM, BQ, io_l)
 
     rows = qb * BQ + gl.arange(0, BQ, layout=row_l)
     c = scale_log2e
@@ -320,13 +335,169 @@ def _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, e
     if SCHED:  # the ring may go on past this consumer's last step: release its stage
         mbarrier.arrive(empty.index(tp % STAGES), pred=has_steps)
 
+    _store_rows(o_ptr, gl.where(has_steps, acc, 0.0), l_i, N, b, h, qb, stride_ob, stride_oh, stride_on, HEAD_DIM,
+                BQ, o_layout)
+
+
+@gluon.jit
+def _load_q(q_ptr, q_smem, N, b, h, qb, stride_qb, stride_qh, stride_qn, HEAD_DIM: gl.constexpr, BQ: gl.constexpr,
+            io_l: gl.constexpr):
+    """Query block qb's rows into shared memory (zeros past N), visible to this warpgroup's MMAs."""
+    qr = qb * BQ + gl.arange(0, BQ, layout=gl.SliceLayout(1, io_l))
+    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, io_l))
+    q = gl.load(q_ptr + b * stride_qb + h * stride_qh + qr[:, None] * stride_qn + d[None, :],
+                mask=(qr < N)[:, None], other=0.0)
+    q_smem.store(q)
+    fence_async_shared()
+    _cta_barrier()
+
+
+@gluon.jit
+def _store_rows(o_ptr, acc, l_i, N, b, h, qb, stride_ob, stride_oh, stride_on, HEAD_DIM: gl.constexpr,
+                BQ: gl.constexpr, o_layout: gl.constexpr):
+    """The output rows acc / l (0 where a row has no key) of query block qb, rows past N not written."""
     l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
     out = acc / gl.where(l_o > 0, l_o, 1.0)[:, None]
-    out = gl.where(has_steps, out, 0.0)
     orow = qb * BQ + gl.arange(0, BQ, layout=gl.SliceLayout(1, o_layout))
     od = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
     gl.store(o_ptr + b * stride_ob + h * stride_oh + orow[:, None] * stride_on + od[None, :],
              out.to(o_ptr.dtype.element_ty), mask=(orow < N)[:, None])
+
+
+@gluon.jit
+def _region(t0, t1, own_end, base, acc, m_i, l_i, phases, c, rows, q_smem, k_smem, v_smem, bars, empty, codes,
+            BQ: gl.constexpr, BK: gl.constexpr, SLOTS: gl.constexpr, STAGES: gl.constexpr, LEAD: gl.constexpr,
+            MASKED: gl.constexpr, HALF: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr):
+    """Ring steps t0 .. t1 - 1 of a split union ring (``_attend_rows_split``), all of them this consumer's:
+    the first alone, the others pipelined (``_pipelined_step``), then the last p . v, after which the stage
+    is released: no stage is held from one region into the next. Steps before own_end are this consumer's
+    excess (full barriers of its own kind, 1 + (not LEAD)), the others are computed by both (kind 0). MASKED:
+    columns of blocks this consumer does not keep, and keys after each row, score -inf. HALF: this consumer's
+    half of each step's keys."""
+    if t1 > t0:
+        keys_per_step: gl.constexpr = SLOTS * BK // 2 if HALF else SLOTS * BK
+        s_dead = gl.zeros([BQ, keys_per_step], gl.float32, s_layout)
+        bar, phase, phases = _region_barrier(t0, own_end, base, phases, STAGES, LEAD)
+        mbarrier.wait(bars.index(bar), phase)
+        s_tok = warpgroup_mma(q_smem, _half(k_smem.index((base + t0) % STAGES), HALF, LEAD).permute((1, 0)), s_dead,
+                              use_acc=False, is_async=True)
+        keys = 0
+        ok = 0
+        if MASKED:
+            keys, ok = _step_columns(t0, codes, codes, 0, 0, 0, BK, True, SLOTS, LEAD, s_layout)
+        s_dead = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok,))
+        p, m_i, alpha, l_i = _softmax_step(s_dead, m_i, l_i, c, rows, keys, ok, MASKED)
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        p_op = gl.convert_layout(p.to(q_smem.dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
+        tp = t0
+        for t in range(t0 + 1, t1):
+            bar, phase, phases = _region_barrier(t, own_end, base, phases, STAGES, LEAD)
+            acc, p_op, s_dead, m_i, l_i = _pipelined_step(
+                t, tp, bar, phase, t1, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_smem, v_smem,
+                bars, empty, 0, 0, 0, 0, codes, codes, 0, 0, 0, bars, 0, MASKED, BK, STAGES, 1, True, False, LEAD,
+                True, SLOTS, s_layout, o_layout, HALF, base)
+            tp = t
+        o_tok = warpgroup_mma(p_op, _half(v_smem.index((base + tp) % STAGES), HALF, LEAD), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok,))
+        mbarrier.arrive(empty.index((base + tp) % STAGES))
+    return acc, m_i, l_i, phases
+
+
+@gluon.jit
+def _region_barrier(t, own_end, base, phases, STAGES: gl.constexpr, LEAD: gl.constexpr):
+    """The full barrier of ring step t of a split union ring and the phase to wait for (``_full_barrier``):
+    kind 1 + (not LEAD) before own_end (this consumer's excess), else kind 0; stage (base + t) % STAGES."""
+    bit = gl.where(t < own_end, 1 + (0 if LEAD else 1), 0) * STAGES + (base + t) % STAGES
+    return bit, (phases >> bit) & 1, phases ^ (1 << bit)
+
+
+@gluon.jit
+def _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, N, b, h, qb, codes, n_ring, s_both, s0, s1,
+                     base, phases, scale_log2e, stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+                     HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, SLOTS: gl.constexpr,
+                     STAGES: gl.constexpr, LEAD: gl.constexpr, s_layout: gl.constexpr, half_layout: gl.constexpr,
+                     o_layout: gl.constexpr, io_l: gl.constexpr):
+    """One consumer warpgroup's query block of one tile (pair) of the split union ring (``blocks.UnionSteps``
+    with split): its excess steps if its query block has the more "only" steps, then the "both" steps, both
+    unmasked over all keys of a step; then the halved "only" steps, each consumer its half of every step; then
+    the mixed steps, masked. Each region ends with its last p . v (``_region``). Returns the phase bits."""
+    _load_q(q_ptr, q_smem, N, b, h, qb, stride_qb, stride_qh, stride_qn, HEAD_DIM, BQ, io_l)
+    rows = qb * BQ + gl.arange(0, BQ, layout=gl.SliceLayout(1, s_layout))
+    m_i = gl.full([BQ], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([BQ], gl.float32, gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([BQ, HEAD_DIM], gl.float32, o_layout)
+    c = scale_log2e
+    excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
+    own_end = gl.where((s0 > s1) if LEAD else (s1 > s0), excess, 0)
+    halved = excess + s_both
+    mixed = halved + 2 * gl.minimum(s0, s1)
+    acc, m_i, l_i, phases = _region(excess - own_end, halved, own_end, base, acc, m_i, l_i, phases, c, rows, q_smem, k_smem,
+                                    v_smem, bars, empty, codes, BQ, BK, SLOTS, STAGES, LEAD, False, False, s_layout,
+                                    o_layout)
+    # the halved steps' row statistics live in the layout of a half-width score tile
+    m_h = gl.convert_layout(m_i, gl.SliceLayout(1, half_layout))
+    l_h = gl.convert_layout(l_i, gl.SliceLayout(1, half_layout))
+    acc, m_h, l_h, phases = _region(halved, mixed, own_end, base, acc, m_h, l_h, phases, c,
+                                    gl.convert_layout(rows, gl.SliceLayout(1, half_layout)), q_smem, k_smem, v_smem,
+                                    bars, empty, codes, BQ, BK, SLOTS, STAGES, LEAD, False, True, half_layout, o_layout)
+    m_i = gl.convert_layout(m_h, gl.SliceLayout(1, s_layout))
+    l_i = gl.convert_layout(l_h, gl.SliceLayout(1, s_layout))
+    acc, m_i, l_i, phases = _region(mixed, n_ring, own_end, base, acc, m_i, l_i, phases, c, rows, q_smem, k_smem,
+                                    v_smem, bars, empty, codes, BQ, BK, SLOTS, STAGES, LEAD, True, False, s_layout,
+                                    o_layout)
+    _store_rows(o_ptr, acc, l_i, N, b, h, qb, stride_ob, stride_oh, stride_on, HEAD_DIM, BQ, o_layout)
+    return phases
+
+
+@gluon.jit
+def _split_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE):
+    """Tile `tile` of the split kernel: pair of query blocks n_pairs - 1 - tile % n_pairs (longest rows first) of
+    batch x head tile // n_pairs. Returns b, h, kv head, the pair's first query block, its codes and counts."""
+    n_pairs = gl.cdiv(NQB, 2)
+    bh = tile // n_pairs
+    pair = n_pairs - 1 - tile % n_pairs
+    row = bh * n_pairs + pair
+    h = bh % HQ
+    return (bh // HQ, h, h // GROUP, 2 * pair, codes_ptr + row * NCODE, gl.load(counts_ptr + row * 4),
+            gl.load(counts_ptr + row * 4 + 1), gl.load(counts_ptr + row * 4 + 2), gl.load(counts_ptr + row * 4 + 3))
+
+
+@gluon.jit
+def _split_consumer(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, counts_ptr, codes_ptr, N, HQ, GROUP, NQB, NCODE,
+                    n_tiles, scale_log2e, stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+                    HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, SLOTS: gl.constexpr,
+                    STAGES: gl.constexpr, LEAD: gl.constexpr, s_layout: gl.constexpr, half_layout: gl.constexpr,
+                    o_layout: gl.constexpr, io_l: gl.constexpr):
+    """A consumer warpgroup of the split kernel: its query block of each of the program's tiles, in order; the
+    ring's steps and the full barriers' phases run on from one tile to the next."""
+    base = gl.program_id(0) * 0    # runtime ints, carried through the loop
+    phases = base
+    for tile in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+        b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _split_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
+        phases = _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, N, b, h, qb0 + (0 if LEAD else 1),
+                                  codes, n_ring, s_both, s0, s1, base, phases, scale_log2e, stride_qb, stride_qh,
+                                  stride_qn, stride_ob, stride_oh, stride_on, HEAD_DIM, BQ, BK, SLOTS, STAGES, LEAD,
+                                  s_layout, half_layout, o_layout, io_l)
+        base += n_ring
+
+
+@gluon.jit
+def _split_producer(k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE, n_tiles,
+                    BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, SLOTS: gl.constexpr):
+    """The split kernel's producer warp: every step of each of the program's tiles into the next free stage of
+    the ring; an excess step (computed by the longer "only" group's consumer alone) is released for the other."""
+    base = gl.program_id(0) * 0
+    for tile in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+        b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _split_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
+        excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
+        for u in range(n_ring):
+            g = base + u
+            mbarrier.wait(empty.index(g % STAGES), ((g // STAGES) & 1) ^ 1)
+            kind = gl.where(u < excess, gl.where(s0 > s1, 1, 2), 0)
+            _issue_loads(u, n_ring, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, codes, codes, 0, 0, 0, BK, STAGES,
+                         NCH, True, SLOTS, kind, base)
+            mbarrier.arrive(empty.index(g % STAGES), pred=u < excess)
+        base += n_ring
 
 
 @gluon.jit
@@ -563,6 +734,57 @@ def _attend_gluon_union_kernel(
     mbarrier.invalidate(turns.index(1))
 
 
+@gluon.jit
+def _attend_gluon_split_kernel(
+    q_ptr, desc_k, desc_v, o_ptr, counts_ptr, codes_ptr,
+    N, HQ, GROUP, NQB, NCODE, scale_log2e,
+    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on, n_tiles,
+    HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, SLOTS: gl.constexpr, STAGES: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, num_warps: gl.constexpr,
+):
+    """The union ring with its "only" steps halved (``blocks.UnionSteps`` with split; tile gluon_split): after
+    the excess steps (the longer "only" group's, computed by its consumer alone) both consumers compute every
+    step, each its own half of the halved ones, so that neither holds two stages while the other computes. A
+    program runs tiles (pairs of query blocks) pid, pid + grid, ...: the launch grid picks one tile per program
+    or a persistent grid, whose producer fills the next tile's first stages while the consumers finish."""
+    s_layout: gl.constexpr = _mma_layout(SLOTS * BK, num_warps)
+    half_layout: gl.constexpr = _mma_layout(SLOTS * BK // 2, num_warps)
+    o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
+    io_l: gl.constexpr = _io_layout(HEAD_DIM, num_warps)
+    dtype: gl.constexpr = desc_k.dtype
+    q_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BQ, HEAD_DIM], dtype)
+    tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([SLOTS * BK, HEAD_DIM], dtype)
+    NCH: gl.constexpr = HEAD_DIM // 64
+    box_shape: gl.constexpr = [SLOTS * NCH * STAGES] + desc_k.block_type.shape
+
+    q0 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
+    q1 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, SLOTS * BK, HEAD_DIM], tile_l)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, SLOTS * BK, HEAD_DIM], tile_l)
+    k_boxes = _reinterpret(k_smem, dtype, box_shape, desc_k.layout)
+    v_boxes = _reinterpret(v_smem, dtype, box_shape, desc_v.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [3 * STAGES, 1], mbarrier.MBarrierLayout())  # kinds 0, 1, 2
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(3 * STAGES):
+        mbarrier.init(bars.index(i), count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(empty.index(i), count=2)   # a stage is free once both consumers are done with it
+    gl.warp_specialize([
+        (_split_consumer, (q_ptr, o_ptr, q0, k_smem, v_smem, bars, empty, counts_ptr, codes_ptr, N, HQ, GROUP, NQB, NCODE,
+                           n_tiles, scale_log2e, stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+                           HEAD_DIM, BQ, BK, SLOTS, STAGES, True, s_layout, half_layout, o_layout, io_l)),
+        (_split_consumer, (q_ptr, o_ptr, q1, k_smem, v_smem, bars, empty, counts_ptr, codes_ptr, N, HQ, GROUP, NQB, NCODE,
+                           n_tiles, scale_log2e, stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+                           HEAD_DIM, BQ, BK, SLOTS, STAGES, False, s_layout, half_layout, o_layout, io_l)),
+        (_split_producer, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE,
+                           n_tiles, BK, STAGES, NCH, SLOTS)),
+    ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    for i in gl.static_range(3 * STAGES):
+        mbarrier.invalidate(bars.index(i))
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(empty.index(i))
+
+
 def _descriptor(x, box_keys):
     """TMA descriptor of K or V [B, Hkv, N, D]: one box of box_keys keys, zero-filled past N."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -619,25 +841,37 @@ def attend_steps_gluon(q, k, v, steps, config, stages: int = 3, warp_specialize:
 
 
 def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, pingpong: bool = False,
-                       skip: bool = True, consumer_regs: int = 240):
+                       skip: bool = True, consumer_regs: int = 240, split: bool = False, persistent: bool = False):
     """The computation pass over the union steps of pairs of query blocks (``blocks.UnionSteps``, from
     ``attend_kernel.kept_to_union``) in Gluon, Hopper only: FlashAttention-3's two consumer warpgroups and one
     producer warp per program, slots key blocks per step, stages K/V tiles in shared memory. skip: each consumer
     skips the steps that only the other one keeps (else it computes them masked); pingpong (not with skip):
-    the consumers take turns issuing their MMAs.
+    the consumers take turns issuing their MMAs. split (with skip, on union steps made with split): the "only"
+    steps after the excess are halved, each consumer computing its half of every one of them; persistent (with
+    split): one program per SM, each running its share of the pairs in turn.
 
     q: [B, Hq, N, D] bf16 or fp16; k, v: [B, Hkv, N, D], the same dtype, 16-byte aligned strides (TMA).
     Returns [B, Hq, N, D] in v's dtype."""
     _check_shapes(q, config)
-    if union.slots != slots or stages < (3 if skip else 2) or (skip and pingpong):
+    if union.slots != slots or stages < (3 if skip else 2) or (skip and pingpong) or union.split != split or \
+            (split and not skip) or (persistent and not split):
         raise ValueError(f"the union steps hold {union.slots} blocks per step, the kernel was asked for {slots}; "
                          f"stages must be >= 2 (>= 3 with skip: the consumers' steps alternate), got {stages}; "
-                         f"skip and pingpong exclude each other, got both {skip and pingpong}")
+                         f"skip and pingpong exclude each other, got both {skip and pingpong}; split needs skip and "
+                         f"union steps made with split, persistent needs split, got split={split}, skip={skip}, "
+                         f"union.split={union.split}, persistent={persistent}")
     batch, hq, seq_len, head_dim = q.shape
     desc_k, desc_v = _descriptor(k, config.block_k), _descriptor(v, config.block_k)
     out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
+    args = (q, desc_k, desc_v, out, union.counts, union.codes, *_kernel_args(q, k, out, config, union.codes.shape[-1]))
+    if split:
+        n_tiles = union.counts.shape[-2] * batch * hq
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+        _attend_gluon_split_kernel[(min(n_tiles, sms) if persistent else n_tiles,)](
+            *args, n_tiles, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots, STAGES=stages,
+            CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, num_warps=4)
+        return out
     _attend_gluon_union_kernel[(union.counts.shape[-2], batch * hq)](
-        q, desc_k, desc_v, out, union.counts, union.codes, *_kernel_args(q, k, out, config, union.codes.shape[-1]),
-        HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots, STAGES=stages,
+        *args, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots, STAGES=stages,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, PINGPONG=pingpong, SCHED=skip, num_warps=4)
     return out

@@ -290,15 +290,19 @@ def kept_to_steps(kept: KeptBlocks, config) -> KeptSteps:
 
 @triton.jit
 def _union_positions(rank, n_steps, s_both, excess, own_excess, mixed_base, leftover, SLOTS: tl.constexpr,
-                     GROUP: tl.constexpr):
+                     GROUP: tl.constexpr, SPLIT: tl.constexpr):
     """Code positions of one group's blocks (blocks.UnionSteps): its full steps in the ring, the rest in the
     mixed steps after `leftover` earlier leftovers."""
     step = rank // SLOTS
+    slot = rank % SLOTS
     if GROUP == 0:
         ring = excess + step
+    elif SPLIT:   # alternating steps interleaved by halves, block 2j's half first
+        ring = tl.where(step < own_excess, step, excess + s_both + 2 * (step - own_excess) + slot // (SLOTS // 2))
+        slot = tl.where(step < own_excess, slot, (GROUP - 1) * (SLOTS // 2) + slot % (SLOTS // 2))
     else:
         ring = tl.where(step < own_excess, step, excess + s_both + 2 * (step - own_excess) + GROUP - 1)
-    return tl.where(step < n_steps, ring * SLOTS + rank % SLOTS, mixed_base + leftover + rank - n_steps * SLOTS)
+    return tl.where(step < n_steps, ring * SLOTS + slot, mixed_base + leftover + rank - n_steps * SLOTS)
 
 
 @triton.jit
@@ -314,7 +318,8 @@ def _union_groups(plane, kb, NKB, first0, first1, BK: tl.constexpr):
 
 @triton.jit
 def _kept_to_union_kernel(counts_ptr, idx_ptr, plane_ptr, union_counts_ptr, codes_ptr, NKB, NQB, NPAIR, NCODE,
-                          BQ: tl.constexpr, BK: tl.constexpr, SLOTS: tl.constexpr, CHUNK: tl.constexpr):
+                          BQ: tl.constexpr, BK: tl.constexpr, SLOTS: tl.constexpr, CHUNK: tl.constexpr,
+                          SPLIT: tl.constexpr):
     """The kept lists of query blocks 2j and 2j + 1 -> their union ring (``blocks.UnionSteps``), one program
     per pair: both lists are first written as flags into a row of key blocks (plane, int8 [NKB] per program),
     which is then read in order, twice: group sizes, then each block's position."""
@@ -369,11 +374,11 @@ def _kept_to_union_kernel(counts_ptr, idx_ptr, plane_ptr, union_counts_ptr, code
         kb = k0 + lane
         flag, both, only0, only1, mixed = _union_groups(plane, kb, NKB, first0, first1, BK)
         pos = tl.where(both, _union_positions(r_both + tl.cumsum(both.to(tl.int32), axis=0) - 1, s_both, s_both,
-                                              excess, 0, mixed_base, 0, SLOTS, 0), 0)
+                                              excess, 0, mixed_base, 0, SLOTS, 0, SPLIT), 0)
         pos = tl.where(only0, _union_positions(r0 + tl.cumsum(only0.to(tl.int32), axis=0) - 1, s0, s_both,
-                                               excess, excess0, mixed_base, left0, SLOTS, 1), pos)
+                                               excess, excess0, mixed_base, left0, SLOTS, 1, SPLIT), pos)
         pos = tl.where(only1, _union_positions(r1 + tl.cumsum(only1.to(tl.int32), axis=0) - 1, s1, s_both,
-                                               excess, excess1, mixed_base, left1, SLOTS, 2), pos)
+                                               excess, excess1, mixed_base, left1, SLOTS, 2, SPLIT), pos)
         pos = tl.where(mixed, mixed_base + left_m + r_m + tl.cumsum(mixed.to(tl.int32), axis=0) - 1, pos)
         tl.store(codes + pos, 4 * kb + flag, mask=flag > 0)
         r_both += tl.sum(both.to(tl.int32), axis=0)
@@ -390,9 +395,9 @@ def _kept_to_union_kernel(counts_ptr, idx_ptr, plane_ptr, union_counts_ptr, code
     tl.store(union_counts_ptr + pid * 4 + 3, s1)
 
 
-def kept_to_union(kept: KeptBlocks, config, slots: int) -> UnionSteps:
+def kept_to_union(kept: KeptBlocks, config, slots: int, split: bool = False) -> UnionSteps:
     """The union ring of each pair of query blocks (``blocks.UnionSteps``) from the selection kernel's kept
-    lists, ``slots`` key blocks per step."""
+    lists, ``slots`` key blocks per step; split: the alternating "only" steps interleaved by halves."""
     counts = kept.counts.contiguous()
     indices = kept.indices.contiguous()
     *lead, nqb = counts.shape
@@ -405,8 +410,8 @@ def kept_to_union(kept: KeptBlocks, config, slots: int) -> UnionSteps:
     codes = torch.empty(*lead, npair, ncode, dtype=torch.int32, device=counts.device)
     _kept_to_union_kernel[(programs,)](counts, indices, plane, union_counts, codes, nkb, nqb, npair, ncode,
                                        BQ=config.block_q, BK=config.block_k, SLOTS=slots,
-                                       CHUNK=min(1024, pow2(nkb)))
-    return UnionSteps(counts=union_counts, codes=codes, slots=slots)
+                                       CHUNK=min(1024, pow2(nkb)), SPLIT=split)
+    return UnionSteps(counts=union_counts, codes=codes, slots=slots, split=split)
 
 
 @triton.jit
@@ -498,8 +503,8 @@ ATTEND_CONFIGS = {
     # slots * 32-key tiles (any blocks per step, one TMA box each). The plain union tiles compute every step
     # on both consumers (a block one does not keep is masked): 1.01x cuDNN's speed at density 1 with 3 stages,
     # 0.5-0.6 of it at density 0.1. The skip tiles let each consumer skip the other's own steps: gluon_skip
-    # (128-key steps) is the Hopper default (DEFAULT_HOPPER_TILE), gluon_skip2 (64-key steps) is faster at
-    # density <= 0.25 and slower above (run 32)
+    # (128-key steps, the Hopper default of session 10), gluon_skip2 (64-key steps) faster at density <= 0.25
+    # and slower above (run 32)
     "gluon_union": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": True},
     "gluon_union_s3": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 3, "pingpong": True},
     "gluon_union_nopp": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": False},
@@ -507,6 +512,17 @@ ATTEND_CONFIGS = {
     "gluon_union_s3_nopp": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 3, "pingpong": False},
     "gluon_skip": {**_SPLIT, "gluon": True, "union": True, "skip": True, "slots": 4, "stages": 3, "pingpong": False},
     "gluon_skip2": {**_SPLIT, "gluon": True, "union": True, "skip": True, "slots": 2, "stages": 5, "pingpong": False},
+    # the alternating "only" steps halved (blocks.UnionSteps split): both consumers compute every step after the
+    # excess, each its own 64 keys of the halved ones (run 33: alternating 128-key "only" steps cost 0.9 of a
+    # "both" step for half its work, the two consumers holding four stages of three). The Hopper default
+    # (DEFAULT_HOPPER_TILE): 2-12% faster than gluon_skip at every density, 16K and 64K (run 33d)
+    "gluon_split": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4, "stages": 3,
+                    "pingpong": False},
+    # the same on a persistent grid (one program per SM running pairs pid, pid + grid, ... in turn): the producer
+    # fills the next pair's first stages while the consumers finish. Predicted from run 33a (a pair program costs
+    # ~9 us beyond its steps) to gain 5-25%; measured 0-13% slower than one program per pair (run 33d)
+    "gluon_split_p": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4,
+                      "stages": 3, "pingpong": False, "persistent": True},
     # the default for 128-row mask blocks until run 28 (128-key gathered tiles on two warpgroups, runs 20-21);
     # the split form is 5-12% faster there from 64K (run 28d)
     "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
@@ -519,7 +535,7 @@ DEFAULT_INT8_TILE = {64: "split_s2_lp", 128: "default"}
 # density 1, 0.89 of it at density 0.5 on SALE's masks at 64K, where the Triton split form reaches 0.79 and
 # 0.75); where it cannot run (another GPU, the interpreter, int8 q . k, other block or head sizes, K/V strides
 # TMA cannot copy) the Triton tiles above stay the default
-DEFAULT_HOPPER_TILE = "gluon_skip"
+DEFAULT_HOPPER_TILE = "gluon_split"
 INT8_CONVERSIONS = {"i2f": 1, "magic": 2}
 
 
@@ -571,8 +587,11 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
             raise ValueError("tile 'gluon' runs exact q . k on a Hopper GPU only (no int8_qk, no interpreter)")
         from .attend_gluon import attend_steps_gluon, attend_union_gluon
         if cfg.get("union"):
-            return attend_union_gluon(q, k, v, kept_to_union(kept, config, cfg["slots"]), config, slots=cfg["slots"],
-                                      stages=cfg["stages"], pingpong=cfg["pingpong"], skip=cfg.get("skip", False))
+            split = cfg.get("split_only", False)
+            return attend_union_gluon(q, k, v, kept_to_union(kept, config, cfg["slots"], split), config,
+                                      slots=cfg["slots"], stages=cfg["stages"], pingpong=cfg["pingpong"],
+                                      skip=cfg.get("skip", False), split=split,
+                                      persistent=cfg.get("persistent", False))
         return attend_steps_gluon(q, k, v, kept_to_steps(kept, config), config, stages=cfg["stages"],
                                   warp_specialize=cfg.get("warp_specialize", False), maxnreg=cfg["maxnreg"],
                                   pair=cfg.get("pair", False), pingpong=cfg.get("pingpong", False))
