@@ -450,13 +450,18 @@ def _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, N, b, h,
 
 
 @gluon.jit
-def _split_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE):
-    """Tile `tile` of the split kernel: pair of query blocks n_pairs - 1 - tile % n_pairs (longest rows first) of
-    batch x head tile // n_pairs. Returns b, h, kv head, the pair's first query block, its codes and counts."""
+def _pair_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE):
+    """Tile `tile` of the split kernel: pair n_pairs - 1 - tile % n_pairs of query blocks (longest rows first) of
+    batch x head tile // n_pairs (``_pair``)."""
     n_pairs = gl.cdiv(NQB, 2)
-    bh = tile // n_pairs
-    pair = n_pairs - 1 - tile % n_pairs
-    row = bh * n_pairs + pair
+    return _pair(tile // n_pairs, n_pairs - 1 - tile % n_pairs, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
+
+
+@gluon.jit
+def _pair(bh, pair, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE):
+    """Pair `pair` of query blocks of batch x head bh: b, h, kv head, the pair's first query block, its ring's
+    codes and counts (steps in the ring, "both" steps, "only 0" steps, "only 1" steps)."""
+    row = bh * gl.cdiv(NQB, 2) + pair
     h = bh % HQ
     return (bh // HQ, h, h // GROUP, 2 * pair, codes_ptr + row * NCODE, gl.load(counts_ptr + row * 4),
             gl.load(counts_ptr + row * 4 + 1), gl.load(counts_ptr + row * 4 + 2), gl.load(counts_ptr + row * 4 + 3))
@@ -473,7 +478,7 @@ def _split_consumer(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, counts_pt
     base = gl.program_id(0) * 0    # runtime ints, carried through the loop
     phases = base
     for tile in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
-        b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _split_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
+        b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
         phases = _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, N, b, h, qb0 + (0 if LEAD else 1),
                                   codes, n_ring, s_both, s0, s1, base, phases, scale_log2e, stride_qb, stride_qh,
                                   stride_qn, stride_ob, stride_oh, stride_on, HEAD_DIM, BQ, BK, SLOTS, STAGES, LEAD,
@@ -488,7 +493,7 @@ def _split_producer(k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, c
     the ring; an excess step (computed by the longer "only" group's consumer alone) is released for the other."""
     base = gl.program_id(0) * 0
     for tile in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
-        b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _split_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
+        b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
         excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
         for u in range(n_ring):
             g = base + u
@@ -648,6 +653,39 @@ def _attend_gluon_pair_kernel(
 
 
 @gluon.jit
+def _union_shared(desc_k, desc_v, BQ: gl.constexpr, HEAD_DIM: gl.constexpr, KEYS: gl.constexpr,
+                  STAGES: gl.constexpr, KINDS: gl.constexpr):
+    """Shared memory of the union kernels: both consumers' q, the ring's K and V stages of KEYS keys (also seen
+    as TMA boxes, ``_issue_loads``), KINDS full barriers per stage and one empty barrier per stage that both
+    consumers release it through, initialized."""
+    dtype: gl.constexpr = desc_k.dtype
+    q_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BQ, HEAD_DIM], dtype)
+    tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([KEYS, HEAD_DIM], dtype)
+    box_shape: gl.constexpr = [KEYS // desc_k.block_type.shape[2] * HEAD_DIM // 64 * STAGES] + desc_k.block_type.shape
+    q0 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
+    q1 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, KEYS, HEAD_DIM], tile_l)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, KEYS, HEAD_DIM], tile_l)
+    k_boxes = _reinterpret(k_smem, dtype, box_shape, desc_k.layout)
+    v_boxes = _reinterpret(v_smem, dtype, box_shape, desc_v.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [KINDS * STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(KINDS * STAGES):
+        mbarrier.init(bars.index(i), count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(empty.index(i), count=2)   # a stage is free once both consumers are done with it
+    return q0, q1, k_smem, v_smem, k_boxes, v_boxes, bars, empty
+
+
+@gluon.jit
+def _union_release(bars, empty, STAGES: gl.constexpr, KINDS: gl.constexpr):
+    for i in gl.static_range(KINDS * STAGES):
+        mbarrier.invalidate(bars.index(i))
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(empty.index(i))
+
+
+@gluon.jit
 def _attend_gluon_union_kernel(
     q_ptr, desc_k, desc_v, o_ptr, counts_ptr, codes_ptr,
     N, HQ, GROUP, NQB, NCODE, scale_log2e,
@@ -665,23 +703,9 @@ def _attend_gluon_union_kernel(
     s_layout: gl.constexpr = _mma_layout(SLOTS * BK, num_warps)
     o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
     io_l: gl.constexpr = _io_layout(HEAD_DIM, num_warps)
-    dtype: gl.constexpr = desc_k.dtype
-    q_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BQ, HEAD_DIM], dtype)
-    tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([SLOTS * BK, HEAD_DIM], dtype)
     NCH: gl.constexpr = HEAD_DIM // 64
-    box_shape: gl.constexpr = [SLOTS * NCH * STAGES] + desc_k.block_type.shape
-
-    n_pairs = gl.cdiv(NQB, 2)
-    pair = n_pairs - 1 - gl.program_id(0)   # longest rows first
-    bh = gl.program_id(1)
-    b = bh // HQ
-    h = bh % HQ
-    kvh = h // GROUP
-    row = bh * n_pairs + pair
-    n_ring = gl.load(counts_ptr + row * 4)
-    s_both = gl.load(counts_ptr + row * 4 + 1)
-    s0 = gl.load(counts_ptr + row * 4 + 2)
-    s1 = gl.load(counts_ptr + row * 4 + 3)
+    b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair(gl.program_id(1), gl.cdiv(NQB, 2) - 1 - gl.program_id(0),
+                                                         counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
     if SCHED:   # each consumer's steps: "both", its "only" ones, the mixed ones
         n_mixed = n_ring - s_both - s0 - s1
         n_unmasked0 = s_both + s0
@@ -693,23 +717,11 @@ def _attend_gluon_union_kernel(
         n_unmasked1 = n_unmasked0
         n_steps0 = n_ring
         n_steps1 = n_ring
-    codes = codes_ptr + row * NCODE
-    qb0 = 2 * pair
 
-    q0 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
-    q1 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, SLOTS * BK, HEAD_DIM], tile_l)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, SLOTS * BK, HEAD_DIM], tile_l)
-    k_boxes = _reinterpret(k_smem, dtype, box_shape, desc_k.layout)
-    v_boxes = _reinterpret(v_smem, dtype, box_shape, desc_v.layout)
     KINDS: gl.constexpr = 3 if SCHED else 1   # full barriers: steps both compute, "only 0", "only 1"
-    bars = gl.allocate_shared_memory(gl.int64, [KINDS * STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    q0, q1, k_smem, v_smem, k_boxes, v_boxes, bars, empty = _union_shared(desc_k, desc_v, BQ, HEAD_DIM, SLOTS * BK,
+                                                                          STAGES, KINDS)
     turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(KINDS * STAGES):
-        mbarrier.init(bars.index(i), count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(empty.index(i), count=2)   # a stage is free once both consumers are done with it
     mbarrier.init(turns.index(0), count=1)
     mbarrier.init(turns.index(1), count=1)
     issues0 = gl.maximum(n_steps0, 1) + 1   # MMA issues (ping-pong, not with SCHED)
@@ -726,10 +738,7 @@ def _attend_gluon_union_kernel(
         (_produce_steps, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, codes, s_both, 0, 0,
                           n_ring, BK, STAGES, NCH, True, SLOTS, SCHED, s_both, s0, s1)),
     ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
-    for i in gl.static_range(KINDS * STAGES):
-        mbarrier.invalidate(bars.index(i))
-    for i in gl.static_range(STAGES):
-        mbarrier.invalidate(empty.index(i))
+    _union_release(bars, empty, STAGES, KINDS)
     mbarrier.invalidate(turns.index(0))
     mbarrier.invalidate(turns.index(1))
 
@@ -751,24 +760,9 @@ def _attend_gluon_split_kernel(
     half_layout: gl.constexpr = _mma_layout(SLOTS * BK // 2, num_warps)
     o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
     io_l: gl.constexpr = _io_layout(HEAD_DIM, num_warps)
-    dtype: gl.constexpr = desc_k.dtype
-    q_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BQ, HEAD_DIM], dtype)
-    tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([SLOTS * BK, HEAD_DIM], dtype)
     NCH: gl.constexpr = HEAD_DIM // 64
-    box_shape: gl.constexpr = [SLOTS * NCH * STAGES] + desc_k.block_type.shape
-
-    q0 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
-    q1 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, SLOTS * BK, HEAD_DIM], tile_l)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, SLOTS * BK, HEAD_DIM], tile_l)
-    k_boxes = _reinterpret(k_smem, dtype, box_shape, desc_k.layout)
-    v_boxes = _reinterpret(v_smem, dtype, box_shape, desc_v.layout)
-    bars = gl.allocate_shared_memory(gl.int64, [3 * STAGES, 1], mbarrier.MBarrierLayout())  # kinds 0, 1, 2
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(3 * STAGES):
-        mbarrier.init(bars.index(i), count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(empty.index(i), count=2)   # a stage is free once both consumers are done with it
+    q0, q1, k_smem, v_smem, k_boxes, v_boxes, bars, empty = _union_shared(desc_k, desc_v, BQ, HEAD_DIM, SLOTS * BK,
+                                                                          STAGES, 3)   # kinds 0, 1, 2
     gl.warp_specialize([
         (_split_consumer, (q_ptr, o_ptr, q0, k_smem, v_smem, bars, empty, counts_ptr, codes_ptr, N, HQ, GROUP, NQB, NCODE,
                            n_tiles, scale_log2e, stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
@@ -779,10 +773,7 @@ def _attend_gluon_split_kernel(
         (_split_producer, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE,
                            n_tiles, BK, STAGES, NCH, SLOTS)),
     ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
-    for i in gl.static_range(3 * STAGES):
-        mbarrier.invalidate(bars.index(i))
-    for i in gl.static_range(STAGES):
-        mbarrier.invalidate(empty.index(i))
+    _union_release(bars, empty, STAGES, 3)
 
 
 def _descriptor(x, box_keys):
