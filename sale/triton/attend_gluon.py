@@ -450,11 +450,22 @@ def _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, N, b, h,
 
 
 @gluon.jit
-def _pair_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE):
-    """Tile `tile` of the split kernel: pair n_pairs - 1 - tile % n_pairs of query blocks (longest rows first) of
-    batch x head tile // n_pairs (``_pair``)."""
+def _pair_tile(r, n_tiles, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE):
+    """This program's tile of round r of the split kernel, and whether there is one (the last round may be
+    short). Rounds deal tiles to the programs in snake order (pid in even rounds, grid - 1 - pid in odd ones):
+    the tiles come longest first, so a persistent grid dealt round-robin would give its first programs the
+    longest tile of every round. Tile t is pair n_pairs - 1 - t % n_pairs of query blocks (longest rows first)
+    of batch x head t // n_pairs (``_pair``); a missing tile reads as a ring of no steps."""
+    pid = gl.program_id(0)
+    grid = gl.num_programs(0)
+    tile = r * grid + gl.where(r % 2 == 0, pid, grid - 1 - pid)
+    valid = tile < n_tiles
+    tile = gl.minimum(tile, n_tiles - 1)
     n_pairs = gl.cdiv(NQB, 2)
-    return _pair(tile // n_pairs, n_pairs - 1 - tile % n_pairs, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
+    b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair(tile // n_pairs, n_pairs - 1 - tile % n_pairs, counts_ptr,
+                                                          codes_ptr, HQ, GROUP, NQB, NCODE)
+    return (valid, b, h, kvh, qb0, codes, gl.where(valid, n_ring, 0), gl.where(valid, s_both, 0), gl.where(valid, s0, 0),
+            gl.where(valid, s1, 0))
 
 
 @gluon.jit
@@ -477,9 +488,12 @@ def _split_consumer(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, counts_pt
     ring's steps and the full barriers' phases run on from one tile to the next."""
     base = gl.program_id(0) * 0    # runtime ints, carried through the loop
     phases = base
-    for tile in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
-        b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
-        phases = _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, N, b, h, qb0 + (0 if LEAD else 1),
+    for r in range(gl.cdiv(n_tiles, gl.num_programs(0))):
+        valid, b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair_tile(r, n_tiles, counts_ptr, codes_ptr, HQ, GROUP,
+                                                                          NQB, NCODE)
+        # no tile: no steps, and no row loaded or written (N = 0)
+        phases = _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, gl.where(valid, N, 0), b, h,
+                                  qb0 + (0 if LEAD else 1),
                                   codes, n_ring, s_both, s0, s1, base, phases, scale_log2e, stride_qb, stride_qh,
                                   stride_qn, stride_ob, stride_oh, stride_on, HEAD_DIM, BQ, BK, SLOTS, STAGES, LEAD,
                                   s_layout, half_layout, o_layout, io_l)
@@ -492,8 +506,9 @@ def _split_producer(k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, c
     """The split kernel's producer warp: every step of each of the program's tiles into the next free stage of
     the ring; an excess step (computed by the longer "only" group's consumer alone) is released for the other."""
     base = gl.program_id(0) * 0
-    for tile in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
-        b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair_tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
+    for r in range(gl.cdiv(n_tiles, gl.num_programs(0))):
+        valid, b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair_tile(r, n_tiles, counts_ptr, codes_ptr, HQ, GROUP,
+                                                                          NQB, NCODE)
         excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
         for u in range(n_ring):
             g = base + u
@@ -754,8 +769,8 @@ def _attend_gluon_split_kernel(
     """The union ring with its "only" steps halved (``blocks.UnionSteps`` with split; tile gluon_split): after
     the excess steps (the longer "only" group's, computed by its consumer alone) both consumers compute every
     step, each its own half of the halved ones, so that neither holds two stages while the other computes. A
-    program runs tiles (pairs of query blocks) pid, pid + grid, ...: the launch grid picks one tile per program
-    or a persistent grid, whose producer fills the next tile's first stages while the consumers finish."""
+    program runs one tile (pair of query blocks) per round (``_pair_tile``): the launch grid picks one tile per
+    program or a persistent grid, whose producer fills the next tile's first stages while the consumers finish."""
     s_layout: gl.constexpr = _mma_layout(SLOTS * BK, num_warps)
     half_layout: gl.constexpr = _mma_layout(SLOTS * BK // 2, num_warps)
     o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
