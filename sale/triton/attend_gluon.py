@@ -29,7 +29,8 @@ masked on both. Blocks one query block keeps alone ("only" steps) are where the 
   for half its work, since each consumer holds its current and previous stage, four of the ring's three.
 
 Other tiles kept as options with their measured speed (``attend_kernel.ATTEND_CONFIGS``): ``gluon_split_p``
-(the default's kernel on a persistent grid: slower, run 33d), ``gluon_skip2`` (64-key steps: fastest at
+(the default's kernel on a persistent grid: slower, its programs drift apart and lose the L2's hold on one kv
+head at a time, run 33i), ``gluon_skip2`` (64-key steps: fastest at
 density 0.05), the union without skipping (``gluon_union*``: every step on both consumers, masked), two query
 blocks with rings of their own (``gluon_pair*``, optional ping-pong), and session 9's one-warpgroup forms over
 the split form's steps (``gluon``, ``gluon_ws``). Gluon compiles for a GPU only, not in the interpreter; CI

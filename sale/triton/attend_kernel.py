@@ -518,9 +518,11 @@ ATTEND_CONFIGS = {
     # (DEFAULT_HOPPER_TILE): 2-12% faster than gluon_skip at every density, 16K and 64K (run 33d)
     "gluon_split": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4, "stages": 3,
                     "pingpong": False},
-    # the same on a persistent grid (one program per SM running pairs pid, pid + grid, ... in turn): the producer
+    # the same on a persistent grid (one program per SM running pairs in turn, dealt in snake order): the producer
     # fills the next pair's first stages while the consumers finish. Predicted from run 33a (a pair program costs
-    # ~9 us beyond its steps) to gain 5-25%; measured 0-13% slower than one program per pair (run 33d)
+    # ~9 us beyond its steps) to gain 5-25%; measured 3-13% slower than one program per pair (runs 33d, 33h): its
+    # programs drift apart, the pairs in flight span several kv heads, and the L2 hit rate falls from 90% to 63%
+    # (run 33i). A dynamic tile counter would keep them together
     "gluon_split_p": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4,
                       "stages": 3, "pingpong": False, "persistent": True},
     # the default for 128-row mask blocks until run 28 (128-key gathered tiles on two warpgroups, runs 20-21);
