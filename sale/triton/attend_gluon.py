@@ -587,9 +587,7 @@ def _attend_gluon_kernel(
                      qb, step_base, back, n_full, n_lp, n_single, n_steps, scale_log2e, stride_qb, stride_qh, stride_qn,
                      stride_ob, stride_oh, stride_on, bars, 0, HEAD_DIM, BQ, BK, STAGES, NCH, WS, False, True,
                      s_layout, o_layout, io_l)
-    for i in gl.static_range(STAGES):
-        mbarrier.invalidate(bars.index(i))
-        mbarrier.invalidate(empty.index(i))
+    _release_barriers(bars, empty, STAGES, 1)
 
 
 @gluon.jit
@@ -659,11 +657,8 @@ def _attend_gluon_pair_kernel(
         (_produce_steps, (kb1, vb1, bars1, empty1, desc_k, desc_v, b, kvh, base1, back1, n_full1, n_lp1, n_single1,
                           n_steps1, BK, STAGES, NCH)),
     ], [num_warps, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
-    for i in gl.static_range(STAGES):
-        mbarrier.invalidate(bars0.index(i))
-        mbarrier.invalidate(empty0.index(i))
-        mbarrier.invalidate(bars1.index(i))
-        mbarrier.invalidate(empty1.index(i))
+    _release_barriers(bars0, empty0, STAGES, 1)
+    _release_barriers(bars1, empty1, STAGES, 1)
     mbarrier.invalidate(turns.index(0))
     mbarrier.invalidate(turns.index(1))
 
@@ -694,7 +689,8 @@ def _union_shared(desc_k, desc_v, BQ: gl.constexpr, HEAD_DIM: gl.constexpr, KEYS
 
 
 @gluon.jit
-def _union_release(bars, empty, STAGES: gl.constexpr, KINDS: gl.constexpr):
+def _release_barriers(bars, empty, STAGES: gl.constexpr, KINDS: gl.constexpr):
+    """Invalidate a ring's KINDS full barriers per stage and its empty ones at the program's end."""
     for i in gl.static_range(KINDS * STAGES):
         mbarrier.invalidate(bars.index(i))
     for i in gl.static_range(STAGES):
@@ -754,7 +750,7 @@ def _attend_gluon_union_kernel(
         (_produce_steps, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, codes, s_both, 0, 0,
                           n_ring, BK, STAGES, NCH, True, SLOTS, SCHED, s_both, s0, s1)),
     ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
-    _union_release(bars, empty, STAGES, KINDS)
+    _release_barriers(bars, empty, STAGES, KINDS)
     mbarrier.invalidate(turns.index(0))
     mbarrier.invalidate(turns.index(1))
 
@@ -789,7 +785,7 @@ def _attend_gluon_split_kernel(
         (_split_producer, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE,
                            n_tiles, BK, STAGES, NCH, SLOTS)),
     ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
-    _union_release(bars, empty, STAGES, 3)
+    _release_barriers(bars, empty, STAGES, 3)
 
 
 def _descriptor(x, box_keys):
