@@ -515,7 +515,8 @@ ATTEND_CONFIGS = {
     # the alternating "only" steps halved (blocks.UnionSteps split): both consumers compute every step after the
     # excess, each its own 64 keys of the halved ones (run 33: alternating 128-key "only" steps cost 0.9 of a
     # "both" step for half its work, the two consumers holding four stages of three). The Hopper default
-    # (DEFAULT_HOPPER_TILE): 2-12% faster than gluon_skip at every density, 16K and 64K (run 33d)
+    # (DEFAULT_HOPPER_TILE): 6-17% faster than gluon_skip at densities 0.5-0.1 from 16K to 128K, -2 to +4% at
+    # density 1 (run 33e, traces/h100_bench_attend_gluon_split.*)
     "gluon_split": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4, "stages": 3,
                     "pingpong": False},
     # the same on a persistent grid (one program per SM running pairs in turn, dealt in snake order): the producer
