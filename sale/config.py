@@ -45,8 +45,8 @@ class SaleConfig:
         attend_tile: the triton backend's computation-pass form, a name of
             ``sale.triton.attend_kernel.ATTEND_CONFIGS`` (e.g. ``"gluon_skip2"``, 64-key steps, faster on
             Hopper at density 0.05; ``"default"``, the Triton split form). None: the default for the GPU (on
-            Hopper the Gluon union ring with halved "only" steps, ``"gluon_split"``). The reference backend
-            ignores it.
+            Hopper the Gluon union ring with halved "only" steps on a persistent grid, ``"gluon_split_p"``). The
+            reference backend ignores it.
     """
 
     block_q: int = 64

@@ -287,10 +287,11 @@ def test_sass_loop_of_the_gluon_computation_pass(tmp_path):
     K and V), with warp specialization none are left in the consumers' loop. The pair tiles (two consumer
     warpgroups, a producer warp each) fit one program of 384 threads per SM; with ping-pong each step adds
     the wait for the other consumer's turn and the arrival on its own (2 more mbarrier ops, SYNCS). The union
-    tiles' step is 128 keys of any four kept blocks; the Hopper default (gluon_split) also has the halved steps,
-    each consumer's q . k over 64 keys (64 x 64 x 16 MMAs)."""
+    tiles' step is 128 keys of any four kept blocks; the split tiles (gluon_split_p, its persistent form, is the
+    Hopper default) also have the halved steps, each consumer's q . k over 64 keys (64 x 64 x 16 MMAs)."""
     ops = {}
-    for tile in ("gluon", "gluon_ws", "gluon_pair", "gluon_pair_pp", "gluon_union", "gluon_skip", "gluon_split"):
+    for tile in ("gluon", "gluon_ws", "gluon_pair", "gluon_pair_pp", "gluon_union", "gluon_skip", "gluon_split",
+                 "gluon_split_p"):
         stdout, ops[tile] = _sass_loop("--kernel", "attend", "--tile", tile, *(("--out", str(tmp_path)) if tile ==
                                                                                 "gluon_split" else ()))
         assert "stack 0 B" in stdout          # no spills
@@ -301,7 +302,8 @@ def test_sass_loop_of_the_gluon_computation_pass(tmp_path):
     # 128-key union steps: q . k as 8 MMAs of 64 x 128 x 16, p . v as 8 of 64 x 128 x 16; twice the exponentials
     assert ops["gluon_union"]["HGMMA"] == 16 and "UTMALDG" not in ops["gluon_union"]
     assert ops["gluon_skip"]["HGMMA"] == 16 and "UTMALDG" not in ops["gluon_skip"]
-    assert ops["gluon_split"]["HGMMA"] == 16 and "UTMALDG" not in ops["gluon_split"]   # the Hopper default
+    for tile in ("gluon_split", "gluon_split_p"):   # the persistent one is the Hopper default
+        assert ops[tile]["HGMMA"] == 16 and "UTMALDG" not in ops[tile], tile
     sass = open(tmp_path / "attend_gluon_split.sass").read()
     assert "HGMMA.64x64x16" in sass and "HGMMA.64x128x16" in sass
     assert ops["gluon_union"]["MUFU"] >= 2 * ops["gluon_pair"]["MUFU"] - 2

@@ -529,7 +529,7 @@ def test_attend_gluon_matches_reference_on_random_masks(n, hq, hkv, d, batch, ti
     full pairs and tail pairs; empty rows apart from the always-computed blocks; a mask with no diagonal
     (rows with no key at all are written as zeros); B > 1 and GQA; an odd number of query blocks (the pair
     tiles' second consumer then has no rows in the last program); 144 pairs at n = 3000 (on an H100's 132 SMs
-    the persistent tile's second round is short)."""
+    some programs of the persistent tile take a second pair from the counter)."""
     check_attend_on_random_masks(n, hq, hkv, d, tile, seed=n + 7, batch=batch)
 
 

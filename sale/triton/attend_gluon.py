@@ -18,23 +18,23 @@ each copied as its own TMA boxes, so no block is computed for being its pair's n
 keep run unmasked on both consumers; the few mixed steps at the end (group leftovers and the diagonal) run
 masked on both. Blocks one query block keeps alone ("only" steps) are where the forms differ:
 
-- the default, tile ``gluon_split`` (``_attend_gluon_split_kernel``): the longer group's excess steps come
-  first, computed by their consumer alone (the producer releases them for the other; they signal full
-  barriers of their own kind, so each consumer waits for every phase of each barrier it uses in order); the
-  rest are halved, each step holding two blocks of each query block, and each consumer computes its own 64
-  keys of it. Measured (run 33d): 1.05 of cuDNN per block at density 1, 0.87-0.94 at 0.5, 0.70-0.83 at 0.25
-  (16K-64K).
+- the default, tile ``gluon_split_p`` (``_attend_gluon_split_kernel`` with DYNAMIC): the longer group's excess
+  steps come first, computed by their consumer alone (the producer releases them for the other; they signal
+  full barriers of their own kind, so each consumer waits for every phase of each barrier it uses in order);
+  the rest are halved, each step holding two blocks of each query block, and each consumer computes its own
+  64 keys of it. One program per SM; its producer takes each next pair from a global counter and hands it to
+  the consumers through shared memory, so the pairs in flight stay consecutive (the L2 holds one kv head's
+  K and V) and the next pair's first copies overlap the current pair's end. Tile ``gluon_split`` is the same
+  with one program per pair (runs 33d-33j).
 - ``gluon_skip`` (``_attend_gluon_union_kernel`` with SCHED, the default of session 10): the remaining "only"
   steps alternate between the consumers, 128 keys each. Run 33a: such a step costs 0.8-0.9 of a "both" step
   for half its work, since each consumer holds its current and previous stage, four of the ring's three.
 
-Other tiles kept as options with their measured speed (``attend_kernel.ATTEND_CONFIGS``): ``gluon_split_p``
-(the default's kernel on a persistent grid: slower, its programs drift apart and lose the L2's hold on one kv
-head at a time, run 33i), ``gluon_skip2`` (64-key steps: fastest at
-density 0.05), the union without skipping (``gluon_union*``: every step on both consumers, masked), two query
+Other tiles kept as options with their measured speed (``attend_kernel.ATTEND_CONFIGS``): ``gluon_split``,
+``gluon_skip2`` (64-key steps: fastest at density 0.05), the union without skipping (``gluon_union*``: every step on both consumers, masked), two query
 blocks with rings of their own (``gluon_pair*``, optional ping-pong), and session 9's one-warpgroup forms over
 the split form's steps (``gluon``, ``gluon_ws``). Gluon compiles for a GPU only, not in the interpreter; CI
-compiles it for sm_90 (``python -m profiler sass-loop --kernel attend --tile gluon_split``).
+compiles it for sm_90 (``python -m profiler sass-loop --kernel attend --tile gluon_split_p``).
 """
 import math
 
@@ -451,22 +451,11 @@ def _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, N, b, h,
 
 
 @gluon.jit
-def _pair_tile(r, n_tiles, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE):
-    """This program's tile of round r of the split kernel, and whether there is one (the last round may be
-    short). Rounds deal tiles to the programs in snake order (pid in even rounds, grid - 1 - pid in odd ones):
-    the tiles come longest first, so a persistent grid dealt round-robin would give its first programs the
-    longest tile of every round. Tile t is pair n_pairs - 1 - t % n_pairs of query blocks (longest rows first)
-    of batch x head t // n_pairs (``_pair``); a missing tile reads as a ring of no steps."""
-    pid = gl.program_id(0)
-    grid = gl.num_programs(0)
-    tile = r * grid + gl.where(r % 2 == 0, pid, grid - 1 - pid)
-    valid = tile < n_tiles
-    tile = gl.minimum(tile, n_tiles - 1)
+def _tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE):
+    """Tile `tile` of the split kernel: pair n_pairs - 1 - tile % n_pairs of query blocks (longest rows first) of
+    batch x head tile // n_pairs (``_pair``)."""
     n_pairs = gl.cdiv(NQB, 2)
-    b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair(tile // n_pairs, n_pairs - 1 - tile % n_pairs, counts_ptr,
-                                                          codes_ptr, HQ, GROUP, NQB, NCODE)
-    return (valid, b, h, kvh, qb0, codes, gl.where(valid, n_ring, 0), gl.where(valid, s_both, 0), gl.where(valid, s0, 0),
-            gl.where(valid, s1, 0))
+    return _pair(tile // n_pairs, n_pairs - 1 - tile % n_pairs, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
 
 
 @gluon.jit
@@ -482,43 +471,99 @@ def _pair(bh, pair, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE):
 @gluon.jit
 def _split_consumer(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, counts_ptr, codes_ptr, N, HQ, GROUP, NQB, NCODE,
                     n_tiles, scale_log2e, stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
-                    HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, SLOTS: gl.constexpr,
-                    STAGES: gl.constexpr, LEAD: gl.constexpr, s_layout: gl.constexpr, half_layout: gl.constexpr,
-                    o_layout: gl.constexpr, io_l: gl.constexpr):
+                    tile_ids, tile_full, tile_empty, HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr,
+                    SLOTS: gl.constexpr, STAGES: gl.constexpr, LEAD: gl.constexpr, s_layout: gl.constexpr,
+                    half_layout: gl.constexpr, o_layout: gl.constexpr, io_l: gl.constexpr, DYNAMIC: gl.constexpr,
+                    id_layout: gl.constexpr):
     """A consumer warpgroup of the split kernel: its query block of each of the program's tiles, in order; the
-    ring's steps and the full barriers' phases run on from one tile to the next."""
+    ring's steps and the full barriers' phases run on from one tile to the next. DYNAMIC: the tiles are those
+    the producer hands over (``_hand_tile``) until one past the last."""
     base = gl.program_id(0) * 0    # runtime ints, carried through the loop
     phases = base
-    for r in range(gl.cdiv(n_tiles, gl.num_programs(0))):
-        valid, b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair_tile(r, n_tiles, counts_ptr, codes_ptr, HQ, GROUP,
-                                                                          NQB, NCODE)
-        # no tile: no steps, and no row loaded or written (N = 0)
-        phases = _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, gl.where(valid, N, 0), b, h,
-                                  qb0 + (0 if LEAD else 1),
-                                  codes, n_ring, s_both, s0, s1, base, phases, scale_log2e, stride_qb, stride_qh,
-                                  stride_qn, stride_ob, stride_oh, stride_on, HEAD_DIM, BQ, BK, SLOTS, STAGES, LEAD,
-                                  s_layout, half_layout, o_layout, io_l)
-        base += n_ring
+    if DYNAMIC:
+        i = base
+        tile = _take_tile(tile_ids, tile_full, tile_empty, i, id_layout)
+        while tile < n_tiles:
+            b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
+            phases = _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, N, b, h,
+                                      qb0 + (0 if LEAD else 1), codes, n_ring, s_both, s0, s1, base, phases,
+                                      scale_log2e, stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+                                      HEAD_DIM, BQ, BK, SLOTS, STAGES, LEAD, s_layout, half_layout, o_layout, io_l)
+            base += n_ring
+            i += 1
+            tile = _take_tile(tile_ids, tile_full, tile_empty, i, id_layout)
+    else:   # one program per tile
+        b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _tile(gl.program_id(0), counts_ptr, codes_ptr, HQ, GROUP, NQB,
+                                                              NCODE)
+        _split_tile_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, bars, empty, N, b, h, qb0 + (0 if LEAD else 1), codes,
+                         n_ring, s_both, s0, s1, base, phases, scale_log2e, stride_qb, stride_qh, stride_qn, stride_ob,
+                         stride_oh, stride_on, HEAD_DIM, BQ, BK, SLOTS, STAGES, LEAD, s_layout, half_layout, o_layout,
+                         io_l)
+
+
+@gluon.jit
+def _take_tile(tile_ids, tile_full, tile_empty, i, id_layout: gl.constexpr):
+    """A consumer's i-th tile of a dynamic grid, from slot i % 2 of tile_ids once the producer filled it; the
+    slot is released when both consumers read it."""
+    slot = i % 2
+    mbarrier.wait(tile_full.index(slot), (i // 2) & 1)
+    tile = gl.max(tile_ids.index(slot).load(id_layout), axis=0)
+    mbarrier.arrive(tile_empty.index(slot))
+    return tile
+
+
+@gluon.jit
+def _hand_tile(tile, tile_ids, tile_full, tile_empty, i, id_layout: gl.constexpr):
+    """The producer hands its i-th tile to the consumers through slot i % 2 of tile_ids (the first round of each
+    slot passes at once: a fresh barrier's previous phase reads complete)."""
+    slot = i % 2
+    mbarrier.wait(tile_empty.index(slot), ((i // 2) & 1) ^ 1)
+    tile_ids.index(slot).store(gl.zeros([1], gl.int32, id_layout) + tile)
+    mbarrier.arrive(tile_full.index(slot))
 
 
 @gluon.jit
 def _split_producer(k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE, n_tiles,
-                    BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, SLOTS: gl.constexpr):
+                    counter_ptr, tile_ids, tile_full, tile_empty, BK: gl.constexpr, STAGES: gl.constexpr,
+                    NCH: gl.constexpr, SLOTS: gl.constexpr, DYNAMIC: gl.constexpr, id_layout: gl.constexpr):
     """The split kernel's producer warp: every step of each of the program's tiles into the next free stage of
-    the ring; an excess step (computed by the longer "only" group's consumer alone) is released for the other."""
+    the ring. DYNAMIC: the program's first tile is its id, each next one the grid size plus a ticket of the
+    global counter, taken once this tile's last copies are issued, so that the tiles in flight stay a window of
+    consecutive tiles (run 33i: a static persistent grid's programs drift apart and lose the L2)."""
     base = gl.program_id(0) * 0
-    for r in range(gl.cdiv(n_tiles, gl.num_programs(0))):
-        valid, b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair_tile(r, n_tiles, counts_ptr, codes_ptr, HQ, GROUP,
-                                                                          NQB, NCODE)
-        excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
-        for u in range(n_ring):
-            g = base + u
-            mbarrier.wait(empty.index(g % STAGES), ((g // STAGES) & 1) ^ 1)
-            kind = gl.where(u < excess, gl.where(s0 > s1, 1, 2), 0)
-            _issue_loads(u, n_ring, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, codes, codes, 0, 0, 0, BK, STAGES,
-                         NCH, True, SLOTS, kind, base)
-            mbarrier.arrive(empty.index(g % STAGES), pred=u < excess)
-        base += n_ring
+    if DYNAMIC:
+        i = base
+        tile = gl.program_id(0)
+        _hand_tile(tile, tile_ids, tile_full, tile_empty, i, id_layout)
+        while tile < n_tiles:
+            b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
+            _produce_tile(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, n_ring, s0, s1, base, BK,
+                          STAGES, NCH, SLOTS)
+            base += n_ring
+            i += 1
+            tile = gl.num_programs(0) + gl.atomic_add(counter_ptr, 1)
+            _hand_tile(tile, tile_ids, tile_full, tile_empty, i, id_layout)
+    else:   # one program per tile
+        b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _tile(gl.program_id(0), counts_ptr, codes_ptr, HQ, GROUP, NQB,
+                                                              NCODE)
+        _produce_tile(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, n_ring, s0, s1, base, BK, STAGES,
+                      NCH, SLOTS)
+
+
+@gluon.jit
+def _produce_tile(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, n_ring, s0, s1, base, BK: gl.constexpr,
+                  STAGES: gl.constexpr, NCH: gl.constexpr, SLOTS: gl.constexpr):
+    """One tile's steps into the ring, from the program's step `base` on; an excess step (computed by the longer
+    "only" group's consumer alone) is released for the other consumer."""
+    excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
+    for u in range(n_ring):
+        g = base + u
+        mbarrier.wait(empty.index(g % STAGES), ((g // STAGES) & 1) ^ 1)
+        kind = gl.where(u < excess, gl.where(s0 > s1, 1, 2), 0)
+        _issue_loads(u, n_ring, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, codes, codes, 0, 0, 0, BK, STAGES,
+                     NCH, True, SLOTS, kind, base)
+        mbarrier.arrive(empty.index(g % STAGES), pred=u < excess)
+
 
 
 @gluon.jit
@@ -759,15 +804,18 @@ def _attend_gluon_union_kernel(
 def _attend_gluon_split_kernel(
     q_ptr, desc_k, desc_v, o_ptr, counts_ptr, codes_ptr,
     N, HQ, GROUP, NQB, NCODE, scale_log2e,
-    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on, n_tiles,
+    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on, n_tiles, counter_ptr,
     HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, SLOTS: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, num_warps: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, num_warps: gl.constexpr, DYNAMIC: gl.constexpr = False,
 ):
-    """The union ring with its "only" steps halved (``blocks.UnionSteps`` with split; tile gluon_split): after
+    """The union ring with its "only" steps halved (``blocks.UnionSteps`` with split; tiles gluon_split and, with
+    DYNAMIC, gluon_split_p): after
     the excess steps (the longer "only" group's, computed by its consumer alone) both consumers compute every
     step, each its own half of the halved ones, so that neither holds two stages while the other computes. A
-    program runs one tile (pair of query blocks) per round (``_pair_tile``): the launch grid picks one tile per
-    program or a persistent grid, whose producer fills the next tile's first stages while the consumers finish."""
+    program runs one tile (pair of query blocks, ``_tile``), or with DYNAMIC (a persistent grid) one after the
+    other: the producer takes each next tile from a global counter (counter_ptr, int32, zero at launch) and
+    hands it to the consumers through shared memory, and fills its first stages while the consumers finish the
+    last one."""
     s_layout: gl.constexpr = _mma_layout(SLOTS * BK, num_warps)
     half_layout: gl.constexpr = _mma_layout(SLOTS * BK // 2, num_warps)
     o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
@@ -775,17 +823,35 @@ def _attend_gluon_split_kernel(
     NCH: gl.constexpr = HEAD_DIM // 64
     q0, q1, k_smem, v_smem, k_boxes, v_boxes, bars, empty = _union_shared(desc_k, desc_v, BQ, HEAD_DIM, SLOTS * BK,
                                                                           STAGES, 3)   # kinds 0, 1, 2
+    if DYNAMIC:   # the tile ids handed from the producer to the consumers, two slots
+        tile_ids = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        tile_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        tile_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(2):
+            mbarrier.init(tile_full.index(i), count=1)
+            mbarrier.init(tile_empty.index(i), count=2)
+    else:         # unused
+        tile_ids = bars
+        tile_full = bars
+        tile_empty = bars
+    ids_c: gl.constexpr = gl.BlockedLayout([1], [32], [num_warps], [0])
+    ids_p: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
     gl.warp_specialize([
         (_split_consumer, (q_ptr, o_ptr, q0, k_smem, v_smem, bars, empty, counts_ptr, codes_ptr, N, HQ, GROUP, NQB, NCODE,
                            n_tiles, scale_log2e, stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
-                           HEAD_DIM, BQ, BK, SLOTS, STAGES, True, s_layout, half_layout, o_layout, io_l)),
+                           tile_ids, tile_full, tile_empty, HEAD_DIM, BQ, BK, SLOTS, STAGES, True, s_layout,
+                           half_layout, o_layout, io_l, DYNAMIC, ids_c)),
         (_split_consumer, (q_ptr, o_ptr, q1, k_smem, v_smem, bars, empty, counts_ptr, codes_ptr, N, HQ, GROUP, NQB, NCODE,
                            n_tiles, scale_log2e, stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
-                           HEAD_DIM, BQ, BK, SLOTS, STAGES, False, s_layout, half_layout, o_layout, io_l)),
+                           tile_ids, tile_full, tile_empty, HEAD_DIM, BQ, BK, SLOTS, STAGES, False, s_layout,
+                           half_layout, o_layout, io_l, DYNAMIC, ids_c)),
         (_split_producer, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE,
-                           n_tiles, BK, STAGES, NCH, SLOTS)),
+                           n_tiles, counter_ptr, tile_ids, tile_full, tile_empty, BK, STAGES, NCH, SLOTS, DYNAMIC,
+                           ids_p)),
     ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
     _release_barriers(bars, empty, STAGES, 3)
+    if DYNAMIC:
+        _release_barriers(tile_full, tile_empty, 2, 1)
 
 
 def _descriptor(x, box_keys):
@@ -870,9 +936,11 @@ def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, 
     if split:
         n_tiles = union.counts.shape[-2] * batch * hq
         sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+        # the persistent grid's tile counter (dynamic: see run 33i)
+        counter = torch.zeros(1, dtype=torch.int32, device=q.device) if persistent else union.counts
         _attend_gluon_split_kernel[(min(n_tiles, sms) if persistent else n_tiles,)](
-            *args, n_tiles, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots, STAGES=stages,
-            CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, num_warps=4)
+            *args, n_tiles, counter, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots,
+            STAGES=stages, CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, num_warps=4, DYNAMIC=persistent)
         return out
     _attend_gluon_union_kernel[(union.counts.shape[-2], batch * hq)](
         *args, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots, STAGES=stages,

@@ -514,16 +514,15 @@ ATTEND_CONFIGS = {
     "gluon_skip2": {**_SPLIT, "gluon": True, "union": True, "skip": True, "slots": 2, "stages": 5, "pingpong": False},
     # the alternating "only" steps halved (blocks.UnionSteps split): both consumers compute every step after the
     # excess, each its own 64 keys of the halved ones (run 33: alternating 128-key "only" steps cost 0.9 of a
-    # "both" step for half its work, the two consumers holding four stages of three). The Hopper default
-    # (DEFAULT_HOPPER_TILE): 6-17% faster than gluon_skip at densities 0.5-0.1 from 16K to 128K, -2 to +4% at
-    # density 1 (run 33e, traces/h100_bench_attend_gluon_split.*)
+    # "both" step for half its work, the two consumers holding four stages of three). 6-17% faster than
+    # gluon_skip at densities 0.5-0.1 from 16K to 128K, -2 to +4% at density 1 (run 33e,
+    # traces/h100_bench_attend_gluon_split.*)
     "gluon_split": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4, "stages": 3,
                     "pingpong": False},
-    # the same on a persistent grid (one program per SM running pairs in turn, dealt in snake order): the producer
-    # fills the next pair's first stages while the consumers finish. Predicted from run 33a (a pair program costs
-    # ~9 us beyond its steps) to gain 5-25%; measured 3-13% slower than one program per pair (runs 33d, 33h): its
-    # programs drift apart, the pairs in flight span several kv heads, and the L2 hit rate falls from 90% to 63%
-    # (run 33i). A dynamic tile counter would keep them together
+    # the same on a persistent grid whose producer takes each next pair from a global counter: the pairs in
+    # flight stay consecutive (a static persistent grid drifted apart and lost the L2, 63% hits against 90%:
+    # run 33i), and the producer fills the next pair's first stages while the consumers finish. The Hopper
+    # default (DEFAULT_HOPPER_TILE): 3-7% faster than gluon_split at 16K, 0-3% at 64K (run 33j)
     "gluon_split_p": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4,
                       "stages": 3, "pingpong": False, "persistent": True},
     # the default for 128-row mask blocks until run 28 (128-key gathered tiles on two warpgroups, runs 20-21);
@@ -538,7 +537,7 @@ DEFAULT_INT8_TILE = {64: "split_s2_lp", 128: "default"}
 # density 1, 0.89 of it at density 0.5 on SALE's masks at 64K, where the Triton split form reaches 0.79 and
 # 0.75); where it cannot run (another GPU, the interpreter, int8 q . k, other block or head sizes, K/V strides
 # TMA cannot copy) the Triton tiles above stay the default
-DEFAULT_HOPPER_TILE = "gluon_split"
+DEFAULT_HOPPER_TILE = "gluon_split_p"
 INT8_CONVERSIONS = {"i2f": 1, "magic": 2}
 
 
