@@ -43,8 +43,8 @@ class SaleConfig:
         check_finite: reject NaN/Inf in q, k, v (one reduction and a host sync per tensor).
             Benchmarks turn it off so that timings hold kernels only.
         attend_tile: the triton backend's computation-pass form, a name of
-            ``sale.triton.attend_kernel.ATTEND_CONFIGS`` (e.g. ``"gluon_skip2"``, 64-key steps, faster on
-            Hopper at density 0.05; ``"default"``, the Triton split form). None: the default for the GPU (on
+            ``sale.triton.attend_kernel.ATTEND_CONFIGS`` (e.g. ``"default"``, the Triton split form, faster
+            on Hopper at 16K for densities <= 0.1). None: the default for the GPU (on
             Hopper the Gluon union ring with halved "only" steps on a persistent grid, ``"gluon_split_p"``). The
             reference backend ignores it.
     """

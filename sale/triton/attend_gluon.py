@@ -31,7 +31,7 @@ masked on both. Blocks one query block keeps alone ("only" steps) are where the 
   for half its work, since each consumer holds its current and previous stage, four of the ring's three.
 
 Other tiles kept as options with their measured speed (``attend_kernel.ATTEND_CONFIGS``): ``gluon_split``,
-``gluon_skip2`` (64-key steps: fastest at density 0.05), the union without skipping (``gluon_union*``: every step on both consumers, masked), two query
+``gluon_skip2`` (64-key steps), the union without skipping (``gluon_union*``: every step on both consumers, masked), two query
 blocks with rings of their own (``gluon_pair*``, optional ping-pong), and session 9's one-warpgroup forms over
 the split form's steps (``gluon``, ``gluon_ws``). Gluon compiles for a GPU only, not in the interpreter; CI
 compiles it for sm_90 (``python -m profiler sass-loop --kernel attend --tile gluon_split_p``).

@@ -522,7 +522,8 @@ ATTEND_CONFIGS = {
     # the same on a persistent grid whose producer takes each next pair from a global counter: the pairs in
     # flight stay consecutive (a static persistent grid drifted apart and lost the L2, 63% hits against 90%:
     # run 33i), and the producer fills the next pair's first stages while the consumers finish. The Hopper
-    # default (DEFAULT_HOPPER_TILE): 3-7% faster than gluon_split at 16K, 0-3% at 64K (run 33j)
+    # default (DEFAULT_HOPPER_TILE): 1-9% faster than gluon_split from 16K to 128K (run 33k/l,
+    # traces/h100_bench_attend_gluon_split.*, second run)
     "gluon_split_p": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4,
                       "stages": 3, "pingpong": False, "persistent": True},
     # the default for 128-row mask blocks until run 28 (128-key gathered tiles on two warpgroups, runs 20-21);
