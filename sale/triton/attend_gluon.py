@@ -917,7 +917,8 @@ def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, 
     skips the steps that only the other one keeps (else it computes them masked); pingpong (not with skip):
     the consumers take turns issuing their MMAs. split (with skip, on union steps made with split): the "only"
     steps after the excess are halved, each consumer computing its half of every one of them; persistent (with
-    split): one program per SM, each running its share of the pairs in turn.
+    split): one program per SM, each taking pairs from a global counter (allocated here, an int32 zero) until
+    none is left.
 
     q: [B, Hq, N, D] bf16 or fp16; k, v: [B, Hkv, N, D], the same dtype, 16-byte aligned strides (TMA).
     Returns [B, Hq, N, D] in v's dtype."""
