@@ -130,8 +130,8 @@ def _compile_gluon_attend(tile: str, head_dim: int):
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, STAGES=cfg["stages"],
                           WS=cfg.get("warp_specialize", False), WS_REGS=40, num_warps=4)
     lists = "codes_ptr" if cfg.get("union") else "steps_ptr"
-    sig, attrs = _signature(fn, constexprs, {"q_ptr": "*bf16", "o_ptr": "*bf16", "counts_ptr": "*i32", lists: "*i32", "counter_ptr": "*i32",
-                                             "desc_k": desc, "desc_v": desc})
+    sig, attrs = _signature(fn, constexprs, {"q_ptr": "*bf16", "o_ptr": "*bf16", "counts_ptr": "*i32", lists: "*i32",
+                                             "counter_ptr": "*i32", "desc_k": desc, "desc_v": desc})
     options = {"num_warps": 4, **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {})}
     return triton.compile(GluonASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 128),
                           options=options), options

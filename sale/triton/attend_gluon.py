@@ -264,23 +264,30 @@ def _pipelined_step(t, tp, bar, phase, n_steps, acc, p_prev, s_dead, m_i, l_i, c
 @gluon.jit
 def _produce_steps(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single,
                    n_steps, BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, UNION: gl.constexpr = False,
-                   SLOTS: gl.constexpr = 2, SCHED: gl.constexpr = False, s_both=0, s0=0, s1=0):
+                   SLOTS: gl.constexpr = 2, SCHED: gl.constexpr = False, s_both=0, s0=0, s1=0,
+                   ALTERNATE: gl.constexpr = True, base=0):
     """The producer warp (WS): every step's TMA copies, each into a stage the consumers released (empty
     barrier; the first round of each stage passes at once: a fresh barrier's previous phase reads complete).
-    SCHED: an "only" step is computed by one of the two consumers; the producer releases it for the other."""
+    SCHED: an "only" step is computed by one of the two consumers; the producer releases it for the other.
+    Those are the excess steps and, with ALTERNATE, the alternating ones after the "both" steps (without it,
+    the split ring's halved steps, which both consumers compute). base: the steps this program's ring held
+    before these (stage (base + u) % STAGES)."""
     excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
     for u in range(n_steps):
-        mbarrier.wait(empty.index(u % STAGES), ((u // STAGES) & 1) ^ 1)
+        g = base + u
+        mbarrier.wait(empty.index(g % STAGES), ((g // STAGES) & 1) ^ 1)
         kind = 0
         alternating = (u >= excess + s_both) & (u < s_both + s0 + s1)
+        if not ALTERNATE:
+            alternating = u < 0
         only = (u < excess) | alternating
         if SCHED:   # an "only" step's owner: the longer group's in the excess, then alternating from block 2j's
             kind = gl.where(u < excess, gl.where(s0 > s1, 1, 2),
                             gl.where(alternating, 1 + (u - excess - s_both) % 2, 0))
         _issue_loads(u, n_steps, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp,
-                     n_single, BK, STAGES, NCH, UNION, SLOTS, kind)
+                     n_single, BK, STAGES, NCH, UNION, SLOTS, kind, base)
         if SCHED:
-            mbarrier.arrive(empty.index(u % STAGES), pred=only)
+            mbarrier.arrive(empty.index(g % STAGES), pred=only)
 
 
 @gluon.jit
@@ -369,7 +376,7 @@ def _store_rows(o_ptr, acc, l_i, N, b, h, qb, stride_ob, stride_oh, stride_on, H
 def _region(t0, t1, own_end, base, acc, m_i, l_i, phases, c, rows, q_smem, k_smem, v_smem, bars, empty, codes,
             BQ: gl.constexpr, BK: gl.constexpr, SLOTS: gl.constexpr, STAGES: gl.constexpr, LEAD: gl.constexpr,
             MASKED: gl.constexpr, HALF: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr):
-    """Ring steps t0 .. t1 - 1 of a split union ring (``_attend_rows_split``), all of them this consumer's:
+    """Ring steps t0 .. t1 - 1 of a split union ring (``_split_tile_rows``), all of them this consumer's:
     the first alone, the others pipelined (``_pipelined_step``), then the last p . v, after which the stage
     is released: no stage is held from one region into the next. Steps before own_end are this consumer's
     excess (full barriers of its own kind, 1 + (not LEAD)), the others are computed by both (kind 0). MASKED:
@@ -537,8 +544,8 @@ def _split_producer(k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, c
         _hand_tile(tile, tile_ids, tile_full, tile_empty, i, id_layout)
         while tile < n_tiles:
             b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _tile(tile, counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
-            _produce_tile(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, n_ring, s0, s1, base, BK,
-                          STAGES, NCH, SLOTS)
+            _produce_steps(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, codes, 0, 0, 0, n_ring, BK,
+                           STAGES, NCH, True, SLOTS, True, s_both, s0, s1, False, base)
             base += n_ring
             i += 1
             tile = gl.num_programs(0) + gl.atomic_add(counter_ptr, 1)
@@ -546,24 +553,8 @@ def _split_producer(k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, c
     else:   # one program per tile
         b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _tile(gl.program_id(0), counts_ptr, codes_ptr, HQ, GROUP, NQB,
                                                               NCODE)
-        _produce_tile(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, n_ring, s0, s1, base, BK, STAGES,
-                      NCH, SLOTS)
-
-
-@gluon.jit
-def _produce_tile(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, n_ring, s0, s1, base, BK: gl.constexpr,
-                  STAGES: gl.constexpr, NCH: gl.constexpr, SLOTS: gl.constexpr):
-    """One tile's steps into the ring, from the program's step `base` on; an excess step (computed by the longer
-    "only" group's consumer alone) is released for the other consumer."""
-    excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
-    for u in range(n_ring):
-        g = base + u
-        mbarrier.wait(empty.index(g % STAGES), ((g // STAGES) & 1) ^ 1)
-        kind = gl.where(u < excess, gl.where(s0 > s1, 1, 2), 0)
-        _issue_loads(u, n_ring, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, codes, codes, 0, 0, 0, BK, STAGES,
-                     NCH, True, SLOTS, kind, base)
-        mbarrier.arrive(empty.index(g % STAGES), pred=u < excess)
-
+        _produce_steps(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, codes, 0, 0, 0, n_ring, BK,
+                       STAGES, NCH, True, SLOTS, True, s_both, s0, s1, False, base)
 
 
 @gluon.jit
@@ -936,10 +927,11 @@ def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, 
     args = (q, desc_k, desc_v, out, union.counts, union.codes, *_kernel_args(q, k, out, config, union.codes.shape[-1]))
     if split:
         n_tiles = union.counts.shape[-2] * batch * hq
-        sms = torch.cuda.get_device_properties(q.device).multi_processor_count
-        # the persistent grid's tile counter (dynamic: see run 33i)
-        counter = torch.zeros(1, dtype=torch.int32, device=q.device) if persistent else union.counts
-        _attend_gluon_split_kernel[(min(n_tiles, sms) if persistent else n_tiles,)](
+        grid, counter = n_tiles, union.counts   # one program per pair (the counter is not read)
+        if persistent:   # one program per SM, taking pairs from a counter (run 33i: a static deal loses the L2)
+            grid = min(n_tiles, torch.cuda.get_device_properties(q.device).multi_processor_count)
+            counter = torch.zeros(1, dtype=torch.int32, device=q.device)
+        _attend_gluon_split_kernel[(grid,)](
             *args, n_tiles, counter, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots,
             STAGES=stages, CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, num_warps=4, DYNAMIC=persistent)
         return out
