@@ -534,6 +534,42 @@ def test_attend_gluon_matches_reference_on_random_masks(n, hq, hkv, d, batch, ti
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("programs", [1, 5])
+def test_attend_gluon_persistent_grid_of_few_programs(programs):
+    """The persistent split kernel on a grid of 1 or 5 programs: each program's ring, its barriers' phases and
+    the tile hand-over run on over dozens of pairs of every kind (B > 1, GQA, an odd number of query blocks)."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon kernels need sm_90")
+    from sale.triton.attend_gluon import attend_union_gluon
+    n, hq, hkv, d, batch = 2999, 4, 2, 128, 2
+    q, k, v = inputs(n, hq, hkv, d, seed=programs, batch=batch)
+    cfg = sale.SaleConfig()
+    g = torch.Generator().manual_seed(programs)
+    drawn = (torch.rand(batch, hq, num_blocks(n, 64), num_blocks(n, 32), generator=g) < 0.3).to(DEVICE)
+    mask = drawn | sale.always_computed_blocks(n, cfg, DEVICE)
+    union = kept_to_union(sale.mask_to_kept(mask & causal_blocks(n, cfg, DEVICE)), TRITON, 4, True)
+    out = torch.full_like(q, math.nan)
+    out.copy_(attend_union_gluon(q, k, v, union, TRITON, split=True, persistent=True, programs=programs))
+    ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(),
+                                                                                     v.double()))
+
+
+@pytest.mark.cuda
+def test_attend_gluon_names_a_tensor_tma_cannot_copy():
+    """V at an address TMA cannot copy from, with a Gluon tile named explicitly: the error says which tensor."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon kernels need sm_90")
+    q, k, v = inputs(150, 2, 1, 64, seed=10)
+    mask = sale.always_computed_blocks(150, sale.SaleConfig(), DEVICE).expand(1, 2, -1, -1).contiguous()
+    v_odd = torch.empty(v.numel() + 1, dtype=v.dtype, device=DEVICE)[1:].view(v.shape)
+    v_odd.copy_(v)
+    with pytest.raises(ValueError, match="copies v by TMA"):
+        attend_triton(q, k, v_odd, mask, TRITON, tile="gluon_split_p")
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16381, 4, 1, 64), (32768, 4, 2, 128)])
 def test_attend_on_gpu(n, hq, hkv, d):
     q, k, v = inputs(n, hq, hkv, d, seed=13)

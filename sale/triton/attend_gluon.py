@@ -845,9 +845,12 @@ def _attend_gluon_split_kernel(
         _release_barriers(tile_full, tile_empty, 2, 1)
 
 
-def _descriptor(x, box_keys):
-    """TMA descriptor of K or V [B, Hkv, N, D]: one box of box_keys keys, zero-filled past N."""
+def _descriptor(x, box_keys, name):
+    """TMA descriptor of K or V (name) [B, Hkv, N, D]: one box of box_keys keys, zero-filled past N."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    if x.data_ptr() % 16 or any(st * x.element_size() % 16 for st in x.stride()[:-1]):
+        raise ValueError(f"the Gluon computation pass copies {name} by TMA: it needs a 16-byte aligned base and "
+                         f"strides, got strides {tuple(x.stride())} at address {x.data_ptr():#x}")
     elem = gl.bfloat16 if x.dtype == torch.bfloat16 else gl.float16
     box = [1, 1, box_keys, 64]   # one 64-column chunk of a 128-byte swizzled tile
     layout = gl.NVMMASharedLayout.get_default_for(box, elem)
@@ -885,7 +888,7 @@ def attend_steps_gluon(q, k, v, steps, config, stages: int = 3, warp_specialize:
     if stages < (2 if warp_specialize or pair else 3):
         raise ValueError(f"stages must be >= 3 (>= 2 with warp_specialize or pair), got {stages}")
     batch, hq, seq_len, head_dim = q.shape
-    desc_k, desc_v = _descriptor(k, config.block_k), _descriptor(v, config.block_k)
+    desc_k, desc_v = _descriptor(k, config.block_k, "k"), _descriptor(v, config.block_k, "v")
     nqb = -(-seq_len // config.block_q)
     out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
     args = (q, desc_k, desc_v, out, steps.counts, steps.steps, *_kernel_args(q, k, out, config, steps.steps.shape[-1]))
@@ -901,7 +904,8 @@ def attend_steps_gluon(q, k, v, steps, config, stages: int = 3, warp_specialize:
 
 
 def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, pingpong: bool = False,
-                       skip: bool = True, consumer_regs: int = 240, split: bool = False, persistent: bool = False):
+                       skip: bool = True, consumer_regs: int = 240, split: bool = False, persistent: bool = False,
+                       programs: int | None = None):
     """The computation pass over the union steps of pairs of query blocks (``blocks.UnionSteps``, from
     ``attend_kernel.kept_to_union``) in Gluon, Hopper only: FlashAttention-3's two consumer warpgroups and one
     producer warp per program, slots key blocks per step, stages K/V tiles in shared memory. skip: each consumer
@@ -909,27 +913,31 @@ def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, 
     the consumers take turns issuing their MMAs. split (with skip, on union steps made with split): the "only"
     steps after the excess are halved, each consumer computing its half of every one of them; persistent (with
     split): one program per SM, each taking pairs from a global counter (allocated here, an int32 zero) until
-    none is left.
+    none is left; programs (with persistent): the grid's size instead of the SM count (at most one runs per
+    SM; fewer leave SMs idle, which times a program with less L2 traffic around it, run 34a).
 
     q: [B, Hq, N, D] bf16 or fp16; k, v: [B, Hkv, N, D], the same dtype, 16-byte aligned strides (TMA).
     Returns [B, Hq, N, D] in v's dtype."""
     _check_shapes(q, config)
     if union.slots != slots or stages < (3 if skip else 2) or (skip and pingpong) or union.split != split or \
-            (split and not skip) or (persistent and not split):
+            (split and not skip) or (persistent and not split) or (programs is not None and not persistent):
         raise ValueError(f"the union steps hold {union.slots} blocks per step, the kernel was asked for {slots}; "
                          f"stages must be >= 2 (>= 3 with skip: the consumers' steps alternate), got {stages}; "
                          f"skip and pingpong exclude each other, got both {skip and pingpong}; split needs skip and "
                          f"union steps made with split, persistent needs split, got split={split}, skip={skip}, "
-                         f"union.split={union.split}, persistent={persistent}")
+                         f"union.split={union.split}, persistent={persistent}; programs needs persistent, got "
+                         f"programs={programs}")
+    if programs is not None and programs < 1:
+        raise ValueError(f"programs must be >= 1 (the persistent grid's size), got {programs}")
     batch, hq, seq_len, head_dim = q.shape
-    desc_k, desc_v = _descriptor(k, config.block_k), _descriptor(v, config.block_k)
+    desc_k, desc_v = _descriptor(k, config.block_k, "k"), _descriptor(v, config.block_k, "v")
     out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
     args = (q, desc_k, desc_v, out, union.counts, union.codes, *_kernel_args(q, k, out, config, union.codes.shape[-1]))
     if split:
         n_tiles = union.counts.shape[-2] * batch * hq
         grid, counter = n_tiles, union.counts   # one program per pair (the counter is not read)
         if persistent:   # one program per SM, taking pairs from a counter (run 33i: a static deal loses the L2)
-            grid = min(n_tiles, torch.cuda.get_device_properties(q.device).multi_processor_count)
+            grid = min(n_tiles, programs or torch.cuda.get_device_properties(q.device).multi_processor_count)
             counter = torch.zeros(1, dtype=torch.int32, device=q.device)
         _attend_gluon_split_kernel[(grid,)](
             *args, n_tiles, counter, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots,
