@@ -848,7 +848,8 @@ def _attend_gluon_split_kernel(
 def _descriptor(x, box_keys, name):
     """TMA descriptor of K or V (name) [B, Hkv, N, D]: one box of box_keys keys, zero-filled past N."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    if x.data_ptr() % 16 or any(st * x.element_size() % 16 for st in x.stride()[:-1]):
+    from .attend_kernel import _tma_compatible
+    if not _tma_compatible(x):
         raise ValueError(f"the Gluon computation pass copies {name} by TMA: it needs a 16-byte aligned base and "
                          f"strides, got strides {tuple(x.stride())} at address {x.data_ptr():#x}")
     elem = gl.bfloat16 if x.dtype == torch.bfloat16 else gl.float16
