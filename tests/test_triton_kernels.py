@@ -104,10 +104,11 @@ def test_select_with_sampled_rows_matches_reference(n, estimate_rows, local_wind
     assert int(mask.sum()) < int(exact.sum()), "the test input should make row sampling drop some blocks"
 
 
-def check_attend_on_random_masks(n, hq, hkv, d, tile, seed, batch=1):
+def check_attend_on_random_masks(n, hq, hkv, d, tile, seed, batch=1, attend=None):
     """A tile against the float64 reference on random masks (density 0.3), on the always-computed blocks
     alone (rows empty apart from them) and on a hand-made mask with no diagonal; the output is poisoned
-    first, so every row must be written."""
+    first, so every row must be written. attend(q, k, v, mask): the computation pass to check, instead of
+    attend_triton with `tile`."""
     q, k, v = inputs(n, hq, hkv, d, seed=seed, batch=batch)
     cfg = sale.SaleConfig()
     g = torch.Generator().manual_seed(n)
@@ -116,7 +117,7 @@ def check_attend_on_random_masks(n, hq, hkv, d, tile, seed, batch=1):
     for mask in (drawn | always, always.contiguous(), drawn):
         ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
         out = torch.full_like(q, math.nan)
-        out.copy_(attend_triton(q, k, v, mask, TRITON, tile=tile))
+        out.copy_(attend(q, k, v, mask) if attend else attend_triton(q, k, v, mask, TRITON, tile=tile))
         assert torch.isfinite(out).all()
         bound = low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(), v.double()))
         assert rel_err(out, ref64) <= bound, (rel_err(out, ref64), bound)
@@ -537,23 +538,17 @@ def test_attend_gluon_matches_reference_on_random_masks(n, hq, hkv, d, batch, ti
 @pytest.mark.parametrize("programs", [1, 5])
 def test_attend_gluon_persistent_grid_of_few_programs(programs):
     """The persistent split kernel on a grid of 1 or 5 programs: each program's ring, its barriers' phases and
-    the tile hand-over run on over dozens of pairs of every kind (B > 1, GQA, an odd number of query blocks)."""
+    the tile hand-over run on over dozens of pairs of every kind (B > 1, GQA, an odd number of query blocks;
+    the masks of ``check_attend_on_random_masks``, empty rows and rows with no key included)."""
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon kernels need sm_90")
     from sale.triton.attend_gluon import attend_union_gluon
-    n, hq, hkv, d, batch = 2999, 4, 2, 128, 2
-    q, k, v = inputs(n, hq, hkv, d, seed=programs, batch=batch)
-    cfg = sale.SaleConfig()
-    g = torch.Generator().manual_seed(programs)
-    drawn = (torch.rand(batch, hq, num_blocks(n, 64), num_blocks(n, 32), generator=g) < 0.3).to(DEVICE)
-    mask = drawn | sale.always_computed_blocks(n, cfg, DEVICE)
-    union = kept_to_union(sale.mask_to_kept(mask & causal_blocks(n, cfg, DEVICE)), TRITON, 4, True)
-    out = torch.full_like(q, math.nan)
-    out.copy_(attend_union_gluon(q, k, v, union, TRITON, split=True, persistent=True, programs=programs))
-    ref64 = sale.block_sparse_attention(q.double(), k.double(), v.double(), mask, cfg)
-    assert torch.isfinite(out).all()
-    assert rel_err(out, ref64) <= low_precision_bound(q, k, v, sale.dense_attention(q.double(), k.double(),
-                                                                                     v.double()))
+
+    def attend(q, k, v, mask):
+        kept = sale.mask_to_kept(mask & causal_blocks(q.shape[2], TRITON, DEVICE))
+        return attend_union_gluon(q, k, v, kept_to_union(kept, TRITON, 4, True), TRITON, split=True,
+                                  persistent=True, programs=programs)
+    check_attend_on_random_masks(2999, 4, 2, 128, None, seed=programs, batch=2, attend=attend)
 
 
 @pytest.mark.cuda
