@@ -57,9 +57,11 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, QB=cfg["qb"] * stride, ROW_STRIDE=stride,
                           BLOCK_N=cfg["block_n"], STATS_N=cfg["stats_n"], FILL_NB=64, WRITE_MARGIN=False,
                           INTERPRET=False, EPI=cfg["epi"], HEADS_FIRST=cfg["heads_first"], SINK_BLOCKS=1,
-                          FP8=cfg["fp8"], **keys_first_options(cfg, cfg["epi"], cfg["block_n"], 32))
+                          FP8=cfg["fp8"], **keys_first_options(cfg, cfg["epi"], cfg["block_n"], 32), PHASE=0)
         pointers = dict(q_ptr="*bf16", k_ptr="*bf16", qhat_ptr="*i8", khat_ptr="*fp8e4nv" if cfg["fp8"] else "*i8", mask_ptr="*i8",
                         counts_ptr="*i32", idx_ptr="*i32")
+    elif kernel == "select-gluon":
+        return _compile_gluon_select(tile, head_dim, estimate_rows)
     elif kernel == "attend" and tile in _gluon_tiles():
         return _compile_gluon_attend(tile, head_dim)
     elif kernel == "attend" and tile in _split_tiles():
@@ -137,6 +139,30 @@ def _compile_gluon_attend(tile: str, head_dim: int):
                           options=options), options
 
 
+def _compile_gluon_select(tile: str, head_dim: int, estimate_rows: int | None):
+    """The Gluon estimate (select_gluon.py) for sm_90, as select_gluon launches it."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from sale.triton.select_gluon import GLUON_PROBES, GLUON_SELECT_CONFIGS, _estimate_gluon_kernel as fn
+    cfg = {**GLUON_SELECT_CONFIGS, **GLUON_PROBES}["gluon" if tile == "default" else tile]
+
+    def desc(dtype, box, layout):
+        return f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
+
+    fp8 = [desc("fp8e4nv", [1, rows, head_dim], gl.NVMMASharedLayout.get_default_for([1, rows, head_dim], gl.float8e4nv))
+           for rows in (cfg["rows"], cfg["block_n"])]
+    vec = desc("fp32", [1, cfg["block_n"]], gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2))
+    constexprs = dict(HEAD_DIM=head_dim, BQ=64, BQS=64 // (64 // estimate_rows if estimate_rows else 1), BK=32,
+                      ROWS=cfg["rows"], BLOCK_N=cfg["block_n"], STAGES=cfg["stages"], CONSUMER_REGS=cfg["consumer_regs"],
+                      num_warps=4, PROBE=cfg.get("probe", 0), CONSUMERS=cfg.get("consumers", 2))
+    sig, attrs = _signature(fn, constexprs, {"desc_q": fp8[0], "desc_k": fp8[1], "desc_sk": vec, "desc_qmk": vec,
+                                             "mask_ptr": "*i8"})
+    return triton.compile(GluonASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 128),
+                          options={"num_warps": 4}), {"num_warps": 4}
+
+
 def _split_tiles() -> set:
     from sale.triton.attend_kernel import ATTEND_CONFIGS
     return {name for name, cfg in ATTEND_CONFIGS.items() if cfg.get("split")}
@@ -171,7 +197,7 @@ def loop_histogram(sass: str, match: str = "GMMA") -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kernel", choices=["select", "attend"], default="select")
+    p.add_argument("--kernel", choices=["select", "select-gluon", "attend"], default="select")
     p.add_argument("--tile", default="default")
     p.add_argument("--estimate-rows", type=int, default=None)
     p.add_argument("--head-dim", type=int, default=128, choices=[64, 128])
@@ -201,7 +227,7 @@ def main(argv=None):
     regs = re.search(r"REG:(\d+)", usage)
     stack = re.search(r"STACK:(\d+)", usage)
     # the Gluon tiles' first GMMA is step 0's, before the loops: count the loop of p . v (A in registers)
-    default_match = ("[IQ]GMMA" if args.kernel == "select" else
+    default_match = ("[IQ]GMMA" if args.kernel.startswith("select") else
                      r"GMMA\S* R\d+, R\d+," if args.tile in _gluon_tiles() else "GMMA")
     hist = loop_histogram(sass, args.match or default_match)
     import triton

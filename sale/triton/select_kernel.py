@@ -182,14 +182,17 @@ def _vote_keys_first_step(q_hat, khat_base, d, sq, t_row, sk_base, qmk_base, n0,
 @triton.jit
 def _select_kernel(
     q_ptr, k_ptr, kmean_ptr, qhat_ptr, khat_ptr, sq_ptr, sk_ptr, qmk_ptr, tau_ptr,
-    mask_ptr, counts_ptr, idx_ptr, margin_ptr,
+    mask_ptr, counts_ptr, idx_ptr, margin_ptr, t_ptr,
     N, HQ, GROUP, NQB, NKB, WINDOW, SINK_BLOCKS, scale, scale_log2e,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, QB: tl.constexpr, ROW_STRIDE: tl.constexpr,
     BLOCK_N: tl.constexpr, STATS_N: tl.constexpr, FILL_NB: tl.constexpr, WRITE_MARGIN: tl.constexpr,
     INTERPRET: tl.constexpr, EPI: tl.constexpr, HEADS_FIRST: tl.constexpr, FP8: tl.constexpr,
-    WARP_BLOCKS: tl.constexpr, SPLIT: tl.constexpr,
+    WARP_BLOCKS: tl.constexpr, SPLIT: tl.constexpr, PHASE: tl.constexpr = 0,
 ):
+    # PHASE 0: the whole pass. With the Gluon estimate (select_gluon.py) the kernel runs twice around it:
+    # PHASE 1 writes the row thresholds t_i (t_ptr, [B * Hq, NQB * BQS], +inf past N) and stops; PHASE 2 is the
+    # row pass alone, over a mask the estimate set flags in (zero elsewhere).
     BQS: tl.constexpr = BQ // ROW_STRIDE      # estimated rows per query block
     BLOCK_M: tl.constexpr = QB * BQS
     NB_T: tl.constexpr = BLOCK_N // BK
@@ -210,110 +213,115 @@ def _select_kernel(
     d = tl.arange(0, HEAD_DIM)
     qb = qg * QB + tl.arange(0, QB)
 
-    # ---- 1. exact statistics over sink and local keys -------------------------------------------
-    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qn + d[None, :],
-                mask=row_ok[:, None], other=0.0)
-    kmean = tl.load(kmean_ptr + bkv * HEAD_DIM + d)
-    c_row = tl.sum(q.to(tl.float32) * kmean[None, :], axis=1)           # q_i . k_mean
-    first_row = (rows // BQ) * BQ
-    ls_row = _local_start_key(first_row, WINDOW, BK)                    # [BLOCK_M]
-    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    l_i = tl.zeros((BLOCK_M,), tl.float32)
-    k_base = k_ptr + b * stride_kb + kvh * stride_kh
-    sink_end = tl.minimum(SINK_BLOCKS * BK, N)
-    local_lo = _local_start_key(qg * QB * BQ, WINDOW, BK)
-    local_hi = tl.minimum((qg + 1) * QB * BQ, N)
-    for part in tl.static_range(2):
-        lo = 0 if part == 0 else local_lo
-        hi = sink_end if part == 0 else local_hi
-        for n0 in range(lo, hi, STATS_N):
-            keys = n0 + tl.arange(0, STATS_N)
-            kt = tl.load(k_base + keys[:, None] * stride_kn + d[None, :], mask=(keys < N)[:, None], other=0.0)
-            if INTERPRET:  # the interpreter's dot multiplies the raw bits of 16-bit floats
-                s = tl.dot(q.to(tl.float32), tl.trans(kt.to(tl.float32))) - c_row[:, None]
-            else:
-                s = tl.dot(q, tl.trans(kt)) - c_row[:, None]
-            ok = (keys[None, :] <= rows[:, None]) & (keys[None, :] < hi)
-            if part == 0:
-                ok = ok & (keys[None, :] < ls_row[:, None])
-            else:
-                ok = ok & (keys[None, :] >= ls_row[:, None])
-            s = tl.where(ok, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            l_i = l_i * tl.exp2((m_i - m_safe) * scale_log2e) + tl.sum(tl.exp2((s - m_safe[:, None]) * scale_log2e), axis=1)
-            m_i = m_new
-
-    # ---- 2. row thresholds ----------------------------------------------------------------------
-    tau = tl.load(tau_ptr + h)
-    t_row = m_i + tl.log(tau * l_i) / scale
-    t_row = tl.where(row_ok, t_row, float("inf"))
-
-    # ---- 3. the 4-bit estimate over candidate tiles ------------------------------------------------
-    hat_rows = bh * N + rows
-    q_hat = tl.load(qhat_ptr + hat_rows[:, None] * HEAD_DIM + d[None, :], mask=row_ok[:, None], other=0)
-    if FP8:
-        q_hat = q_hat.to(tl.float32).to(tl.float8e4nv)
-    sq = tl.load(sq_ptr + hat_rows, mask=row_ok, other=0.0)
     last_qb = tl.minimum(qg * QB + QB, NQB) - 1
     cand_end = _local_start_key(last_qb * BQ, WINDOW, BK)
     mask_row = mask_ptr + bh * NQB * NKB
     idx_row = idx_ptr + bh * NQB * NKB
     margin_row = margin_ptr + bh * NQB * NKB
-    khat_base = khat_ptr + bkv * N * HEAD_DIM
-    # Hot loop: nothing but the estimate and stores of raw keep flags (and margins), with no value
-    # carried between iterations, so that Triton can pipeline the K loads under the MMAs.
-    sk_base = sk_ptr + bkv * N
-    qmk_base = qmk_ptr + bh * N
-    if EPI >= 2 and EPI <= 3:  # the vote only sets flags: clear the blocks the loop covers first
-        zero_end = tl.minimum(tl.cdiv(cand_end, BLOCK_N) * NB_T, NKB)
-        for c0 in range(0, zero_end, FILL_NB):
-            cz = c0 + tl.arange(0, FILL_NB)
-            tl.store(mask_row + qb[:, None] * NKB + cz[None, :], tl.zeros((QB, FILL_NB), tl.int8),
-                     mask=(qb < NQB)[:, None] & (cz < zero_end)[None, :])
-        tl.debug_barrier()
-    for n0 in range(0, cand_end, BLOCK_N):
-        if EPI == 3:
-            _vote_keys_first_step(q_hat, khat_base, d, sq, t_row, sk_base, qmk_base, n0, N, mask_row, qg, NQB, NKB,
-                                  QB, BQS, BLOCK_N, BK, WARP_BLOCKS, SPLIT, FP8, INTERPRET)
-        else:
-            keys = n0 + tl.arange(0, BLOCK_N)
-            acc = _estimate_dot(q_hat, khat_base, keys, N, d, FP8)
-            if EPI == 2:
-                _vote_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, n0 // BK, NQB, NKB,
-                               QB, BQS, NB_T, BK, INTERPRET)
-            else:
-                blockmax = _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK, EPI)
-                c = n0 // BK + tl.arange(0, NB_T)
-                ok = (qb[:, None] < NQB) & (c[None, :] < NKB)
-                tl.store(mask_row + qb[:, None] * NKB + c[None, :], (blockmax > 0).to(tl.int8), mask=ok)
-                if WRITE_MARGIN:
-                    tl.store(margin_row + qb[:, None] * NKB + c[None, :], blockmax, mask=ok)
-    tl.debug_barrier()  # the row pass below reads what other threads of this program stored
+    if PHASE != 2:
+        # ---- 1. exact statistics over sink and local keys -------------------------------------------
+        q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qn + d[None, :],
+                    mask=row_ok[:, None], other=0.0)
+        kmean = tl.load(kmean_ptr + bkv * HEAD_DIM + d)
+        c_row = tl.sum(q.to(tl.float32) * kmean[None, :], axis=1)           # q_i . k_mean
+        first_row = (rows // BQ) * BQ
+        ls_row = _local_start_key(first_row, WINDOW, BK)                    # [BLOCK_M]
+        m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        l_i = tl.zeros((BLOCK_M,), tl.float32)
+        k_base = k_ptr + b * stride_kb + kvh * stride_kh
+        sink_end = tl.minimum(SINK_BLOCKS * BK, N)
+        local_lo = _local_start_key(qg * QB * BQ, WINDOW, BK)
+        local_hi = tl.minimum((qg + 1) * QB * BQ, N)
+        for part in tl.static_range(2):
+            lo = 0 if part == 0 else local_lo
+            hi = sink_end if part == 0 else local_hi
+            for n0 in range(lo, hi, STATS_N):
+                keys = n0 + tl.arange(0, STATS_N)
+                kt = tl.load(k_base + keys[:, None] * stride_kn + d[None, :], mask=(keys < N)[:, None], other=0.0)
+                if INTERPRET:  # the interpreter's dot multiplies the raw bits of 16-bit floats
+                    s = tl.dot(q.to(tl.float32), tl.trans(kt.to(tl.float32))) - c_row[:, None]
+                else:
+                    s = tl.dot(q, tl.trans(kt)) - c_row[:, None]
+                ok = (keys[None, :] <= rows[:, None]) & (keys[None, :] < hi)
+                if part == 0:
+                    ok = ok & (keys[None, :] < ls_row[:, None])
+                else:
+                    ok = ok & (keys[None, :] >= ls_row[:, None])
+                s = tl.where(ok, s, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(s, axis=1))
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+                l_i = l_i * tl.exp2((m_i - m_safe) * scale_log2e) + tl.sum(tl.exp2((s - m_safe[:, None]) * scale_log2e), axis=1)
+                m_i = m_new
 
-    # ---- 4. the whole row: keep = always | (candidate & estimate), compact kept list ----------------
-    est_end = tl.cdiv(cand_end, BLOCK_N) * NB_T          # key blocks the hot loop wrote
-    count = tl.zeros((QB,), tl.int32)
-    for c0 in range(0, NKB, FILL_NB):
-        c = c0 + tl.arange(0, FILL_NB)
-        exists, always, cand = _block_flags(qb, c, N, NQB, NKB, BQ, BK, WINDOW, SINK_BLOCKS)
-        written = exists & (c[None, :] < est_end)
-        est = tl.load(mask_row + qb[:, None] * NKB + c[None, :], mask=written, other=0)
-        keep = always | (cand & (est > 0))
-        tl.store(mask_row + qb[:, None] * NKB + c[None, :], keep.to(tl.int8), mask=exists)
-        keep_i = (keep & exists).to(tl.int32)
-        pos = count[:, None] + tl.cumsum(keep_i, axis=1) - 1
-        tl.store(idx_row + qb[:, None] * NKB + pos, c[None, :] + 0 * pos, mask=keep_i > 0)
-        count += tl.sum(keep_i, axis=1)
-        if WRITE_MARGIN:
-            margin = tl.load(margin_row + qb[:, None] * NKB + c[None, :], mask=written & cand, other=float("-inf"))
-            tl.store(margin_row + qb[:, None] * NKB + c[None, :], tl.where(cand, margin, float("-inf")), mask=exists)
-    qb_ok = qb < NQB
-    tl.store(counts_ptr + bh * NQB + qb, count, mask=qb_ok)
-    for s0 in range(tl.min(count, axis=0), NKB, FILL_NB):      # -1 past each count
-        slot = s0 + tl.arange(0, FILL_NB)
-        pad = qb_ok[:, None] & (slot[None, :] < NKB) & (slot[None, :] >= count[:, None])
-        tl.store(idx_row + qb[:, None] * NKB + slot[None, :], tl.full((QB, FILL_NB), -1, tl.int32), mask=pad)
+        # ---- 2. row thresholds ----------------------------------------------------------------------
+        tau = tl.load(tau_ptr + h)
+        t_row = m_i + tl.log(tau * l_i) / scale
+        t_row = tl.where(row_ok, t_row, float("inf"))
+        if PHASE == 1:  # estimated row r of the program is row (qg * QB * BQS + r) of its head's thresholds
+            tl.store(t_ptr + bh * NQB * BQS + qg * BLOCK_M + r, t_row, mask=qg * QB + r // BQS < NQB)
+
+    if PHASE == 0:
+        # ---- 3. the 4-bit estimate over candidate tiles ------------------------------------------------
+        hat_rows = bh * N + rows
+        q_hat = tl.load(qhat_ptr + hat_rows[:, None] * HEAD_DIM + d[None, :], mask=row_ok[:, None], other=0)
+        if FP8:
+            q_hat = q_hat.to(tl.float32).to(tl.float8e4nv)
+        sq = tl.load(sq_ptr + hat_rows, mask=row_ok, other=0.0)
+        khat_base = khat_ptr + bkv * N * HEAD_DIM
+        # Hot loop: nothing but the estimate and stores of raw keep flags (and margins), with no value
+        # carried between iterations, so that Triton can pipeline the K loads under the MMAs.
+        sk_base = sk_ptr + bkv * N
+        qmk_base = qmk_ptr + bh * N
+        if EPI >= 2 and EPI <= 3:  # the vote only sets flags: clear the blocks the loop covers first
+            zero_end = tl.minimum(tl.cdiv(cand_end, BLOCK_N) * NB_T, NKB)
+            for c0 in range(0, zero_end, FILL_NB):
+                cz = c0 + tl.arange(0, FILL_NB)
+                tl.store(mask_row + qb[:, None] * NKB + cz[None, :], tl.zeros((QB, FILL_NB), tl.int8),
+                         mask=(qb < NQB)[:, None] & (cz < zero_end)[None, :])
+            tl.debug_barrier()
+        for n0 in range(0, cand_end, BLOCK_N):
+            if EPI == 3:
+                _vote_keys_first_step(q_hat, khat_base, d, sq, t_row, sk_base, qmk_base, n0, N, mask_row, qg, NQB, NKB,
+                                      QB, BQS, BLOCK_N, BK, WARP_BLOCKS, SPLIT, FP8, INTERPRET)
+            else:
+                keys = n0 + tl.arange(0, BLOCK_N)
+                acc = _estimate_dot(q_hat, khat_base, keys, N, d, FP8)
+                if EPI == 2:
+                    _vote_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, mask_row, qg, n0 // BK, NQB, NKB,
+                                   QB, BQS, NB_T, BK, INTERPRET)
+                else:
+                    blockmax = _block_max_epilogue(acc, sq, t_row, sk_base, qmk_base, keys, N, QB, BQS, NB_T, BK, EPI)
+                    c = n0 // BK + tl.arange(0, NB_T)
+                    ok = (qb[:, None] < NQB) & (c[None, :] < NKB)
+                    tl.store(mask_row + qb[:, None] * NKB + c[None, :], (blockmax > 0).to(tl.int8), mask=ok)
+                    if WRITE_MARGIN:
+                        tl.store(margin_row + qb[:, None] * NKB + c[None, :], blockmax, mask=ok)
+        tl.debug_barrier()  # the row pass below reads what other threads of this program stored
+
+    if PHASE != 1:
+        # ---- 4. the whole row: keep = always | (candidate & estimate), compact kept list ----------------
+        est_end = tl.cdiv(cand_end, BLOCK_N) * NB_T if PHASE == 0 else NKB   # key blocks the estimate wrote
+        count = tl.zeros((QB,), tl.int32)
+        for c0 in range(0, NKB, FILL_NB):
+            c = c0 + tl.arange(0, FILL_NB)
+            exists, always, cand = _block_flags(qb, c, N, NQB, NKB, BQ, BK, WINDOW, SINK_BLOCKS)
+            written = exists & (c[None, :] < est_end)
+            est = tl.load(mask_row + qb[:, None] * NKB + c[None, :], mask=written, other=0)
+            keep = always | (cand & (est > 0))
+            tl.store(mask_row + qb[:, None] * NKB + c[None, :], keep.to(tl.int8), mask=exists)
+            keep_i = (keep & exists).to(tl.int32)
+            pos = count[:, None] + tl.cumsum(keep_i, axis=1) - 1
+            tl.store(idx_row + qb[:, None] * NKB + pos, c[None, :] + 0 * pos, mask=keep_i > 0)
+            count += tl.sum(keep_i, axis=1)
+            if WRITE_MARGIN:
+                margin = tl.load(margin_row + qb[:, None] * NKB + c[None, :], mask=written & cand, other=float("-inf"))
+                tl.store(margin_row + qb[:, None] * NKB + c[None, :], tl.where(cand, margin, float("-inf")), mask=exists)
+        qb_ok = qb < NQB
+        tl.store(counts_ptr + bh * NQB + qb, count, mask=qb_ok)
+        for s0 in range(tl.min(count, axis=0), NKB, FILL_NB):      # -1 past each count
+            slot = s0 + tl.arange(0, FILL_NB)
+            pad = qb_ok[:, None] & (slot[None, :] < NKB) & (slot[None, :] >= count[:, None])
+            tl.store(idx_row + qb[:, None] * NKB + slot[None, :], tl.full((QB, FILL_NB), -1, tl.int32), mask=pad)
 
 
 # Tile configurations kept as data. qb: query blocks per program (BLOCK_M = qb * block_q rows); block_n:
@@ -414,7 +422,7 @@ def select_triton(q, k, tau, config, quant, return_margin=False, tile=None, retu
     k_hat = quant.k_hat.to(torch.float8_e4m3fn) if fp8 else quant.k_hat
     compiled = _select_kernel[grid](
         q, k, quant.k_mean, quant.q_hat, k_hat, quant.q_scale, quant.k_scale, quant.qmk, tau.float().contiguous(),
-        mask, counts, indices, margin,
+        mask, counts, indices, margin, mask,
         seq_len, hq, hq // k.shape[1], nqb, nkb, config.local_window, config.sink_blocks,
         scale, scale * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
