@@ -293,10 +293,7 @@ def _estimate_gluon_kernel(
 # 168 registers a thread of a 12-warp program has).
 GLUON_SELECT_CONFIGS = {
     "gluon": dict(rows=128, block_n=64, stages=6, consumer_regs=232),
-    "gluon_s10": dict(rows=128, block_n=64, stages=10, consumer_regs=232),
-    "gluon_r64": dict(rows=64, block_n=64, stages=6, consumer_regs=232),
     "gluon_c4": dict(rows=64, block_n=64, stages=6, consumer_regs=112, consumers=4),
-    "gluon_c4_s10": dict(rows=64, block_n=64, stages=10, consumer_regs=112, consumers=4),
 }
 # Timing probes (wrong masks): the MMAs alone, the votes alone.
 GLUON_PROBES = {"probe_dot_only": {**GLUON_SELECT_CONFIGS["gluon"], "probe": 1},
