@@ -27,6 +27,7 @@ import torch
 
 import sale
 from sale._io import atomic_append_line
+from sale.triton.select_gluon import GLUON_PROBES, GLUON_SELECT_CONFIGS, gluon_select_supported, select_gluon
 from sale.triton.select_kernel import COMPILED_STATS, PROBE_CONFIGS, SELECT_CONFIGS, select_triton
 from sale.workloads import make_qkv
 
@@ -83,6 +84,9 @@ def main(argv=None):
     p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
     p.add_argument("--tiles", nargs="+", default=list(SELECT_CONFIGS), choices=list(SELECT_CONFIGS) + list(PROBE_CONFIGS),
                    help="selection tile configurations to time (probe_* give wrong masks: ablation timings only)")
+    p.add_argument("--gluon-tiles", nargs="*", default=list(GLUON_SELECT_CONFIGS),
+                   choices=list(GLUON_SELECT_CONFIGS) + list(GLUON_PROBES),
+                   help="Gluon estimate configurations to time on Hopper (select_gluon.py; probe_* give wrong masks)")
     p.add_argument("--q-heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
@@ -113,13 +117,17 @@ def main(argv=None):
             tau = torch.full((args.q_heads,), args.threshold, device="cuda")
             selects = {}
             mask_default = select_triton(q, k, tau, cfg, quant)[0]
-            for tile in args.tiles:
+            runners = {tile: (lambda c, tile=tile: select_triton(q, k, tau, c, quant, tile=tile)) for tile in args.tiles}
+            if gluon_select_supported(q, cfg):
+                runners.update({tile: (lambda c, tile=tile: select_gluon(q, k, tau, c, quant, tile=tile))
+                                for tile in args.gluon_tiles})
+            probes = set(PROBE_CONFIGS) | set(GLUON_PROBES)
+            for tile, run in runners.items():
                 print(f"  timing tile {tile}", flush=True)
                 try:
-                    selects[tile] = time_cuda(lambda: select_triton(q, k, tau, cfg, quant, tile=tile), budget_s=1.0)
-                    if tile not in PROBE_CONFIGS:  # every real configuration must give the very same mask
-                        selects[tile]["mask_equal_default"] = bool(torch.equal(
-                            select_triton(q, k, tau, cfg, quant, tile=tile)[0], mask_default))
+                    selects[tile] = time_cuda(lambda: run(cfg), budget_s=1.0)
+                    if tile not in probes:  # every real configuration must give the very same mask
+                        selects[tile]["mask_equal_default"] = bool(torch.equal(run(cfg)[0], mask_default))
                 except Exception as exc:  # a tile that fails to compile is recorded, not fatal
                     selects[tile] = {"error": str(exc).splitlines()[0][:200]}
             bad = [t for t, s in selects.items() if s.get("mask_equal_default") is False]
@@ -139,7 +147,18 @@ def main(argv=None):
                 try:
                     t = time_cuda(lambda: select_triton(q, k, tau, rcfg, quant), budget_s=1.0)
                     masks[f"rows{r}"] = rmask = select_triton(q, k, tau, rcfg, quant)[0]
-                    reduced[str(r)] = {
+                    by_tile = {"default": t["median_ms"]}
+                    for tile in (args.gluon_tiles if gluon_select_supported(q, rcfg) else []):
+                        if tile in GLUON_PROBES:
+                            continue
+                        tg = time_cuda(lambda: select_gluon(q, k, tau, rcfg, quant, tile=tile), budget_s=1.0)
+                        if torch.equal(select_gluon(q, k, tau, rcfg, quant, tile=tile)[0], rmask):
+                            by_tile[tile] = tg["median_ms"]
+                        else:
+                            print(f"  MASK MISMATCH of {tile} at estimate_rows={r}")
+                    if min(by_tile.values()) < t["median_ms"]:
+                        t = {"median_ms": min(by_tile.values()), "min_ms": None, "max_ms": None}
+                    reduced[str(r)] = {"select_ms_by_tile": by_tile,
                         "select_ms": t["median_ms"], "select_spread_ms": [t["min_ms"], t["max_ms"]],
                         "estimate_pct_of_dense": 100 * (quant_t["median_ms"] + t["median_ms"]) / fastest_ms,
                         "density": float(sale.density(rmask, n, cfg).mean()),
