@@ -10,9 +10,16 @@ import torch
 def _sweep(args) -> int:
     import itertools
 
+    from sale._cli import check_device, check_out_path
+
     from .sweep import sweep
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backend = args.backend or ("triton" if device == "cuda" else "reference")
+    try:
+        device = check_device(args.device, args.backend)
+        check_out_path(args.out)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    backend = args.backend or ("triton" if device.startswith("cuda") else "reference")
     import sale
     for rows, block_q in itertools.product(args.estimate_rows, args.block_q):
         try:  # a bad pair fails here, with SaleConfig's message, before any point runs
@@ -50,6 +57,12 @@ def _sweep(args) -> int:
         print(f"break-even length per threshold ({summary['num_q_heads']}x{summary['head_dim']} {summary['dtype']}, "
               f"{summary['workload']}, estimate_rows={summary.get('estimate_rows') or 'all'}): {summary['break_even']}")
     print(f"trace: {args.out}")
+    if points and all(r["error"] for r in points):
+        print("error: every point failed", file=sys.stderr)
+        return 1
+    if not points:
+        print("error: no point ran", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -78,33 +91,34 @@ MODULE_COMMANDS = [  # (subcommand, module under profiler/, help)
 
 
 def main(argv=None) -> int:
+    from sale._cli import default_out, nonnegative_int, positive_int, threshold
     parser = argparse.ArgumentParser(prog="python -m profiler", description="Profile SALE against dense attention.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sweep", help="sequence lengths x thresholds -> trace records (see profiler/sweep.py)")
-    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096])
-    p.add_argument("--thresholds", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=[1024, 2048, 4096])
+    p.add_argument("--thresholds", type=threshold, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
     # every option below takes one or more values; the sweep covers their product
     p.add_argument("--workload", nargs="+", default=["structured"], choices=["structured", "uniform"])
-    p.add_argument("--batch", type=int, nargs="+", default=[1])
-    p.add_argument("--q-heads", type=int, nargs="+", default=[8])
-    p.add_argument("--kv-heads", type=int, nargs="+", default=[2])
-    p.add_argument("--head-dim", type=int, nargs="+", default=[64])
+    p.add_argument("--batch", type=positive_int, nargs="+", default=[1])
+    p.add_argument("--q-heads", type=positive_int, nargs="+", default=[8])
+    p.add_argument("--kv-heads", type=positive_int, nargs="+", default=[2])
+    p.add_argument("--head-dim", type=positive_int, nargs="+", default=[64])
     p.add_argument("--dtype", nargs="+", default=None, choices=["bf16", "fp16", "fp32"],
                    help="default bf16 on a GPU, fp32 on the CPU")
     p.add_argument("--granularity", nargs="+", default=["per_token"], choices=["per_token", "per_group"])
     p.add_argument("--estimate-rows", nargs="+", default=[None], type=_estimate_rows,
                    help="'all' (SALE's exact estimate, the default) or r: SaleConfig(estimate_rows=r), every "
                         "(block_q/r)-th query row estimated (less work, a subset of the exact mask)")
-    p.add_argument("--block-q", type=int, nargs="+", default=[64], help="query rows per mask block (SALE: 64)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--accuracy-max-len", type=int, default=16384,
+    p.add_argument("--block-q", type=positive_int, nargs="+", default=[64], help="query rows per mask block (SALE: 64)")
+    p.add_argument("--reps", type=positive_int, default=3)
+    p.add_argument("--warmup", type=nonnegative_int, default=1)
+    p.add_argument("--accuracy-max-len", type=nonnegative_int, default=16384,
                    help="longest N measured against the float32 reference (with recall); longer N are "
                         "compared with the fastest dense kernel's output")
     p.add_argument("--device", default=None)
     p.add_argument("--backend", default=None, choices=["reference", "triton"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="traces/sweep.jsonl")
+    p.add_argument("--out", default=default_out("sweep.jsonl"), help="default runs/sweep.jsonl (git-ignored)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_sweep)
     # Subcommands that hand their arguments to a module's own main(argv).
@@ -113,7 +127,12 @@ def main(argv=None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.func is None:
         import importlib
-        importlib.import_module(f"profiler.{args.module}").main(rest)
+        result = importlib.import_module(f"profiler.{args.module}").main(rest)
+        if isinstance(result, int):
+            return result
+        if isinstance(result, list) and result and all(isinstance(r, dict) and "error" in r for r in result):
+            print("error: no point ran", file=sys.stderr)
+            return 1
         return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

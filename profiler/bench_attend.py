@@ -28,13 +28,14 @@ import argparse
 import datetime
 import json
 import os
+import sys
 import time
 import uuid
 
 import torch
 
 import sale
-from sale._io import atomic_append_line
+from sale._io import append_line
 from sale.blocks import always_computed_blocks, candidate_blocks, causal_blocks, mask_to_kept
 from sale.calibrate import METHODS, calibrate
 from sale.triton.attend_kernel import ATTEND_CONFIGS, attend_triton, kept_to_steps
@@ -178,8 +179,15 @@ def main(argv=None):
     p.add_argument("--calibrate-len", type=int, default=None, help="calibrate on this length (default: each N)")
     p.add_argument("--estimate-rows", nargs="+", default=[None], type=_estimate_rows,
                    help="estimate options of the calibrated runs: 'all' (the exact estimate) or r rows per block")
-    p.add_argument("--out", default="traces/bench_attend.jsonl")
+    p.add_argument("--out", default="runs/bench_attend.jsonl", help="default runs/bench_attend.jsonl (git-ignored)")
     args = p.parse_args(argv)
+    from sale._cli import check_out_path, require_gpu
+    try:
+        require_gpu("python -m profiler bench-attend")
+        check_out_path(args.out)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.calibrate_theta is not None and not args.calibrate_theta > 0:
         p.error(f"--calibrate-theta must be > 0, got {args.calibrate_theta}")
     if args.calibrate_len is not None and args.calibrate_len < 1:
@@ -194,7 +202,7 @@ def main(argv=None):
                         "dtype": "bfloat16"}
 
     def emit(rec):
-        atomic_append_line(args.out, json.dumps({"schema": "sale-bench-attend/1", **rec}))
+        append_line(args.out, json.dumps({"schema": "sale-bench-attend/1", **rec}))
 
     for n in args.lengths:
         q = k = v = None

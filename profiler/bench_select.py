@@ -1,7 +1,7 @@
 """Benchmark of SALE's estimate on Hopper (quantize + select) against the fastest dense attention.
 
     python -m profiler.bench_select [--lengths 8192 16384 ...] [--tiles default qb1_n128 ...]
-                                    [--estimate-rows 16 8] [--out traces/x.jsonl]
+                                    [--estimate-rows 16 8] [--out runs/x.jsonl]
 
 For each N: quantize ms, select ms for each selection tile configuration, every SDPA backend that
 runs (the fastest is the baseline), and ratio = (quantize + select) / fastest dense. Llama-3.1-8B
@@ -21,12 +21,13 @@ import datetime
 import json
 import math
 import os
+import sys
 import uuid
 
 import torch
 
 import sale
-from sale._io import atomic_append_line
+from sale._io import append_line
 from sale.triton.select_gluon import GLUON_PROBES, GLUON_SELECT_CONFIGS, gluon_select_supported, select_gluon
 from sale.triton.select_kernel import COMPILED_STATS, PROBE_CONFIGS, SELECT_CONFIGS, select_triton
 from sale.workloads import make_qkv
@@ -99,8 +100,15 @@ def main(argv=None):
                    help="longest N at which attention recall and output error of the estimate_rows masks are measured")
     p.add_argument("--option-check-max-len", type=int, default=32768,
                    help="longest N at which the estimate_rows masks are also checked against the reference")
-    p.add_argument("--out", default="traces/bench_select.jsonl")
+    p.add_argument("--out", default="runs/bench_select.jsonl", help="default runs/bench_select.jsonl (git-ignored)")
     args = p.parse_args(argv)
+    from sale._cli import check_out_path, require_gpu
+    try:
+        require_gpu("python -m profiler bench-select")
+        check_out_path(args.out)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     cfg = sale.SaleConfig(backend="triton", check_finite=False, block_q=args.block_q)
     run_id = uuid.uuid4().hex[:12]
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -192,7 +200,7 @@ def main(argv=None):
             rec = {"schema": "sale-bench-select/1", "run_id": run_id, "seq_len": n,
                    "error": f"{type(exc).__name__}: {exc}"[:500]}
         rows.append(rec)
-        atomic_append_line(args.out, json.dumps(rec))
+        append_line(args.out, json.dumps(rec))
         if "error" not in rec:
             print(f"N={n:>6} quant {rec['quantize_ms']:7.2f} ms  select[{best_tile}] {selects[best_tile]['median_ms']:7.2f} ms  "
                   f"dense {fastest_name} {fastest_ms:8.2f} ms  estimate/dense {rec['estimate_pct_of_dense']:5.1f}%  "

@@ -6,7 +6,7 @@ log Relative Attention Score, so kept(tau) = score > ln tau, or always computed)
 against dense at a grid of thresholds. Written as one safetensors file (numpy arrays, metadata JSON),
 atomically. The dashboard reads it with numpy only.
 
-    python -m profiler capture-maps [--seq-len 4096] [--heads 0 1 2 3] [--out traces/maps/structured_N4096.safetensors]
+    python -m profiler capture-maps [--seq-len 4096] [--heads 0 1 2 3] [--out runs/maps/structured_N4096.safetensors]
 """
 from __future__ import annotations
 
@@ -105,13 +105,13 @@ def main(argv=None):
         arrays, meta = capture_maps(q, k, v, heads, meta={
             "source": f"{cap['model']}, layer {a.layer}, prompt {cap['prompt']} ({cap['seq_len']} tokens)",
             "layer": a.layer, "workload": cap["prompt"]})
-        out = a.out or f"traces/maps/smollm2_layer{a.layer}_{cap['prompt']}_N{cap['seq_len']}.safetensors"
+        out = a.out or f"runs/maps/smollm2_layer{a.layer}_{cap['prompt']}_N{cap['seq_len']}.safetensors"
     else:
         q, k, v = make_qkv(a.workload, 1, a.q_heads, a.kv_heads, a.seq_len, a.head_dim, torch.float32, "cpu", seed=a.seed)
         heads = a.heads
         arrays, meta = capture_maps(q, k, v, heads, meta={"source": f"synthetic {a.workload} workload, seed {a.seed}",
                                                            "workload": a.workload})
-        out = a.out or f"traces/maps/{a.workload}_N{a.seq_len}.safetensors"
+        out = a.out or f"runs/maps/{a.workload}_N{a.seq_len}.safetensors"
     write_maps(out, arrays, meta)
     print(f"wrote {out}: heads {heads}, {len(arrays)} arrays")
 

@@ -1,7 +1,7 @@
 """One sweep point under torch.profiler: a Chrome trace (opens in Perfetto) and the per-stage breakdown
 derived from its device-kernel events, each stage inside a ``sale::<stage>`` record_function range.
 
-    python -m profiler capture-torch --seq-len 32768 --threshold 0.01 [--out traces/torch_profile]
+    python -m profiler capture-torch --seq-len 32768 --threshold 0.01 [--out runs/torch_profile]
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def stage_breakdown(prof) -> dict:
 
 
 def capture(seq_len=4096, threshold=0.01, num_q_heads=32, num_kv_heads=8, head_dim=128, reps=3,
-            out_dir="traces/torch_profile", device=None):
+            out_dir="runs/torch_profile", device=None):
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = "triton" if device == "cuda" else "reference"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -94,7 +94,7 @@ def main(argv=None):
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default="traces/torch_profile")
+    p.add_argument("--out", default="runs/torch_profile")
     a = p.parse_args(argv)
     s = capture(a.seq_len, a.threshold, a.q_heads, a.kv_heads, a.head_dim, a.reps, a.out, a.device)
     for stage in STAGES:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import sale
-from sale._io import atomic_append_line
+from sale._io import append_line
 from sale.blocks import always_computed_blocks, candidate_blocks
 from sale.reference import attention_reference, kept_attention_mass
 from sale.workloads import make_qkv
@@ -108,7 +108,7 @@ def main(argv=None):
     p.add_argument("--thresholds", type=float, nargs="+", default=TAU_GRID)
     p.add_argument("--float64", action="store_true", help="float64 attention instead of float32")
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default="traces/estimate_tradeoff.jsonl")
+    p.add_argument("--out", default="runs/estimate_tradeoff.jsonl")
     args = p.parse_args(argv)
     for tau in args.thresholds:
         if not (tau > 0 and math.isfinite(tau)):
@@ -137,7 +137,7 @@ def main(argv=None):
         for r in rows:
             r.update(base, layer=layer, seq_len=q.shape[2], head_dim=q.shape[3], num_q_heads=q.shape[1],
                      num_kv_heads=k.shape[1])
-            atomic_append_line(args.out, json.dumps(r))
+            append_line(args.out, json.dumps(r))
         everything += rows
         print(f"layer {layer}: {len(rows)} rows", flush=True)
     print(f"{'estimate_rows':>13} {'tau':>8} {'density':>8} {'cand.recall':>11} {'attn.recall':>11} {'rel.L1':>8}")

@@ -110,7 +110,7 @@ def break_even(points: list[dict]) -> dict:
 def sweep(lengths, thresholds, *, backend="reference", device="cpu", workload="structured", batch=1,
           num_q_heads=8, num_kv_heads=2, head_dim=64, dtype="fp32", granularity="per_token", estimate_rows=None, block_q=64,
           reps=3, warmup=1,
-          accuracy_max_len=4096, out_path="traces/sweep.jsonl", seed=0, progress=True) -> list[dict]:
+          accuracy_max_len=4096, out_path="runs/sweep.jsonl", seed=0, progress=True) -> list[dict]:
     """Run the sweep and append one validated record per point to `out_path`. Returns the records."""
     config = sale.SaleConfig(backend=backend, granularity=granularity, estimate_rows=estimate_rows, block_q=block_q,
                              check_finite=False)

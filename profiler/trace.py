@@ -1,8 +1,9 @@
 """Trace files: one JSON object per line (.jsonl), a versioned schema checked on write and on read.
 
-Writes are atomic: a point is appended by writing the whole file to a temporary file in the same
-folder and renaming it over the old one, so an interrupted sweep leaves every finished point and
-never a torn line. Readers skip (and report) lines that are corrupt or of another schema version.
+Each record is appended as one line under an exclusive file lock (``sale._io.append_line``), so several
+processes may write one file at once without losing a record, an interrupted sweep keeps every finished
+point, and an append costs the same at any file size. Readers skip (and report) lines that are corrupt,
+torn or of another schema version.
 """
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ def validate(record: dict) -> dict:
 
 
 def append(path: str, record: dict) -> None:
-    """Validate `record` and append it to the .jsonl file at `path`, atomically."""
-    from sale._io import atomic_append_line  # here, not at the top: readers (the dashboard) never import sale or torch
-    atomic_append_line(path, json.dumps(validate(record), allow_nan=False))
+    """Validate `record` and append it to the .jsonl file at `path` as one line, under a lock."""
+    from sale._io import append_line  # here, not at the top: readers (the dashboard) never import sale or torch
+    append_line(path, json.dumps(validate(record), allow_nan=False))
 
 
 def read(path: str) -> tuple[list[dict], list[str]]:

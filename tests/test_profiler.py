@@ -92,18 +92,24 @@ def test_trace_rejects_bad_records_and_skips_corrupt_lines(tmp_path, swept):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".trace-")]  # no temporary files left
 
 
-def test_append_is_atomic_when_interrupted(tmp_path, swept, monkeypatch):
+def test_append_interrupted_mid_write_keeps_every_finished_point(tmp_path, swept, monkeypatch):
     path = tmp_path / "t.jsonl"
     trace.append(str(path), swept[1][0])
     before = path.read_bytes()
+    real_write = os.write
 
-    def crash(*args, **kwargs):
+    def torn(fd, data):   # half the line reaches the file, then the writer is killed
+        real_write(fd, bytes(data[: len(data) // 2]))
         raise KeyboardInterrupt
-    monkeypatch.setattr(os, "replace", crash)
+    monkeypatch.setattr(os, "write", torn)
     with pytest.raises(KeyboardInterrupt):
         trace.append(str(path), swept[1][1])
-    assert path.read_bytes() == before  # the finished point is intact, nothing half-written
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".trace-")]
+    monkeypatch.setattr(os, "write", real_write)
+    assert path.read_bytes().startswith(before)   # the finished point is intact
+    trace.append(str(path), swept[1][1])          # the next append starts a line of its own
+    records, problems = trace.read(str(path))
+    assert len(records) == 2 and len(problems) == 1
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
 
 
 def test_instrumentation_changes_nothing():
