@@ -11,8 +11,6 @@ def _sweep(args) -> int:
     import itertools
 
     from sale._cli import check_device, check_out_path
-
-    from .sweep import sweep
     try:
         device = check_device(args.device, args.backend)
         check_out_path(args.out)
@@ -21,6 +19,8 @@ def _sweep(args) -> int:
         return 2
     backend = args.backend or ("triton" if device.startswith("cuda") else "reference")
     import sale
+
+    from .sweep import sweep
     for rows, block_q in itertools.product(args.estimate_rows, args.block_q):
         try:  # a bad pair fails here, with SaleConfig's message, before any point runs
             sale.SaleConfig(estimate_rows=rows, block_q=block_q)
