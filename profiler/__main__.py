@@ -1,4 +1,4 @@
-"""python -m profiler {sweep, bench-select, bench-attend, capture-torch, capture-maps, estimate-tradeoff, matched-error, sass-loop, nsys-breakdown}"""
+"""python -m profiler {sweep, suite, bench-select, bench-attend, capture-torch, capture-maps, estimate-tradeoff, matched-error, sass-loop, nsys-breakdown}"""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +87,7 @@ MODULE_COMMANDS = [  # (subcommand, module under profiler/, help)
     ("matched-error", "analysis", "speedup of each configuration at the exact estimate's error"),
     ("sass-loop", "sass_loop", "a kernel's hot loop on sm_90 (registers, opcode histogram), no GPU needed"),
     ("nsys-breakdown", "nsys_parse", "per-stage kernel time from an nsys SQLite export"),
+    ("suite", "suite", "the presets of commands that reproduce the committed traces (--list)"),
 ]
 
 
