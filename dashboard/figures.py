@@ -11,7 +11,7 @@ from profiler.analysis import EXACT, option_label, option_of, speedup_at_matched
 
 SALE_BUDGET_PCT = 11.0
 # The authors' quantization + selection share of dense time (RTX 4090, INT4, vs FlashAttention-2),
-# SALE-SPEC.md section 5: targets, not measurements of ours.
+# The SALE paper's headline numbers (RTX 4090, against FlashAttention-2): targets, not measurements of ours.
 AUTHORS_OVERHEAD = {8192: 23.9, 16384: 16.7, 32768: 13.3, 65536: 11.5, 131072: 11.1}
 STAGE_COLORS = {"quantize": "#4c78a8", "select": "#f58518", "attend": "#54a24b"}
 
@@ -155,9 +155,9 @@ def breakdown_figure(points, threshold, normalize=False, option=EXACT, run_id=No
 
 def efficiency_figure(bench_attend) -> go.Figure:
     """Block-sparse attention efficiency (density x cuDNN ms / sparse ms) by density, per length and mask
-    source (the latest run of each): masks drawn at random (solid; traces before session 5 have only these)
+    source (the latest run of each): masks drawn at random (solid; the oldest traces have only these)
     or SALE's own masks on the structured workload (dashed); where the run also timed the int8-QK option
-    (``SaleConfig(int8_qk=True)``, session 6), its efficiency as a dotted line of its own."""
+    (``SaleConfig(int8_qk=True)``), its efficiency as a dotted line of its own."""
     fig = go.Figure()
     rows = [r for r in bench_attend if r.get("kind") == "sparse_at_density"]
     source = lambda r: r.get("mask_source") or "random"

@@ -16,9 +16,9 @@ one (int8_vs_exact_rel_err).
 `--qk exact int8` runs SALE end to end with each form.
 
 With `--calibrate-theta THETA`, SALE end to end also runs at per-head thresholds calibrated on that
-length's workload (SALE-SPEC.md section 4: the authors' halving from tau = 0.008, error = sum over the
+length's workload (docs/algorithm.md, "Thresholds": the authors' halving from tau = 0.008, error = sum over the
 head's [N, D] output of |O_sale - O_dense| < THETA * N; THETA = 0.4 is theirs for Llama-3.1-8B), once
-per `--estimate-rows` option (each option calibrated for itself): the density and speedup the issue's
+per `--estimate-rows` option (each option calibrated for itself): the density and speedup the paper's
 3.36x target refers to. `--calibrate-len L` calibrates on the first L tokens' workload instead (faster
 at 128K) and applies those thresholds at N.
 """

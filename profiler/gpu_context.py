@@ -9,7 +9,7 @@ import subprocess
 def software_versions() -> dict:
     import torch
     from .timing import LEAD_CYCLES
-    # how time_cuda times (from run 33: the host's launch work hidden behind a GPU spin, not timed)
+    # how time_cuda times (since 2026-11-23: the host's launch work hidden behind a GPU spin, not timed)
     out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "timing": f"CUDA events, each call queued behind a {LEAD_CYCLES}-cycle GPU spin"}
     try:

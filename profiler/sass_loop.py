@@ -9,7 +9,7 @@ It compiles the project's Triton kernel for sm_90a with the installed Triton's b
 driver needed), with the same constexprs and alignment assumptions as a launch on Llama-3.1-8B shapes,
 and disassembles it with cuobjdump. The histogram counts SASS instructions of one loop iteration for
 one thread: per-element epilogue work, shuffles, barriers (BAR) and shared-memory traffic (LDS/STS)
-show up directly (NOTES.md reads them). `--out` keeps the TTGIR, PTX and SASS.
+show up directly (docs/kernels.md reads them). `--out` keeps the TTGIR, PTX and SASS.
 """
 from __future__ import annotations
 

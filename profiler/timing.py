@@ -19,7 +19,7 @@ def time_cuda(fn, min_reps: int = 5, max_reps: int = 100, budget_s: float = 1.0,
     lead: each timed call is queued behind a GPU spin of LEAD_CYCLES cycles (``torch.cuda._sleep``), so the
     host's work for fn (argument checks, descriptors, launches: 0.1-0.3 ms for a SALE stage) runs while the GPU
     is busy and the events time the GPU's work alone, as when a model keeps the GPU's queue full. Without it
-    the events also time the host's launch work on an idle GPU (the project's timings up to run 32)."""
+    the events also time the host's launch work on an idle GPU (the project's timings before 2026-11-23)."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()

@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     _device_options(p)
     p.set_defaults(func=demo)
-    c = sub.add_parser("calibrate", help="per-layer, per-head thresholds for an error target theta (SALE-SPEC 4)")
+    c = sub.add_parser("calibrate", help="per-layer, per-head thresholds for an error target theta (docs/algorithm.md)")
     c.add_argument("--model", choices=["smollm2", "synthetic"], default="smollm2")
     c.add_argument("--theta", type=positive_float, default=0.4, help="target: sum |O_sale - O_dense| over [N, D] < theta * N")
     c.add_argument("--method", choices=["halving", "bisection"], default="halving")

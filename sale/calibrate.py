@@ -1,4 +1,4 @@
-"""Per-head threshold calibration (SALE-SPEC.md section 4), on any Q/K/V a caller captures.
+"""Per-head threshold calibration (docs/algorithm.md, "Thresholds"), on any Q/K/V a caller captures.
 
 The authors' procedure ("halving"): start at tau = 0.008; run SALE for the head and compare with dense
 attention; error = sum over the head's [N, D] output of |O_sale - O_dense|; while error >= theta * N

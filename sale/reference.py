@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference of every SALE stage, written to read as the algorithm (SALE-SPEC.md).
+"""Pure-PyTorch reference of every SALE stage, written to read as the algorithm (docs/algorithm.md).
 
 Everything runs in float32 (float64 for float64 inputs) on any device, in slabs of query rows so
 that no [N, N] tensor is ever held whole. The Triton kernels are checked against these functions.

@@ -1,4 +1,4 @@
-"""The reference stack against SALE's definitions (SALE-SPEC.md), on fresh random inputs."""
+"""The reference stack against SALE's definitions (docs/algorithm.md), on fresh random inputs."""
 import math
 
 import pytest

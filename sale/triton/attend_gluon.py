@@ -2,7 +2,7 @@
 
 Why a second implementation of the computation pass: Triton 3.6 waits on each wgmma of the Triton kernel
 (``attend_kernel._attend_steps_kernel``) right after issuing it and runs one 64-row warpgroup per program, so
-its 64-key steps reach ~0.8 of cuDNN (NOTES.md, runs 24-31). Gluon, the explicit-layout dialect shipped inside
+its 64-key steps reach ~0.8 of cuDNN (docs/kernels.md). Gluon, the explicit-layout dialect shipped inside
 Triton, says what FlashAttention-3 says:
 
 - intra-warpgroup pipelining: step t's q . k and the previous step's p . v are issued asynchronously back to
@@ -25,14 +25,14 @@ masked on both. Blocks one query block keeps alone ("only" steps) are where the 
   64 keys of it. One program per SM; its producer takes each next pair from a global counter and hands it to
   the consumers through shared memory, so the pairs in flight stay consecutive (the L2 holds one kv head's
   K and V) and the next pair's first copies overlap the current pair's end. Tile ``gluon_split`` is the same
-  with one program per pair (runs 33d-33j).
-- ``gluon_skip`` (``_attend_gluon_union_kernel`` with SCHED, the default of session 10): the remaining "only"
-  steps alternate between the consumers, 128 keys each. Run 33a: such a step costs 0.8-0.9 of a "both" step
+  with one program per pair.
+- ``gluon_skip`` (``_attend_gluon_union_kernel`` with SCHED, the Hopper default until 2026-11-23): the remaining "only"
+  steps alternate between the consumers, 128 keys each. Measured: such a step costs 0.8-0.9 of a "both" step
   for half its work, since each consumer holds its current and previous stage, four of the ring's three.
 
 Other tiles kept as options with their measured speed (``attend_kernel.ATTEND_CONFIGS``): ``gluon_split``,
 ``gluon_skip2`` (64-key steps), the union without skipping (``gluon_union*``: every step on both consumers, masked), two query
-blocks with rings of their own (``gluon_pair*``, optional ping-pong), and session 9's one-warpgroup forms over
+blocks with rings of their own (``gluon_pair*``, optional ping-pong), and the one-warpgroup forms over
 the split form's steps (``gluon``, ``gluon_ws``). Gluon compiles for a GPU only, not in the interpreter; CI
 compiles it for sm_90 (``python -m profiler sass-loop --kernel attend --tile gluon_split_p``).
 """
@@ -249,7 +249,7 @@ def _pipelined_step(t, tp, bar, phase, n_steps, acc, p_prev, s_dead, m_i, l_i, c
                      n_full, n_lp, n_single, BK, STAGES, NCH)
     keys = 0
     ok = 0
-    if MASKED:  # the columns' keys are loaded while q . k runs (run 32h: long-scoreboard stalls at low density)
+    if MASKED:  # the columns' keys are loaded while q . k runs (long-scoreboard stalls at low density otherwise)
         keys, ok = _step_columns(t, step_base, back, n_full, n_lp, n_single, BK, UNION, SLOTS, LEAD, s_layout)
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok,))
     p, m_i, alpha, l_i = _softmax_step(s, m_i, l_i, c, rows, keys, ok, MASKED)
@@ -536,7 +536,7 @@ def _split_producer(k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, c
     """The split kernel's producer warp: every step of each of the program's tiles into the next free stage of
     the ring. DYNAMIC: the program's first tile is its id, each next one the grid size plus a ticket of the
     global counter, taken once this tile's last copies are issued, so that the tiles in flight stay a window of
-    consecutive tiles (run 33i: a static persistent grid's programs drift apart and lose the L2)."""
+    consecutive tiles (a static persistent grid's programs drift apart and lose the L2: 63% L2 hits against 90%)."""
     base = gl.program_id(0) * 0
     if DYNAMIC:
         i = base
@@ -915,7 +915,7 @@ def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, 
     steps after the excess are halved, each consumer computing its half of every one of them; persistent (with
     split): one program per SM, each taking pairs from a global counter (allocated here, an int32 zero) until
     none is left; programs (with persistent): the grid's size instead of the SM count (at most one runs per
-    SM; fewer leave SMs idle, which times a program with less L2 traffic around it, run 34a).
+    SM; fewer leave SMs idle, which times a program with less L2 traffic around it).
 
     q: [B, Hq, N, D] bf16 or fp16; k, v: [B, Hkv, N, D], the same dtype, 16-byte aligned strides (TMA).
     Returns [B, Hq, N, D] in v's dtype."""
@@ -937,7 +937,7 @@ def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, 
     if split:
         n_tiles = union.counts.shape[-2] * batch * hq
         grid, counter = n_tiles, union.counts   # one program per pair (the counter is not read)
-        if persistent:   # one program per SM, taking pairs from a counter (run 33i: a static deal loses the L2)
+        if persistent:   # one program per SM, taking pairs from a counter (a static deal loses the L2)
             grid = min(n_tiles, programs or torch.cuda.get_device_properties(q.device).multi_processor_count)
             counter = torch.zeros(1, dtype=torch.int32, device=q.device)
         _attend_gluon_split_kernel[(grid,)](

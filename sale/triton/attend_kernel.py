@@ -8,7 +8,7 @@ One program per (query block, query head), longest rows first. Two forms, picked
   block_k step), gathered by pointers; the pairs that reach the query block's first row run last with
   the causal mask. Exactly the kept blocks are
   computed, in half as many steps where kept blocks come in pairs: each step carries a fixed cost
-  (accumulator rescale, addresses) that held 32-key steps to ~0.6 of cuDNN (NOTES.md, runs 24 and 27).
+  (accumulator rescale, addresses) that held 32-key steps to ~0.6 of cuDNN (docs/kernels.md).
 - gathered: the kept list as it is, TB kept blocks gathered by pointer loads into one BLOCK_N = TB *
   block_k tile per step (TB=1: a 32-key step, whatever the kept pattern); kept blocks wholly before the
   query block's first row run unmasked, the last few (the diagonal blocks, a ragged remainder) in a
@@ -458,27 +458,27 @@ def _attend_kernel(
 # Tile configurations kept as data. Gathered form: tb kept blocks gathered per step into one BLOCK_N = tb *
 # block_k tile, warps, stages, heads_first launch order, maxnreg register cap (None: the compiler's choice),
 # fold (the softmax scale inside exp2's argument: one FFMA per score instead of FMUL + FADD; 1-2% faster
-# from 32K for 64-row blocks, NOTES.md run 24; the 128-row tile keeps the measured form). tb=1 needs half
+# from 32K for 64-row blocks; the 128-row tile keeps the measured form). tb=1 needs half
 # the shared memory of tb=2 (49 KB instead of 83 KB), so 3 programs fit per SM instead of 2; tb=2 took
-# 2-14% longer at 16K-128K (run 19). TMA copies of single blocks and Triton's warp specialization were
-# slower or did not compile (run 24). Split form (split=True): stages of the 64-key TMA copies; with 3,
+# 2-14% longer at 16K-128K. TMA copies of single blocks and Triton's warp specialization were
+# slower or did not compile. Split form (split=True): stages of the 64-key TMA copies; with 3,
 # one program per SM (113 KB of shared memory) and the fastest full pairs; with 2, two programs per SM,
-# 10% slower on full pairs and 2-4% faster where most kept blocks are lone (run 27). lone_pairs: two lone
+# 10% slower on full pairs and 2-4% faster where most kept blocks are lone. lone_pairs: two lone
 # blocks per 64-key gathered step (an odd last one alone), 3-14% less time than one per step at all but
-# one measured point (run 28). int8_convert: how int8 q . k sums become float32 (SaleConfig.int8_qk):
+# one measured point. int8_convert: how int8 q . k sums become float32 (SaleConfig.int8_qk):
 # "i2f" (the conversion instruction) or "magic" (an integer and a float add); i2f 0-2.4% faster from 32K,
-# magic 1-5% faster at 16K (run 28).
+# magic 1-5% faster at 16K.
 _TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None, fold=True)
 _TB1 = {**_TB2, "tb": 1, "stages": 4}
 _SPLIT = {**_TB1, "split": True, "stages": 3, "lone_pairs": True}
 ATTEND_CONFIGS = {
     "default": _SPLIT,
-    "split_single": {**_SPLIT, "lone_pairs": False},     # the default until run 28
+    "split_single": {**_SPLIT, "lone_pairs": False},     # the default before lone pairs
     "split_s2": {**_SPLIT, "stages": 2, "lone_pairs": False},
     "split_s2_lp": {**_SPLIT, "stages": 2},                # the default with int8 q . k
     "split_s2_lp_magic": {**_SPLIT, "stages": 2, "int8_convert": "magic"},
-    "gathered": _TB1,                         # the default until run 27
-    "unfolded": {**_TB1, "fold": False},   # the default until run 24
+    "gathered": _TB1,                         # the default before the split form
+    "unfolded": {**_TB1, "fold": False},   # the default before the folded rescale
     "tb2": _TB2,
     "heads_first": {**_TB1, "heads_first": True},
     "tb1_s3": {**_TB2, "tb": 1},
@@ -487,12 +487,12 @@ ATTEND_CONFIGS = {
     "tb4_w8": {**_TB2, "tb": 4, "warps": 8},
     # the split form's steps in Gluon (attend_gluon.py): every step a 64-key TMA tile, the softmax of step t
     # under step t-1's p . v on the tensor cores; 64-row blocks, exact q . k, Hopper only. 2 programs per SM.
-    # 11-14% slower than the default at density 1, 1-8% at 0.1 (run 31)
+    # 11-14% slower than the default at density 1, 1-8% at 0.1
     "gluon": {**_SPLIT, "gluon": True},
     # the same with a producer warp issuing the copies (gl.warp_specialize; 1 program per SM: the consumer
-    # warpgroup takes 256 registers), 4 stages; 17-19% slower than the default at density 1 (run 31)
+    # warpgroup takes 256 registers), 4 stages; 17-19% slower than the default at density 1
     "gluon_ws": {**_SPLIT, "gluon": True, "stages": 4, "warp_specialize": True, "maxnreg": 168},
-    # FlashAttention-3's layout (run 32): two query blocks per program, each with its own consumer warpgroup and
+    # FlashAttention-3's layout: two query blocks per program, each with its own consumer warpgroup and
     # producer warp (384 threads, 240 registers per consumer thread, 1 program per SM); stages per consumer.
     # 64K density 1: 68.2-77.4 ms against the split form's 71.2 (3 stages needed, ping-pong no help)
     "gluon_pair": {**_SPLIT, "gluon": True, "stages": 2, "pair": True},
@@ -503,8 +503,8 @@ ATTEND_CONFIGS = {
     # slots * 32-key tiles (any blocks per step, one TMA box each). The plain union tiles compute every step
     # on both consumers (a block one does not keep is masked): 1.01x cuDNN's speed at density 1 with 3 stages,
     # 0.5-0.6 of it at density 0.1. The skip tiles let each consumer skip the other's own steps: gluon_skip
-    # (128-key steps, the Hopper default of session 10), gluon_skip2 (64-key steps) faster at density <= 0.25
-    # and slower above (run 32)
+    # (128-key steps, the Hopper default until 2026-11-23), gluon_skip2 (64-key steps) faster at density <= 0.25
+    # and slower above
     "gluon_union": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": True},
     "gluon_union_s3": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 3, "pingpong": True},
     "gluon_union_nopp": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": False},
@@ -513,28 +513,28 @@ ATTEND_CONFIGS = {
     "gluon_skip": {**_SPLIT, "gluon": True, "union": True, "skip": True, "slots": 4, "stages": 3, "pingpong": False},
     "gluon_skip2": {**_SPLIT, "gluon": True, "union": True, "skip": True, "slots": 2, "stages": 5, "pingpong": False},
     # the alternating "only" steps halved (blocks.UnionSteps split): both consumers compute every step after the
-    # excess, each its own 64 keys of the halved ones (run 33: alternating 128-key "only" steps cost 0.9 of a
+    # excess, each its own 64 keys of the halved ones (alternating 128-key "only" steps cost 0.9 of a
     # "both" step for half its work, the two consumers holding four stages of three). 6-17% faster than
-    # gluon_skip at densities 0.5-0.1 from 16K to 128K, -2 to +4% at density 1 (run 33e,
+    # gluon_skip at densities 0.5-0.1 from 16K to 128K, -2 to +4% at density 1 (
     # traces/h100_bench_attend_gluon_split.*)
     "gluon_split": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4, "stages": 3,
                     "pingpong": False},
     # the same on a persistent grid whose producer takes each next pair from a global counter: the pairs in
     # flight stay consecutive (a static persistent grid drifted apart and lost the L2, 63% hits against 90%:
-    # run 33i), and the producer fills the next pair's first stages while the consumers finish. The Hopper
-    # default (DEFAULT_HOPPER_TILE): 1-9% faster than gluon_split from 16K to 128K (run 33k/l,
+    # a static deal loses the L2), and the producer fills the next pair's first stages while the consumers finish. The Hopper
+    # default (DEFAULT_HOPPER_TILE): 1-9% faster than gluon_split from 16K to 128K (
     # traces/h100_bench_attend_gluon_split.*, second run)
     "gluon_split_p": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4,
                       "stages": 3, "pingpong": False, "persistent": True},
-    # the default for 128-row mask blocks until run 28 (128-key gathered tiles on two warpgroups, runs 20-21);
-    # the split form is 5-12% faster there from 64K (run 28d)
+    # the default for 128-row mask blocks until 2026-11-22 (128-key gathered tiles on two warpgroups);
+    # the split form is 5-12% faster there from 64K
     "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
 }
 # The default tile is "default" for every block size; with int8 q . k the split form's K tiles take half
 # the shared memory, and for 64-row blocks 2 stages (3 programs per SM) beat 3 stages (one per SM) at every
-# density from 64K; 128-row blocks (8 warps) keep 3 (NOTES.md, run 28)
+# density from 64K; 128-row blocks (8 warps) keep 3 
 DEFAULT_INT8_TILE = {64: "split_s2_lp", 128: "default"}
-# On Hopper the default exact computation pass is the Gluon union ring (run 32: 1.01-1.03x cuDNN's speed at
+# On Hopper the default exact computation pass is the Gluon union ring (1.01-1.03x cuDNN's speed at
 # density 1, 0.89 of it at density 0.5 on SALE's masks at 64K, where the Triton split form reaches 0.79 and
 # 0.75); where it cannot run (another GPU, the interpreter, int8 q . k, other block or head sizes, K/V strides
 # TMA cannot copy) the Triton tiles above stay the default

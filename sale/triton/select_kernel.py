@@ -335,7 +335,7 @@ def _select_kernel(
 # statistics; maxnreg: register cap (None: the compiler's choice). Variants with fewer registers and
 # less shared memory fit more programs per SM. profiler/bench_select.py times them; all give the same mask.
 _ROWS_FIRST = dict(qb=2, block_n=128, warps=4, stages=3, epi=2, fp8=True, heads_first=False, stats_n=64,
-                   maxnreg=None, warp_blocks=False, split=False)               # session 7's default
+                   maxnreg=None, warp_blocks=False, split=False)               # the rows-first vote
 _TILE = {**_ROWS_FIRST, "epi": 3, "warp_blocks": True}
 SELECT_CONFIGS = {
     "default": _TILE,
@@ -344,7 +344,7 @@ SELECT_CONFIGS = {
     "kf_n64": {**_TILE, "warp_blocks": False, "block_n": 64, "stats_n": 32},      # 3 programs per SM
     "rows": _ROWS_FIRST,
     "int8": {**_ROWS_FIRST, "fp8": False},
-    "epi1": {**_ROWS_FIRST, "fp8": False, "epi": 1},      # the default of sessions 1-6
+    "epi1": {**_ROWS_FIRST, "fp8": False, "epi": 1},      # the max epilogue, no vote
     "epi0": {**_ROWS_FIRST, "fp8": False, "epi": 0},
     "qb1": {**_ROWS_FIRST, "qb": 1},
     "heads_first": {**_ROWS_FIRST, "heads_first": True},
@@ -355,7 +355,7 @@ SELECT_CONFIGS = {
     "qb1_n64_s32": {**_ROWS_FIRST, "qb": 1, "block_n": 64, "stats_n": 32},                # 4 per SM
     "qb2_s32": {**_ROWS_FIRST, "stats_n": 32},
     "n64_s32_r168": {**_ROWS_FIRST, "block_n": 64, "stats_n": 32, "maxnreg": 168},         # 3 per SM
-    "w8": {**_ROWS_FIRST, "warps": 8},                                                     # run 30a
+    "w8": {**_ROWS_FIRST, "warps": 8},                                                     
     "w8_n64": {**_ROWS_FIRST, "warps": 8, "block_n": 64, "stats_n": 32},
     "w8_qb4_n64": {**_ROWS_FIRST, "warps": 8, "qb": 4, "block_n": 64, "stats_n": 32},
     "w16_qb4_n64": {**_ROWS_FIRST, "warps": 16, "qb": 4, "block_n": 64, "stats_n": 32},
