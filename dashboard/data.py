@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 
 import numpy as np
@@ -18,6 +19,57 @@ BENCH_SCHEMAS = {"sale-bench-select/1": ("seq_len", "quantize_ms", "select_ms", 
                  "sale-bench-attend/1": ("seq_len", "kind"),
                  "sale-accuracy/1": ("kind", "seq_len", "density", "theta"),
                  "sale-estimate-tradeoff/1": ("head", "threshold", "density", "rel_l1_vs_dense", "recall_mean")}
+
+
+# Fields the pages read, by kind of check: a page takes logs and ratios of these, so they must be finite numbers
+# >= 0 where present (None allowed: a stage that did not run). Dicts of them (per tile, per backend) likewise.
+NONNEGATIVE = ("density", "rel_l1", "speedup", "estimate_pct_of_dense", "sale_ms", "dense_ms", "quantize_ms",
+               "select_ms", "attend_ms", "fastest_dense_ms", "theta", "threshold", "next_token_agreement",
+               "kl_dense_sale", "perplexity_dense", "perplexity_sale", "recall_mean", "recall_min",
+               "rel_l1_vs_dense", "overhead_pct", "depth", "sparse_ms", "efficiency", "cudnn_ms", "dense_all_ms")
+STRINGS = ("gpu", "kind", "run_id", "time", "workload", "model", "backend", "mask_source", "method", "dense_backend")
+BOOLS = ("sale_correct", "dense_correct")
+
+
+def _number_problem(name: str, value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        for key, v in value.items():
+            why = _number_problem(f"{name}[{key!r}]", v)
+            if why:
+                return why
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"field {name!r} must be a number, got {value!r:.40}"
+    if not math.isfinite(value) or value < 0:
+        return f"field {name!r} must be a finite number >= 0, got {value!r}"
+    return None
+
+
+def record_problem(rec: dict) -> str | None:
+    """Why a benchmark, accuracy or trade-off record cannot be drawn (None if it can): a required field missing,
+    seq_len not a positive int, a field the pages take a log or ratio of not a finite number >= 0, a name not a
+    string, a verdict not a bool."""
+    schema = rec.get("schema")
+    missing = [f for f in BENCH_SCHEMAS.get(schema, ()) if f not in rec]
+    if missing:
+        return f"{schema} record lacks {missing}"
+    n = rec.get("seq_len")
+    if "seq_len" in rec and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        return f"field 'seq_len' must be an int >= 1, got {n!r:.40}"
+    for name in NONNEGATIVE:
+        if name in rec:
+            why = _number_problem(name, rec[name])
+            if why:
+                return why
+    for name in STRINGS:
+        if name in rec and rec[name] is not None and not isinstance(rec[name], str):
+            return f"field {name!r} must be a string, got {rec[name]!r:.40}"
+    for name in BOOLS:
+        if name in rec and not isinstance(rec[name], bool):
+            return f"field {name!r} must be true or false, got {rec[name]!r:.40}"
+    return None
 
 
 @dataclasses.dataclass
@@ -50,9 +102,9 @@ def _jsonl(name: str, text: str, out: TraceSet) -> None:
             continue
         schema = rec.get("schema") if isinstance(rec, dict) else None
         if schema in BENCH_SCHEMAS:
-            missing = [f for f in BENCH_SCHEMAS[schema] if f not in rec]
-            if missing and "error" not in rec:
-                out.problems.append(f"{where}: {schema} record lacks {missing}")
+            why = None if "error" in rec else record_problem(rec)
+            if why:
+                out.problems.append(f"{where}: {why}")
             elif "error" not in rec:
                 target = {"sale-bench-select/1": out.bench_select, "sale-bench-attend/1": out.bench_attend,
                           "sale-accuracy/1": out.accuracy, "sale-estimate-tradeoff/1": out.estimate_tradeoff}[schema]
@@ -77,6 +129,11 @@ def _maps(name: str, data: bytes, out: TraceSet) -> None:
         meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["sale"])
         if meta.get("schema") != "sale-maps/1":
             raise ValueError(f"schema {meta.get('schema')!r} is not sale-maps/1")
+        for field in ("seq_len", "block_q", "block_k"):
+            if isinstance(meta.get(field), bool) or not isinstance(meta.get(field), int) or meta[field] < 1:
+                raise ValueError(f"metadata {field!r} must be an int >= 1, got {meta.get(field)!r}")
+        if not isinstance(meta.get("heads"), list):
+            raise ValueError(f"metadata 'heads' must be a list, got {meta.get('heads')!r}")
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not fatal
         out.problems.append(f"{name}: not a readable attention-map file ({exc})")
         return
@@ -86,9 +143,16 @@ def _maps(name: str, data: bytes, out: TraceSet) -> None:
 def _thresholds(name: str, text: str, out: TraceSet) -> None:
     try:
         doc = json.loads(text)
-        if doc.get("schema") != "sale-thresholds/1":
-            raise ValueError(f"schema {doc.get('schema')!r} is not sale-thresholds/1")
-        np.asarray(doc["thresholds"], dtype=float)
+        if not isinstance(doc, dict) or doc.get("schema") != "sale-thresholds/1":
+            raise ValueError(f"schema {doc.get('schema') if isinstance(doc, dict) else None!r} is not sale-thresholds/1")
+        tau = np.asarray(doc["thresholds"], dtype=float)   # ragged layers or strings fail here
+        if tau.ndim != 2 or not tau.size or not np.isfinite(tau).all() or (tau < 0).any():
+            raise ValueError("'thresholds' must be [layers][heads] of finite numbers >= 0")
+        for field in ("density", "error_per_token"):
+            if field in doc:
+                extra = np.asarray(doc[field], dtype=float)
+                if extra.shape != tau.shape or not np.isfinite(extra).all():
+                    raise ValueError(f"{field!r} must be finite numbers shaped like 'thresholds' {tau.shape}")
     except Exception as exc:  # noqa: BLE001
         out.problems.append(f"{name}: not a readable thresholds file ({exc})")
         return

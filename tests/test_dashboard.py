@@ -263,3 +263,54 @@ def test_real_browser_renders_a_chart():
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def _damaged_folder(tmp_path, committed):
+    """One good record of each kind beside damaged copies: strings for numbers, NaN, negatives, missing
+    fields, wrong types, ragged thresholds, a maps file with bad metadata."""
+    def strip(r):
+        return {k: v for k, v in r.items() if k != "_file"}
+    sel, att = strip(committed.bench_select[-1]), strip(committed.bench_attend[-1])
+    acc, tr = strip(committed.accuracy[0]), strip(committed.estimate_tradeoff[0])
+    lines = {
+        "select.jsonl": [sel, {**sel, "select_ms": "fast"}, {**sel, "seq_len": "64K"},
+                         {**sel, "fastest_dense_ms": -1.0}, {k: v for k, v in sel.items() if k != "quantize_ms"},
+                         {**sel, "select_ms": {"default": float("nan")}}],
+        "attend.jsonl": [att, {**att, "seq_len": 0}, {**att, "gpu": 7}, {k: v for k, v in att.items() if k != "kind"}],
+        "accuracy.jsonl": [acc, {**acc, "density": "half"}, {**acc, "theta": float("inf")},
+                           {**acc, "kind": "needle", "sale_correct": "yes"}],
+        "tradeoff.jsonl": [tr, {**tr, "recall_mean": [0.5]}, {**tr, "density": -0.2}],
+    }
+    for name, recs in lines.items():
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in recs))
+    good_t = next(iter(committed.thresholds.values()))
+    (tmp_path / "thresholds_ragged.json").write_text(json.dumps({**good_t, "thresholds": [[0.1, 0.2], [0.1]]}))
+    (tmp_path / "thresholds_negative.json").write_text(json.dumps({**good_t, "thresholds": [[0.1, -0.2]]}))
+    from safetensors.numpy import save
+    meta = json.dumps({"schema": "sale-maps/1", "seq_len": "long", "block_q": 64, "block_k": 32, "heads": [0]})
+    (tmp_path / "maps_bad.safetensors").write_bytes(save({"x": np.zeros(2, np.float32)}, metadata={"sale": meta}))
+    return tmp_path
+
+
+def test_damaged_records_are_skipped_and_named(tmp_path, committed):
+    ts = load_folder(str(_damaged_folder(tmp_path, committed)))
+    assert len(ts.bench_select) == 1 and len(ts.bench_attend) == 1
+    assert len(ts.accuracy) == 1 and len(ts.estimate_tradeoff) == 1
+    assert not ts.thresholds and not ts.maps
+    joined = "\n".join(ts.problems)
+    for where in ("select.jsonl:2", "select.jsonl:3", "select.jsonl:4", "select.jsonl:5", "select.jsonl:6",
+                  "attend.jsonl:2", "attend.jsonl:3", "attend.jsonl:4", "accuracy.jsonl:2", "accuracy.jsonl:3",
+                  "accuracy.jsonl:4", "tradeoff.jsonl:2", "tradeoff.jsonl:3", "thresholds_ragged.json",
+                  "thresholds_negative.json", "maps_bad.safetensors"):
+        assert where in joined, where
+    assert len(ts.problems) == 16
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_runs_on_a_damaged_folder(tmp_path, committed, page, monkeypatch):
+    at = _app(str(_damaged_folder(tmp_path, committed)), monkeypatch)
+    warnings = [w.value for w in at.sidebar.warning]
+    assert len(warnings) == 16 and any("select.jsonl:2" in w for w in warnings)
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
