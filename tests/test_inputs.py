@@ -234,3 +234,15 @@ def test_thresholds_negative_or_nan_refused_by_the_api():
     for bad in (-0.01, math.nan, [0.1, -1.0]):
         with pytest.raises(ValueError, match="thresholds must be >= 0"):
             sale.select_blocks(q, q, bad)
+
+
+def test_calibrate_refuses_layers_the_model_lacks_before_calibrating(monkeypatch, tmp_path, capsys):
+    import types
+
+    import sale.smollm
+    fake = types.SimpleNamespace(config=types.SimpleNamespace(num_layers=30))
+    monkeypatch.setattr(sale.smollm, "load_smollm2", lambda *a, **k: fake)
+    for bad in ("99", "-1"):
+        assert _sale("calibrate", "--layers", bad, "--device", "cpu", "--out", str(tmp_path / "t.json")) == 2
+        assert "--layers takes layers in [0, 30)" in capsys.readouterr().err
+    assert not (tmp_path / "t.json").exists()
