@@ -406,3 +406,33 @@ def matched_error_rows(points) -> list[dict]:
     for the lengths where some option was measured."""
     with_options = {p["seq_len"] for p in _ok(points) if option_of(p) != EXACT}
     return [r for r in speedup_at_matched_error(points) if r["seq_len"] in with_options]
+
+
+def verdict(bench_attend: list, bench_select: list, seq_len: int = 65536, threshold: float = 0.01) -> dict | None:
+    """The Overview's one-sentence answer, from the newest GPU run of SALE end to end with its defaults (exact
+    q . k, exact estimate, 64-row blocks) at `threshold` and the length closest to `seq_len`: {"sentence",
+    "gpu", "seq_len", "speedup", "rel_l1", "estimate_pct", "file", "time"}; None without such records."""
+    e2e = [r for r in bench_attend if r.get("kind") == "sale_end_to_end" and not r.get("int8_qk")
+           and r.get("estimate_rows") in (None, 0) and r.get("block_q", 64) == 64 and r.get("threshold") == threshold
+           and isinstance(r.get("speedup"), (int, float)) and str(r.get("gpu", "cpu")).lower() != "cpu"]
+    if not e2e:
+        return None
+    newest_time = max(r.get("time", "") for r in e2e)
+    run = [r for r in e2e if r.get("run_id") == next(x for x in e2e if x.get("time", "") == newest_time).get("run_id")]
+    rec = min(run, key=lambda r: (abs(r["seq_len"] - seq_len), -r["seq_len"]))
+    gpu = str(rec.get("gpu", "")).replace("NVIDIA ", "")
+    n = rec["seq_len"]
+    est = rec.get("overhead_pct")
+    sel = [r for r in bench_select if r.get("seq_len") == n and r.get("block_q", 64) == 64
+           and r.get("gpu") == rec.get("gpu") and isinstance(r.get("estimate_pct_of_dense"), (int, float))]
+    if sel:
+        est = max(sel, key=lambda r: r.get("time", ""))["estimate_pct_of_dense"]
+    faster = rec["speedup"] >= 1
+    words = f"{rec['speedup']:.2f}x faster than" if faster else f"{1 / rec['speedup']:.2f}x slower than"
+    err = rec.get("rel_l1_vs_dense")
+    sentence = (f"On an {gpu} at {n // 1024}K tokens, SALE with its exact estimate is {words} the fastest dense "
+                f"attention at tau {threshold:g}"
+                + (f", with {100 * err:.1f}% output error (relative L1)" if isinstance(err, (int, float)) else "")
+                + (f"; the estimate alone is {est:.0f}% of dense." if isinstance(est, (int, float)) else "."))
+    return {"sentence": sentence, "gpu": gpu, "seq_len": n, "speedup": rec["speedup"], "rel_l1": err,
+            "estimate_pct": est, "file": rec.get("_file"), "time": rec.get("time")}

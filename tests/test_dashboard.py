@@ -314,3 +314,24 @@ def test_each_page_runs_on_a_damaged_folder(tmp_path, committed, page, monkeypat
     at.switch_page(page)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
+
+
+def test_verdict_comes_from_the_newest_default_run(committed):
+    v = figures.verdict(committed.bench_attend, committed.bench_select)
+    e2e = [r for r in committed.bench_attend if r.get("kind") == "sale_end_to_end" and r["threshold"] == 0.01
+           and not r.get("int8_qk") and r.get("estimate_rows") in (None, 0) and r.get("block_q", 64) == 64]
+    newest = max(e2e, key=lambda r: r["time"])
+    assert v["time"][:10] == newest["time"][:10] and v["seq_len"] == 65536
+    rec = next(r for r in e2e if r["run_id"] == newest["run_id"] and r["seq_len"] == 65536)
+    assert v["speedup"] == rec["speedup"] and f"{rec['speedup']:.2f}x faster" in v["sentence"]
+    assert f"{100 * rec['rel_l1_vs_dense']:.1f}% output error" in v["sentence"]
+    slower = [{**rec, "speedup": 0.5, "time": "2099-01-01", "run_id": "z"}]
+    assert "2.00x slower" in figures.verdict(slower, [])["sentence"]
+    assert figures.verdict([], []) is None
+    assert figures.verdict([{**rec, "gpu": "cpu"}], []) is None    # CPU runs never make the headline
+
+
+def test_overview_opens_on_the_verdict(monkeypatch):
+    at = _app(TRACES, monkeypatch)
+    assert not at.exception
+    assert at.info and "SALE with its exact estimate is" in at.info[0].value
