@@ -12,6 +12,13 @@ def _sweep(args) -> int:
 
     from sale._cli import check_device, check_out_path
     try:
+        devices = None
+        if args.gpus is not None:
+            from .sweep_gpus import parse_gpus
+            devices = [f"cuda:{i}" for i in parse_gpus(args.gpus, torch.cuda.device_count())]
+            if args.device:
+                raise ValueError("--gpus and --device exclude each other")
+            args.device = devices[0]
         device = check_device(args.device, args.backend)
         check_out_path(args.out)
     except ValueError as exc:
@@ -37,10 +44,15 @@ def _sweep(args) -> int:
         if hq % hkv:
             print(f"   skipped: {hq} query heads are not a multiple of {hkv} kv heads")
             continue
-        records += sweep(args.lengths, args.thresholds, backend=backend, device=device, workload=workload, batch=batch,
-                         num_q_heads=hq, num_kv_heads=hkv, head_dim=d, dtype=dtype, granularity=granularity,
-                         estimate_rows=estimate_rows, block_q=block_q, reps=args.reps, warmup=args.warmup, accuracy_max_len=args.accuracy_max_len,
-                         out_path=args.out, seed=args.seed, progress=not args.no_progress)
+        kwargs = dict(backend=backend, workload=workload, batch=batch, num_q_heads=hq, num_kv_heads=hkv, head_dim=d,
+                      dtype=dtype, granularity=granularity, estimate_rows=estimate_rows, block_q=block_q, reps=args.reps,
+                      warmup=args.warmup, accuracy_max_len=args.accuracy_max_len, seed=args.seed)
+        if devices:   # one worker process per GPU, the lengths dealt over them
+            from .sweep_gpus import sweep_on_devices
+            records += sweep_on_devices(devices, args.lengths, args.thresholds, out_path=args.out, **kwargs)
+        else:
+            records += sweep(args.lengths, args.thresholds, device=device, out_path=args.out,
+                             progress=not args.no_progress, **kwargs)
     points = [r for r in records if r["kind"] == "point"]
     print(f"{'N':>7} {'tau':>7} {'rows':>4} {'quant':>8} {'select':>8} {'attend':>8} {'dense':>9} {'backend':>13} "
           f"{'density':>7} {'ovh%':>6} {'speedup':>7} {'rel.L1':>7} {'recall':>7}")
@@ -117,6 +129,8 @@ def main(argv=None) -> int:
                    help="longest N measured against the float32 reference (with recall); longer N are "
                         "compared with the fastest dense kernel's output")
     p.add_argument("--device", default=None)
+    p.add_argument("--gpus", default=None, help="'all' or GPU indices (0,1,...): the lengths dealt over one worker "
+                   "process per GPU, all writing to --out")
     p.add_argument("--backend", default=None, choices=["reference", "triton"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=default_out("sweep.jsonl"), help="default runs/sweep.jsonl (git-ignored)")

@@ -110,11 +110,15 @@ def break_even(points: list[dict]) -> dict:
 def sweep(lengths, thresholds, *, backend="reference", device="cpu", workload="structured", batch=1,
           num_q_heads=8, num_kv_heads=2, head_dim=64, dtype="fp32", granularity="per_token", estimate_rows=None, block_q=64,
           reps=3, warmup=1,
-          accuracy_max_len=4096, out_path="runs/sweep.jsonl", seed=0, progress=True) -> list[dict]:
-    """Run the sweep and append one validated record per point to `out_path`. Returns the records."""
+          accuracy_max_len=4096, out_path="runs/sweep.jsonl", seed=0, progress=True, run_id=None, summary=True,
+          on_point=None) -> list[dict]:
+    """Run the sweep and append one validated record per point to `out_path`. Returns the records.
+    run_id: the run's id (default: a new one; the workers of a sweep over several GPUs share one); summary: also
+    append the run's summary record (break-even lengths); on_point(record): called after each point."""
     config = sale.SaleConfig(backend=backend, granularity=granularity, estimate_rows=estimate_rows, block_q=block_q,
                              check_finite=False)
-    run_id = uuid.uuid4().hex[:12]
+    run_id = run_id or uuid.uuid4().hex[:12]
+    nvml_index = torch.device(device).index or 0 if torch.device(device).type == "cuda" else 0
     base = {"schema": trace.SCHEMA, "kind": "point", "run_id": run_id, "git_commit": git_commit(),
             "gpu": device_name(device), "backend": backend, "workload": workload, "batch": batch,
             "num_q_heads": num_q_heads, "num_kv_heads": num_kv_heads, "head_dim": head_dim,
@@ -125,7 +129,7 @@ def sweep(lengths, thresholds, *, backend="reference", device="cpu", workload="s
     for n in lengths:
         q = k = v = None
         dense, dense_errors, dense_out, fastest, exact_ref = {}, {}, None, None, None
-        context_before = nvml_snapshot()
+        context_before = nvml_snapshot(nvml_index)
         try:
             q, k, v = make_qkv(workload, batch, num_q_heads, num_kv_heads, n, head_dim, DTYPES[dtype], device, seed=seed + n)
             with nvtx_range(f"dense N={n}", n):
@@ -154,15 +158,26 @@ def sweep(lengths, thresholds, *, backend="reference", device="cpu", workload="s
                 rec |= empty | {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
                 if torch.device(device).type == "cuda":
                     torch.cuda.empty_cache()
-            rec["gpu_context"] = {"before": context_before, "after": nvml_snapshot(), "software": software_versions()}
+            rec["gpu_context"] = {"before": context_before, "after": nvml_snapshot(nvml_index),
+                                  "software": software_versions()}
             trace.append(out_path, rec)
             records.append(rec)
             bar.update(1)
+            if on_point is not None:
+                on_point(rec)
         q = k = v = dense_out = exact_ref = None  # free before the next length
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
     bar.close()
+    if not summary:
+        return records
+    return records + [write_summary(out_path, records, base, lengths, thresholds)]
+
+
+def write_summary(out_path, records, base, lengths, thresholds) -> dict:
+    """Append the summary record of a run's points (break-even length per threshold, failed points)."""
     ok = [r for r in records if r["error"] is None]
+    run_id = base["run_id"]
     summary = {"schema": trace.SCHEMA, "kind": "summary", "run_id": run_id, "break_even": break_even(ok),
                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), **{k: base[k] for k in (
                    "gpu", "backend", "workload", "batch", "num_q_heads", "num_kv_heads", "head_dim", "dtype", "granularity",
@@ -170,4 +185,4 @@ def sweep(lengths, thresholds, *, backend="reference", device="cpu", workload="s
                "lengths": list(lengths), "thresholds": [float(t) for t in thresholds],
                "failed_points": len(records) - len(ok)}
     trace.append(out_path, summary)
-    return records + [summary]
+    return summary
