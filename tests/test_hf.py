@@ -24,7 +24,7 @@ def model_and_ids():
     path = gguf_path()
     tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(path), gguf_file=os.path.basename(path), torch_dtype=DTYPE, attn_implementation="sdpa")
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=DTYPE, attn_implementation="sdpa")
     model = model.to(DEVICE).eval()
     text = " ".join(f"Line {i}: the value of key k{i} is {i * 7 % 13}." for i in range(40))
     ids = tok(text, return_tensors="pt").input_ids[:, :300].to(DEVICE)
@@ -114,3 +114,36 @@ def test_configure_refuses_bad_thresholds(model_and_ids, tmp_path):
                              "thresholds_smollm2_theta0.4_bisection_8k.json")
     sale.hf.configure(model, committed)
     assert sale.hf.stats(model) == [None] * SMOLLM2_LAYERS
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    path = gguf_path()
+    return sale.hf.CausalLM(os.path.dirname(path), os.path.basename(path), torch.float32, "cpu")
+
+
+def test_any_model_behind_the_toolkit_interface_matches_the_smollm2_forward(adapter):
+    from sale.smollm import SmolLM2
+    own = SmolLM2()
+    ids = own.encode("def main():\n    print('hello world')\n" * 8)[:96]
+    assert adapter.encode("def main():")[:3] == own.encode("def main():")[:3]
+    ref = own(ids)
+    out = adapter(ids)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max() < 1e-3 * ref.abs().max()
+    cap = {}
+    adapter(ids, capture=cap)
+    assert sorted(cap) == list(range(SMOLLM2_LAYERS)) and cap[3][0].shape == (1, SMOLLM2_Q_HEADS, len(ids), 64)
+
+
+def test_calibrate_and_evaluate_any_model(adapter):
+    from sale.llm_eval import calibrate_model, evaluate_model
+    cfg = sale.SaleConfig()
+    per_layer, prompts = calibrate_model(adapter, 0.4, "halving", 512, layers=[3], config=cfg)
+    assert len(per_layer) == SMOLLM2_LAYERS and len(per_layer[3]) == SMOLLM2_Q_HEADS and prompts
+    taus = [[c.threshold for c in layer] for layer in per_layer]
+    records = evaluate_model(adapter, taus, [512], [0.5], cfg, held_out_len=384)
+    kinds = [r["kind"] for r in records]
+    assert kinds == ["needle", "held_out"] and records[0]["model"] == adapter.name
+    held = records[1]
+    assert 0 < held["next_token_agreement"] <= 1 and held["kl_dense_sale"] >= 0
