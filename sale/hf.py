@@ -153,6 +153,12 @@ def _dense_reason(module, query, key, attention_mask, dropout, kwargs) -> str | 
     return None
 
 
+def _on_device(device: torch.device):
+    """The CUDA device context of a layer's tensors (kernels launch on the current device), or nothing on the CPU."""
+    import contextlib
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _default_config(query: torch.Tensor) -> SaleConfig:
     """The triton backend where its kernels run (CUDA, 16-bit, head dim 64 or 128), the reference elsewhere."""
     triton_ok = query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] in (64, 128)
@@ -203,10 +209,11 @@ def sale_attention_forward(module, query: torch.Tensor, key: torch.Tensor, value
     check_qkv(query, key, value, config)
     tau = module.sale_thresholds.to(query.device)
     clock = _Clock(query.device) if module.sale_timing else None
-    if clock is None:
-        out, mask = run_stages(query, key, value, tau, config)
-    else:
-        out, mask = run_stages(query, key, value, tau, config, stage=clock)
+    with _on_device(query.device):   # a model spread over GPUs: the kernels launch on this layer's GPU
+        if clock is None:
+            out, mask = run_stages(query, key, value, tau, config)
+        else:
+            out, mask = run_stages(query, key, value, tau, config, stage=clock)
     module.sale_last = {"layer": module.layer_idx, "path": "sale", "why": None, "seq_len": query.shape[2],
                         "density": density(mask, query.shape[2], config).mean(0).tolist(),
                         "times_ms": dict(clock.ms) if clock else None}
@@ -297,7 +304,9 @@ def _adapter_forward(module, query, key, value, attention_mask, dropout=0.0, sca
         d = query.shape[-1]
         if scaling is not None and abs(scaling * d ** 0.5 - 1) > 1e-6:   # the model's scale, not 1/sqrt(D)
             query = query * (scaling * d ** 0.5)
-        return attention(module.layer_idx, query, key, value).transpose(1, 2).contiguous(), None
+        with _on_device(query.device):
+            out = attention(module.layer_idx, query, key, value)
+        return out.transpose(1, 2).contiguous(), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                   **kwargs)
 
