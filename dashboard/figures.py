@@ -147,10 +147,9 @@ def breakdown_figure(points, threshold, normalize=False, option=EXACT, run_id=No
                              name=f"dense: {b}", offsetgroup=b, opacity=0.6))
     fig.update_layout(barmode="group", title=f"Stage breakdown at tau={threshold:g}"
                       + ("" if option == EXACT else f", {option_label(option)}"),
-                      yaxis_title="% of fastest dense" if normalize else "ms (median)")
-    if not normalize:
-        fig.update_yaxes(type="log")
-    return fig
+                      yaxis_title="% of fastest dense" if normalize else "ms (median)",
+                      legend=dict(orientation="h", yanchor="top", y=-0.15))
+    return fig   # a linear axis: stacked stages keep their true proportions
 
 
 def efficiency_figure(bench_attend) -> go.Figure:
@@ -286,6 +285,28 @@ def runs(points) -> dict:
     for p in points:
         out[p["run_id"]].append(p)
     return dict(out)
+
+
+def run_label(points: list) -> str:
+    """A run as a person reads it: date, GPU, backend and option, commit (the id last)."""
+    p = min(points, key=lambda x: x["time"])
+    gpu = str(p["gpu"]).replace("NVIDIA ", "")
+    return (f"{p['time'][:10]} · {gpu} · {p['backend']}, {option_label(option_of(p))} · "
+            f"{(p.get('git_commit') or '?')[:7]} · {len(points)} points ({p['run_id'][:6]})")
+
+
+def comparable_pair(runs_: dict) -> tuple[str, str] | None:
+    """The two runs (ids) sharing the most (N, tau, configuration) points, newer second; None if no two share one."""
+    keys = {r: {(p["seq_len"], p["threshold"], option_of(p)) for p in _ok(ps)} for r, ps in runs_.items()}
+    newest = {r: max(p["time"] for p in ps) for r, ps in runs_.items()}
+    best, pair = 0, None
+    ids = list(runs_)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            shared = len(keys[a] & keys[b])
+            if shared > best:
+                best, pair = shared, tuple(sorted((a, b), key=lambda r: newest[r]))
+    return pair
 
 
 def compare_runs(a: list, b: list) -> list[dict]:

@@ -335,3 +335,27 @@ def test_overview_opens_on_the_verdict(monkeypatch):
     at = _app(TRACES, monkeypatch)
     assert not at.exception
     assert at.info and "SALE with its exact estimate is" in at.info[0].value
+
+
+def test_runs_page_defaults_to_a_comparable_pair_labelled_for_people(committed, monkeypatch):
+    runs = figures.runs(committed.points)
+    a, b = figures.comparable_pair(runs)
+    assert figures.compare_runs(runs[a], runs[b])          # the default pair shares points
+    label = figures.run_label(runs[a])
+    assert label[:4] == "2026" and "·" in label and runs[a][0]["run_id"][:6] in label
+    at = _app(TRACES, monkeypatch)
+    at.switch_page("views/runs.py")
+    at.run()
+    assert not at.exception and at.selectbox[0].value == a and at.selectbox[1].value == b
+
+
+def test_thresholds_page_opens_on_a_calibrated_file(monkeypatch):
+    at = _app(TRACES, monkeypatch)
+    at.switch_page("views/thresholds.py")
+    at.run()
+    assert not at.exception and "control" not in at.selectbox[0].value
+
+
+def test_breakdown_axis_is_linear(committed):
+    fig = figures.breakdown_figure(committed.points, committed.points[0]["threshold"])
+    assert fig.layout.yaxis.type in (None, "linear")

@@ -7,7 +7,10 @@ from profiler.analysis import EXACT, option_of
 st.title("Thresholds: accuracy against speed")
 t = traces()
 if t.thresholds:
-    name = st.selectbox("thresholds file", list(t.thresholds))
+    names = list(t.thresholds)
+    # open on a calibrated file (some threshold > 0), not the all-zero control
+    calibrated = [n for n in names if any(tau > 0 for layer in t.thresholds[n]["thresholds"] for tau in layer)]
+    name = st.selectbox("thresholds file", names, index=names.index(calibrated[0]) if calibrated else 0)
     doc = t.thresholds[name]
     figure(figures.thresholds_heatmap(doc), "thresholds")
     rows = [{"layer": l, "head": h, "tau": tau, "error_per_token": doc["error_per_token"][l][h],
