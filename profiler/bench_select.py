@@ -1,6 +1,6 @@
 """Benchmark of SALE's estimate on Hopper (quantize + select) against the fastest dense attention.
 
-    python -m profiler.bench_select [--lengths 8192 16384 ...] [--tiles default qb1_n128 ...]
+    python -m profiler.bench_select [--lengths 8192 16384 ...] [--tiles default rows ...]
                                     [--estimate-rows 16 8] [--out runs/x.jsonl]
 
 For each N: quantize ms, select ms for each selection tile configuration, every SDPA backend that
