@@ -136,10 +136,10 @@ def _dense_reason(module, query, key, attention_mask, dropout, kwargs) -> str | 
         return "layer not configured (sale.hf.configure)"
     if query.shape[2] != key.shape[2]:
         return "decode or chunked prefill with a KV cache (fewer queries than keys)"
-    if attention_mask is not None:
-        return "attention mask that is not plain causal (padding or a custom mask)"
     if kwargs.get("sliding_window") is not None:
         return "sliding-window layer"
+    if attention_mask is not None:
+        return "attention mask that is not plain causal (padding or a custom mask)"
     if kwargs.get("softcap") is not None or kwargs.get("position_bias") is not None:
         return "soft-capped or biased scores"
     if dropout:
