@@ -23,7 +23,7 @@ LENGTHS = ["16384", "32768", "65536", "131072"]
 PRESETS = {
     "gpu-tests": {
         "what": "every GPU test (kernels against the reference on 8K-32K, odd lengths, poisoned outputs)",
-        "traces": ["h100_gpu_tests*.txt"],
+        "traces": ["h100_gpu_tests*.txt", "h200_gpu_tests.txt"],
         "commands": {"gpu_tests": [PY, "-m", "pytest", "-q", "-rs", "tests", "-m", "cuda"]},
     },
     "select": {
