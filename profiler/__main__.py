@@ -79,15 +79,9 @@ def _sweep(args) -> int:
 
 
 def _estimate_rows(text: str):
-    if text == "all":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--estimate-rows takes 'all' or a positive int, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--estimate-rows takes 'all' or a positive int, got {text!r}")
-    return value
+    """--estimate-rows: 'all' (the exact estimate) or a positive int."""
+    from sale._cli import positive_int
+    return None if text == "all" else positive_int(text)
 
 
 MODULE_COMMANDS = [  # (subcommand, module under profiler/, help)

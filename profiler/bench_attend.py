@@ -181,12 +181,8 @@ def main(argv=None):
                    help="estimate options of the calibrated runs: 'all' (the exact estimate) or r rows per block")
     p.add_argument("--out", default="runs/bench_attend.jsonl", help="default runs/bench_attend.jsonl (git-ignored)")
     args = p.parse_args(argv)
-    from sale._cli import check_out_path, require_gpu
-    try:
-        require_gpu("python -m profiler bench-attend")
-        check_out_path(args.out)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    from sale._cli import benchmark_preflight
+    if benchmark_preflight("python -m profiler bench-attend", args.out):
         return 2
     if args.calibrate_theta is not None and not args.calibrate_theta > 0:
         p.error(f"--calibrate-theta must be > 0, got {args.calibrate_theta}")

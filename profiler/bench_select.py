@@ -102,12 +102,8 @@ def main(argv=None):
                    help="longest N at which the estimate_rows masks are also checked against the reference")
     p.add_argument("--out", default="runs/bench_select.jsonl", help="default runs/bench_select.jsonl (git-ignored)")
     args = p.parse_args(argv)
-    from sale._cli import check_out_path, require_gpu
-    try:
-        require_gpu("python -m profiler bench-select")
-        check_out_path(args.out)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    from sale._cli import benchmark_preflight
+    if benchmark_preflight("python -m profiler bench-select", args.out):
         return 2
     cfg = sale.SaleConfig(backend="triton", check_finite=False, block_q=args.block_q)
     run_id = uuid.uuid4().hex[:12]

@@ -26,34 +26,27 @@ def threshold(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, cast, low, inclusive: bool, what: str):
+    """argparse type body: `text` as `cast`, finite and above `low` (or at it, with `inclusive`)."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"takes an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"takes an integer >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"takes {what}, got {text!r}") from None
+    if not math.isfinite(value) or value < low or (value == low and not inclusive):
+        raise argparse.ArgumentTypeError(f"takes {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, True, "an integer >= 1")
 
 
 def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"takes an integer >= 0, got {text!r}")
-    return value
+    return _number(text, int, 0, True, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"takes a finite number > 0, got {text!r}")
-    return value
+    return _number(text, float, 0.0, False, "a finite number > 0")
 
 
 def check_device(device: str | None, backend: str | None = None) -> str:
@@ -83,6 +76,18 @@ def require_gpu(command: str) -> None:
     import torch
     if not torch.cuda.is_available():
         raise ValueError(f"{command} {NEEDS_GPU.split(' (')[0]}: no CUDA device is visible")
+
+
+def benchmark_preflight(command: str, out: str) -> int:
+    """0 if a GPU benchmark can start (a CUDA GPU, a writable --out), else 2 after one line on stderr."""
+    import sys
+    try:
+        require_gpu(command)
+        check_out_path(out)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def check_out_path(path: str, arg: str = "--out") -> str:
