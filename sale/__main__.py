@@ -53,6 +53,9 @@ def _load_model(args, device: str, dtype: torch.dtype):
     """SmolLM2 from its wheel (the offline default), or any transformers causal LM (a folder, a GGUF file in a
     folder with --gguf-file, or a hub id where the network allows) through sale.hf."""
     if args.model == "smollm2":
+        if getattr(args, "device_map", None):
+            raise ValueError("--device-map places a transformers model (--model PATH); the SmolLM2 default runs "
+                             "on one device (--device)")
         from .smollm import load_smollm2
         return load_smollm2(device, dtype)
     from .hf import CausalLM
