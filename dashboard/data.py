@@ -168,20 +168,28 @@ def add_file(out: TraceSet, name: str, data: bytes) -> None:
         _thresholds(name, data.decode("utf-8", errors="replace"), out)
 
 
-def load_folder(folder: str, uploads: list[tuple[str, bytes]] | None = None) -> TraceSet:
-    """Every trace file under `folder` (recursively) plus uploaded (name, bytes) pairs."""
+def _add_folder(out: TraceSet, folder: str, prefix: str = "") -> None:
+    if not os.path.isdir(folder):
+        out.problems.append(f"{folder}: no such folder")
+        return
+    for root, _, files in os.walk(folder):
+        for f in sorted(files):
+            path = os.path.join(root, f)
+            rel = prefix + os.path.relpath(path, folder)
+            if f.endswith((".jsonl", ".safetensors")) or (f.endswith(".json") and "thresholds" in f):
+                with open(path, "rb") as fh:
+                    add_file(out, rel, fh.read())
+
+
+def load_folder(folder: str, uploads: list[tuple[str, bytes]] | None = None,
+                extra: dict[str, str] | None = None) -> TraceSet:
+    """Every trace file under `folder` (recursively), plus uploaded (name, bytes) pairs, plus the files of each
+    `extra` folder (label -> path), named "label/..." so that tables and sidebars say where a record came from."""
     out = TraceSet()
     if folder:
-        if not os.path.isdir(folder):
-            out.problems.append(f"{folder}: no such folder")
-        else:
-            for root, _, files in os.walk(folder):
-                for f in sorted(files):
-                    path = os.path.join(root, f)
-                    rel = os.path.relpath(path, folder)
-                    if f.endswith((".jsonl", ".safetensors")) or (f.endswith(".json") and "thresholds" in f):
-                        with open(path, "rb") as fh:
-                            add_file(out, rel, fh.read())
+        _add_folder(out, folder)
+    for label, path in (extra or {}).items():
+        _add_folder(out, path, prefix=f"{label}/")
     for name, data in uploads or []:
         add_file(out, f"upload:{name}", data)
     return out

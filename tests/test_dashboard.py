@@ -201,6 +201,8 @@ def test_bad_files_are_reported_and_the_rest_loads(tmp_path, committed):
 def _app(folder, monkeypatch):
     from streamlit.testing.v1 import AppTest
     monkeypatch.setenv("SALE_TRACES", folder)  # the app's default trace folder, for every rerun
+    if "SALE_RUNS" not in os.environ:           # a developer's own runs/ stays out of these pages' checks
+        monkeypatch.setenv("SALE_RUNS", os.path.join(folder, "no-runs-here"))
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     return at
@@ -359,3 +361,18 @@ def test_thresholds_page_opens_on_a_calibrated_file(monkeypatch):
 def test_breakdown_axis_is_linear(committed):
     fig = figures.breakdown_figure(committed.points, committed.points[0]["threshold"])
     assert fig.layout.yaxis.type in (None, "linear")
+
+
+def test_runs_folder_is_read_beside_the_traces_and_labelled(tmp_path, committed, monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    point = {k: v for k, v in committed.points[0].items() if k != "_file"}
+    (runs / "sweep.jsonl").write_text(json.dumps({**point, "run_id": "mine"}) + "\n")
+    ts = load_folder(TRACES, extra={"runs": str(runs)})
+    mine = [p for p in ts.points if p["run_id"] == "mine"]
+    assert len(mine) == 1 and mine[0]["_file"] == "runs/sweep.jsonl"
+    assert len(ts.points) == len(committed.points) + 1 and not ts.problems
+    monkeypatch.setenv("SALE_RUNS", str(runs))
+    at = _app(TRACES, monkeypatch)
+    assert not at.exception
+    assert any("1 records from runs/" in c.value for c in at.sidebar.caption)
