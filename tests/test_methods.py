@@ -1,0 +1,201 @@
+"""Other block-selection methods (sale.methods) against float64 references of their scoring: the same mask but
+for ties, sink and local blocks always kept, bad knobs refused."""
+import math
+
+import pytest
+import torch
+
+import sale
+from sale.blocks import always_computed_blocks, causal_blocks, num_blocks
+from sale.methods import METHODS, pooled_blocks
+from sale.workloads import make_qkv
+
+TIE = 1e-5
+
+
+def _pooled_reference(q, k, mass, config):
+    """float64, one query block at a time: (mask, margin = mass - mass taken before the block; > 0 kept)."""
+    b_, hq, n, d = q.shape
+    group = hq // k.shape[1]
+    nqb, nkb = num_blocks(n, config.block_q), num_blocks(n, config.block_k)
+    causal = causal_blocks(n, config)
+    mask = torch.zeros(b_, hq, nqb, nkb, dtype=torch.bool)
+    margin = torch.full((b_, hq, nqb, nkb), -math.inf, dtype=torch.float64)
+    scale = 1 / math.sqrt(d)
+    for b in range(b_):
+        for h in range(hq):
+            kp = torch.stack([k[b, h // group, c * config.block_k:(c + 1) * config.block_k].double().mean(0)
+                              for c in range(nkb)])
+            for qb in range(nqb):
+                qp = q[b, h, qb * config.block_q:(qb + 1) * config.block_q].double().mean(0)
+                cols = causal[qb].nonzero()[:, 0]
+                p = torch.softmax(scale * (kp[cols] @ qp), 0)
+                order = torch.argsort(p, descending=True, stable=True)
+                before = torch.cumsum(p[order], 0) - p[order]
+                for rank, i in enumerate(order.tolist()):
+                    c = int(cols[i])
+                    margin[b, h, qb, c] = mass - float(before[rank])
+                    mask[b, h, qb, c] = bool(before[rank] < mass) or mass >= 1
+    return mask | always_computed_blocks(n, config), margin
+
+
+@pytest.mark.parametrize("n, hq, hkv, mass", [(700, 4, 2, 0.5), (333, 2, 2, 0.9), (1000, 4, 1, 0.2), (129, 2, 1, 1.0)])
+def test_pooled_matches_its_float64_reference(n, hq, hkv, mass):
+    config = sale.SaleConfig()
+    q, k, _ = make_qkv("structured", num_q_heads=hq, num_kv_heads=hkv, seq_len=n, head_dim=64, dtype=torch.float32,
+                       seed=n)
+    mask = pooled_blocks(q, k, mass, config)
+    ref, margin = _pooled_reference(q, k, mass, config)
+    differ = mask != ref
+    ties = differ & (margin.abs() < TIE)
+    assert int(differ.sum()) == int(ties.sum()), f"{int((differ & ~ties).sum())} blocks differ beyond ties"
+    assert int(ties.sum()) <= 2
+
+
+def test_pooled_keeps_sink_local_and_grows_with_mass():
+    config = sale.SaleConfig()
+    q, k, _ = make_qkv("structured", num_q_heads=4, num_kv_heads=2, seq_len=1500, head_dim=64, dtype=torch.float32)
+    always = always_computed_blocks(1500, config)
+    masks = [pooled_blocks(q, k, m, config) for m in (0.1, 0.5, 0.9, 1.0)]
+    for m in masks:
+        assert (m | ~always).all() and not (m & ~causal_blocks(1500, config)).any()
+    for small, large in zip(masks, masks[1:]):
+        assert not (small & ~large).any()           # a larger mass keeps a superset
+    assert masks[0].float().mean() < masks[-1].float().mean()
+    # the computation pass runs on it like on SALE's own mask
+    out = sale.block_sparse_attention(q, k, torch.randn_like(k), masks[1], config)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("mass", [0, -0.1, 1.5, math.nan, "0.5", True])
+def test_pooled_refuses_bad_mass(mass):
+    q = torch.randn(1, 2, 128, 64)
+    with pytest.raises(ValueError, match=r"mass must be a number in \(0, 1\]"):
+        pooled_blocks(q, q, mass)
+
+
+def test_registry_names_each_method_and_its_knob():
+    assert METHODS["pooled"] == (pooled_blocks, "mass")
+
+
+def _vertical_slash_reference(q, k, top_k, config):
+    """float64, explicit: the last 64 rows' attention, line sums, top-k sets, then every block tested point by
+    point. Returns (mask, the k-th vertical and slash scores' gaps to the next ones, for ties)."""
+    from sale.methods.vertical_slash import LAST_QUERIES
+    b_, hq, n, d = q.shape
+    group = hq // k.shape[1]
+    nqb, nkb = num_blocks(n, config.block_q), num_blocks(n, config.block_k)
+    mask = torch.zeros(b_, hq, nqb, nkb, dtype=torch.bool)
+    gaps = []
+    for b in range(b_):
+        for h in range(hq):
+            kk = k[b, h // group].double()
+            vertical, slash = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+            for r in range(max(0, n - LAST_QUERIES), n):
+                a = torch.softmax((kk[:r + 1] @ q[b, h, r].double()) / math.sqrt(d), 0)
+                vertical[:r + 1] += a
+                for j in range(r + 1):
+                    slash[r - j] += a[j]
+            kv, ks = min(top_k, n), min(top_k, n)
+            sv, iv = torch.sort(vertical, descending=True)
+            ss, is_ = torch.sort(slash, descending=True)
+            gaps += [float(sv[kv - 1] - sv[kv]) if kv < n else math.inf, float(ss[ks - 1] - ss[ks]) if ks < n else math.inf]
+            cols, offs = set(iv[:kv].tolist()), set(is_[:ks].tolist())
+            for qb in range(nqb):
+                for kb in range(nkb):
+                    rows = range(qb * config.block_q, min((qb + 1) * config.block_q, n))
+                    keys = range(kb * config.block_k, min((kb + 1) * config.block_k, n))
+                    mask[b, h, qb, kb] = any(j <= i and (j in cols or i - j in offs) for i in rows for j in keys)
+    return mask | always_computed_blocks(n, config), min(gaps)
+
+
+@pytest.mark.parametrize("n, hq, hkv, top_k", [(300, 2, 1, 8), (257, 4, 2, 32), (130, 2, 2, 500)])
+def test_vertical_slash_matches_its_float64_reference(n, hq, hkv, top_k):
+    from sale.methods import vertical_slash_blocks
+    config = sale.SaleConfig()
+    q, k, _ = make_qkv("structured", num_q_heads=hq, num_kv_heads=hkv, seq_len=n, head_dim=64, dtype=torch.float32,
+                       seed=n)
+    ref, gap = _vertical_slash_reference(q, k, top_k, config)
+    mask = vertical_slash_blocks(q, k, top_k, config)
+    if gap > 1e-5:              # no near-tie at the top-k boundary: the very same mask
+        assert torch.equal(mask, ref)
+    else:
+        assert int((mask != ref).sum()) <= 2
+
+
+def test_vertical_slash_keeps_sink_local_grows_with_top_k_and_refuses_bad_knobs():
+    from sale.methods import vertical_slash_blocks
+    config = sale.SaleConfig()
+    q, k, _ = make_qkv("structured", num_q_heads=4, num_kv_heads=2, seq_len=1200, head_dim=64, dtype=torch.float32)
+    masks = [vertical_slash_blocks(q, k, t, config) for t in (1, 16, 128)]
+    always, causal = always_computed_blocks(1200, config), causal_blocks(1200, config)
+    for m in masks:
+        assert (m | ~always).all() and not (m & ~causal).any()
+    for small, large in zip(masks, masks[1:]):
+        assert not (small & ~large).any()
+    for bad in (0, -3, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="top_k must be an int >= 1"):
+            vertical_slash_blocks(q, k, bad, config)
+
+
+def _xattention_reference(q, k, mass, stride, config):
+    """float64, row by row: (mask, margin = mass - mass taken before the block)."""
+    b_, hq, n, d = q.shape
+    group = hq // k.shape[1]
+    nqb, nkb = num_blocks(n, config.block_q), num_blocks(n, config.block_k)
+    block_mass = torch.zeros(b_, hq, nqb, nkb, dtype=torch.float64)
+    for b in range(b_):
+        for h in range(hq):
+            kk = k[b, h // group].double()
+            for i in range(n):
+                js = [j for j in range(i + 1) if (i + j + 1) % stride == 0]
+                if not js:
+                    continue
+                p = torch.softmax(kk[js] @ q[b, h, i].double() / math.sqrt(d), 0)
+                for j, pj in zip(js, p.tolist()):
+                    block_mass[b, h, i // config.block_q, j // config.block_k] += pj
+    block_mass = block_mass / block_mass.sum(-1, keepdim=True).clamp(min=1e-300)
+    causal = causal_blocks(n, config)
+    mask = torch.zeros(b_, hq, nqb, nkb, dtype=torch.bool)
+    margin = torch.full((b_, hq, nqb, nkb), math.inf, dtype=torch.float64)
+    for b in range(b_):
+        for h in range(hq):
+            for qb in range(nqb):
+                cols = causal[qb].nonzero()[:, 0]
+                p = block_mass[b, h, qb, cols]
+                order = torch.argsort(p, descending=True, stable=True)
+                before = torch.cumsum(p[order], 0) - p[order]
+                for rank, i in enumerate(order.tolist()):
+                    mask[b, h, qb, int(cols[i])] = bool(before[rank] < mass)
+                    margin[b, h, qb, int(cols[i])] = mass - float(before[rank])
+    return mask | always_computed_blocks(n, config), margin
+
+
+@pytest.mark.parametrize("n, hq, hkv, mass, stride", [(260, 2, 1, 0.6, 8), (333, 2, 2, 0.9, 4), (200, 4, 2, 0.3, 16)])
+def test_xattention_matches_its_float64_reference(n, hq, hkv, mass, stride):
+    from sale.methods import xattention_blocks
+    config = sale.SaleConfig()
+    q, k, _ = make_qkv("structured", num_q_heads=hq, num_kv_heads=hkv, seq_len=n, head_dim=64, dtype=torch.float32,
+                       seed=n)
+    mask = xattention_blocks(q, k, mass, config, stride=stride)
+    ref, margin = _xattention_reference(q, k, mass, stride, config)
+    differ = mask != ref
+    ties = differ & (margin.abs() < TIE)
+    assert int(differ.sum()) == int(ties.sum()), f"{int((differ & ~ties).sum())} blocks differ beyond ties"
+    assert int(ties.sum()) <= 2
+
+
+def test_xattention_keeps_sink_local_grows_with_mass_and_refuses_bad_knobs():
+    from sale.methods import xattention_blocks
+    config = sale.SaleConfig()
+    q, k, _ = make_qkv("structured", num_q_heads=2, num_kv_heads=1, seq_len=1100, head_dim=64, dtype=torch.float32)
+    masks = [xattention_blocks(q, k, m, config) for m in (0.2, 0.7, 1.0)]
+    always, causal = always_computed_blocks(1100, config), causal_blocks(1100, config)
+    for m in masks:
+        assert (m | ~always).all() and not (m & ~causal).any()
+    for small, large in zip(masks, masks[1:]):
+        assert not (small & ~large).any()
+    with pytest.raises(ValueError, match=r"mass must be a number in \(0, 1\]"):
+        xattention_blocks(q, k, 0.0, config)
+    with pytest.raises(ValueError, match="stride must be an int >= 1"):
+        xattention_blocks(q, k, 0.5, config, stride=0)
