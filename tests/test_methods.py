@@ -199,3 +199,94 @@ def test_xattention_keeps_sink_local_grows_with_mass_and_refuses_bad_knobs():
         xattention_blocks(q, k, 0.0, config)
     with pytest.raises(ValueError, match="stride must be an int >= 1"):
         xattention_blocks(q, k, 0.5, config, stride=0)
+
+
+def _lines64(q, k, b, h, group):
+    from sale.methods.vertical_slash import LAST_QUERIES
+    n, d = q.shape[2], q.shape[3]
+    kk = k[b, h // group].double()
+    vertical, slash = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for r in range(max(0, n - LAST_QUERIES), n):
+        a = torch.softmax((kk[:r + 1] @ q[b, h, r].double()) / math.sqrt(d), 0)
+        vertical[:r + 1] += a
+        slash[torch.arange(r, -1, -1)] += a          # offset r - j for key j
+    return vertical, slash
+
+
+def _fewest64(scores, gamma):
+    share = scores / scores.sum()
+    order = torch.argsort(share, descending=True, stable=True)
+    before = torch.cumsum(share[order], 0) - share[order]
+    chosen = set(order[before < gamma].tolist())
+    gap = float((before - gamma).abs().min())
+    return chosen, gap
+
+
+def _flexprefill_reference(q, k, gamma, threshold, config):
+    b_, hq, n, d = q.shape
+    group = hq // k.shape[1]
+    nqb, nkb = num_blocks(n, config.block_q), num_blocks(n, config.block_k)
+    pooled, margin = _pooled_reference(q, k, gamma, config)
+    mask = torch.zeros(b_, hq, nqb, nkb, dtype=torch.bool)
+    gaps, distances = [], torch.zeros(b_, hq, dtype=torch.float64)
+    last = (nqb - 1) * config.block_q
+    for b in range(b_):
+        for h in range(hq):
+            kk = k[b, h // group].double()
+            kp = torch.stack([kk[c * config.block_k:(c + 1) * config.block_k].mean(0) for c in range(nkb)])
+            est = torch.softmax(kp @ q[b, h, last:].double().mean(0) / math.sqrt(d), 0)
+            true = torch.zeros(nkb, dtype=torch.float64)
+            for r in range(last, n):
+                a = torch.softmax(kk[:r + 1] @ q[b, h, r].double() / math.sqrt(d), 0)
+                for c in range(nkb):
+                    true[c] += a[c * config.block_k:(c + 1) * config.block_k].sum()
+            true /= true.sum()
+            m = 0.5 * (est + true)
+            kl = lambda x, y: float((x[x > 0] * (x[x > 0].log() - y[x > 0].log())).sum())
+            distances[b, h] = math.sqrt(max(0.0, 0.5 * kl(est, m) + 0.5 * kl(true, m)))
+            if distances[b, h] < threshold:
+                mask[b, h] = pooled[b, h]
+                gaps.append(float(margin[b, h][torch.isfinite(margin[b, h])].abs().min()))
+                continue
+            vertical, slash = _lines64(q, k, b, h, group)
+            cols, g1 = _fewest64(vertical, gamma)
+            offs, g2 = _fewest64(slash, gamma)
+            gaps += [g1, g2]
+            for qb in range(nqb):
+                for kb in range(nkb):
+                    rows = range(qb * config.block_q, min((qb + 1) * config.block_q, n))
+                    keys = range(kb * config.block_k, min((kb + 1) * config.block_k, n))
+                    mask[b, h, qb, kb] = any(j <= i and (j in cols or i - j in offs) for i in rows for j in keys)
+    return mask | always_computed_blocks(n, config), distances, min(gaps)
+
+
+@pytest.mark.parametrize("n, hq, hkv, gamma, threshold", [(260, 2, 1, 0.9, 0.1), (300, 4, 2, 0.6, 1.0),
+                                                         (200, 2, 2, 0.95, 0.5)])
+def test_flexprefill_matches_its_float64_reference(n, hq, hkv, gamma, threshold):
+    from sale.methods import flexprefill_blocks
+    from sale.methods.flexprefill import pattern_distance
+    config = sale.SaleConfig()
+    q, k, _ = make_qkv("structured", num_q_heads=hq, num_kv_heads=hkv, seq_len=n, head_dim=64, dtype=torch.float32,
+                       seed=n)
+    ref, distances, gap = _flexprefill_reference(q, k, gamma, threshold, config)
+    torch.testing.assert_close(pattern_distance(q, k, config).double(), distances, rtol=1e-4, atol=1e-5)
+    mask = flexprefill_blocks(q, k, gamma, config, pattern_threshold=threshold)
+    if gap > 1e-5 and ((distances - threshold).abs() > 1e-4).all():
+        assert torch.equal(mask, ref)
+    else:
+        assert int((mask != ref).sum()) <= 2
+
+
+def test_flexprefill_keeps_sink_local_and_refuses_bad_knobs():
+    from sale.methods import flexprefill_blocks
+    config = sale.SaleConfig()
+    q, k, _ = make_qkv("structured", num_q_heads=4, num_kv_heads=2, seq_len=1000, head_dim=64, dtype=torch.float32)
+    always, causal = always_computed_blocks(1000, config), causal_blocks(1000, config)
+    for thr in (0.0, 10.0):          # every head vertical-slash, every head query-aware
+        m = flexprefill_blocks(q, k, 0.9, config, pattern_threshold=thr)
+        assert (m | ~always).all() and not (m & ~causal).any()
+    assert torch.equal(flexprefill_blocks(q, k, 0.9, config, pattern_threshold=10.0), pooled_blocks(q, k, 0.9, config))
+    with pytest.raises(ValueError, match=r"gamma must be a number in \(0, 1\]"):
+        flexprefill_blocks(q, k, 1.2, config)
+    with pytest.raises(ValueError, match="pattern_threshold must be a number >= 0"):
+        flexprefill_blocks(q, k, 0.9, config, pattern_threshold=-1)

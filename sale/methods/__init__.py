@@ -2,6 +2,7 @@
 block mask [B, Hq, ceil(N / block_q), ceil(N / block_k)] (sink and local blocks always kept, nothing above the
 diagonal), so the same computation pass runs every one of them. ``METHODS`` maps a name to (function, the name
 of its knob); the knob is what calibration and sweeps move."""
+from .flexprefill import flexprefill_blocks
 from .pooled import pooled_blocks
 from .vertical_slash import vertical_slash_blocks
 from .xattention import xattention_blocks
@@ -10,6 +11,7 @@ METHODS = {
     "pooled": (pooled_blocks, "mass"),
     "vertical_slash": (vertical_slash_blocks, "top_k"),
     "xattention": (xattention_blocks, "mass"),
+    "flexprefill": (flexprefill_blocks, "gamma"),
 }
 
-__all__ = ["METHODS", "pooled_blocks", "vertical_slash_blocks", "xattention_blocks"]
+__all__ = ["METHODS", "flexprefill_blocks", "pooled_blocks", "vertical_slash_blocks", "xattention_blocks"]

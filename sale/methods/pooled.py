@@ -15,9 +15,9 @@ from ..blocks import always_computed_blocks, causal_blocks, num_blocks
 from ..config import SaleConfig
 
 
-def _check_mass(mass) -> float:
+def _check_mass(mass, name: str = "mass") -> float:
     if isinstance(mass, bool) or not isinstance(mass, (int, float)) or not math.isfinite(mass) or not 0 < mass <= 1:
-        raise ValueError(f"mass must be a number in (0, 1] (the share of the pooled attention to keep), got {mass!r}")
+        raise ValueError(f"{name} must be a number in (0, 1] (the share of the attention mass to keep), got {mass!r}")
     return float(mass)
 
 
