@@ -94,6 +94,7 @@ MODULE_COMMANDS = [  # (subcommand, module under profiler/, help)
     ("sass-loop", "sass_loop", "a kernel's hot loop on sm_90 (registers, opcode histogram), no GPU needed"),
     ("nsys-breakdown", "nsys_parse", "per-stage kernel time from an nsys SQLite export"),
     ("suite", "suite", "the presets of commands that reproduce the committed traces (--list)"),
+    ("bench-methods", "bench_methods", "SALE against other block-selection methods on the same computation pass"),
 ]
 
 

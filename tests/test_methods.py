@@ -290,3 +290,22 @@ def test_flexprefill_keeps_sink_local_and_refuses_bad_knobs():
         flexprefill_blocks(q, k, 1.2, config)
     with pytest.raises(ValueError, match="pattern_threshold must be a number >= 0"):
         flexprefill_blocks(q, k, 0.9, config, pattern_threshold=-1)
+
+
+def test_bench_methods_runs_every_method_on_the_cpu_and_records_failures(tmp_path, capsys):
+    import json as json_
+    from profiler.bench_methods import main
+    out = tmp_path / "m.jsonl"
+    assert main(["--lengths", "384", "--q-heads", "2", "--kv-heads", "1", "--head-dim", "64", "--reps", "1",
+                 "--device", "cpu", "--knobs", "0.9", "--out", str(out)]) == 0
+    recs = [json_.loads(line) for line in out.read_text().splitlines()]
+    assert {r["method"] for r in recs} == set(METHODS) | {"sale", "sale_rows16"}
+    assert all(r["schema"] == "sale-bench-methods/1" and r["seq_len"] == 384 for r in recs)
+    ok = [r for r in recs if r["error"] is None]
+    assert all(0 < r["density"] <= 1 and r["rel_l1"] >= 0 and 0 < r["recall"] <= 1 and r["speedup"] > 0 for r in ok)
+    bad = [r for r in recs if r["error"]]
+    assert [r["method"] for r in bad] == ["vertical_slash"] and "top_k must be an int" in bad[0]["error"]
+    out2 = tmp_path / "m2.jsonl"
+    assert main(["--lengths", "384", "--q-heads", "2", "--kv-heads", "1", "--head-dim", "64", "--reps", "1",
+                 "--device", "cpu", "--methods", "vertical_slash", "--knobs", "0.5", "--out", str(out2)]) == 1
+    assert main(["--q-heads", "3", "--kv-heads", "2", "--device", "cpu", "--out", str(out2)]) == 2
