@@ -18,7 +18,8 @@ from profiler import trace  # schema and validation only (no torch)
 BENCH_SCHEMAS = {"sale-bench-select/1": ("seq_len", "quantize_ms", "select_ms", "fastest_dense_ms"),
                  "sale-bench-attend/1": ("seq_len", "kind"),
                  "sale-accuracy/1": ("kind", "seq_len", "density", "theta"),
-                 "sale-estimate-tradeoff/1": ("head", "threshold", "density", "rel_l1_vs_dense", "recall_mean")}
+                 "sale-estimate-tradeoff/1": ("head", "threshold", "density", "rel_l1_vs_dense", "recall_mean"),
+                 "sale-bench-methods/1": ("method", "knob", "seq_len", "source")}
 
 
 # Fields the pages read, by kind of check: a page takes logs and ratios of these, so they must be finite numbers
@@ -26,7 +27,8 @@ BENCH_SCHEMAS = {"sale-bench-select/1": ("seq_len", "quantize_ms", "select_ms", 
 NONNEGATIVE = ("density", "rel_l1", "speedup", "estimate_pct_of_dense", "sale_ms", "dense_ms", "quantize_ms",
                "select_ms", "attend_ms", "fastest_dense_ms", "theta", "threshold", "next_token_agreement",
                "kl_dense_sale", "perplexity_dense", "perplexity_sale", "recall_mean", "recall_min",
-               "rel_l1_vs_dense", "overhead_pct", "depth", "sparse_ms", "efficiency", "cudnn_ms", "dense_all_ms")
+               "rel_l1_vs_dense", "overhead_pct", "depth", "sparse_ms", "efficiency", "cudnn_ms", "dense_all_ms",
+               "knob", "rel_l2", "recall")
 STRINGS = ("gpu", "kind", "run_id", "time", "workload", "model", "backend", "mask_source", "method", "dense_backend")
 BOOLS = ("sale_correct", "dense_correct")
 
@@ -80,6 +82,7 @@ class TraceSet:
     bench_attend: list = dataclasses.field(default_factory=list)
     accuracy: list = dataclasses.field(default_factory=list)      # real-model accuracy vs dense
     estimate_tradeoff: list = dataclasses.field(default_factory=list)  # estimate_rows vs the exact estimate
+    bench_methods: list = dataclasses.field(default_factory=list)  # selection methods on the same kernels
     maps: dict = dataclasses.field(default_factory=dict)          # name -> (metadata, {array name: array})
     thresholds: dict = dataclasses.field(default_factory=dict)    # name -> thresholds document
     problems: list = dataclasses.field(default_factory=list)      # "file: why"
@@ -87,7 +90,7 @@ class TraceSet:
     @property
     def empty(self) -> bool:
         return not (self.points or self.bench_select or self.bench_attend or self.accuracy or self.maps
-                    or self.thresholds or self.estimate_tradeoff)
+                    or self.thresholds or self.estimate_tradeoff or self.bench_methods)
 
 
 def _jsonl(name: str, text: str, out: TraceSet) -> None:
@@ -102,12 +105,13 @@ def _jsonl(name: str, text: str, out: TraceSet) -> None:
             continue
         schema = rec.get("schema") if isinstance(rec, dict) else None
         if schema in BENCH_SCHEMAS:
-            why = None if "error" in rec else record_problem(rec)
+            why = None if rec.get("error") else record_problem(rec)
             if why:
                 out.problems.append(f"{where}: {why}")
-            elif "error" not in rec:
+            elif not rec.get("error"):
                 target = {"sale-bench-select/1": out.bench_select, "sale-bench-attend/1": out.bench_attend,
-                          "sale-accuracy/1": out.accuracy, "sale-estimate-tradeoff/1": out.estimate_tradeoff}[schema]
+                          "sale-accuracy/1": out.accuracy, "sale-estimate-tradeoff/1": out.estimate_tradeoff,
+                          "sale-bench-methods/1": out.bench_methods}[schema]
                 target.append(rec | {"_file": name})
             continue
         if isinstance(schema, str) and schema.startswith("sale-trace/") and schema != trace.SCHEMA:

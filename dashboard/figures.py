@@ -457,3 +457,28 @@ def verdict(bench_attend: list, bench_select: list, seq_len: int = 65536, thresh
                 + (f"; the estimate alone is {est:.0f}% of dense." if isinstance(est, (int, float)) else "."))
     return {"sentence": sentence, "gpu": gpu, "seq_len": n, "speedup": rec["speedup"], "rel_l1": err,
             "estimate_pct": est, "file": rec.get("_file"), "time": rec.get("time")}
+
+
+def methods_figure(records: list, source: str, seq_len: int) -> go.Figure:
+    """Speedup over the fastest dense against output error (relative L1), one line per selection method through
+    its knob values, for one input (source, length) of the newest run that measured it: the Pareto view."""
+    recs = [r for r in records if r.get("source") == source and r.get("seq_len") == seq_len
+            and isinstance(r.get("speedup"), (int, float)) and isinstance(r.get("rel_l1"), (int, float))]
+    if recs:
+        newest = max(recs, key=lambda r: r.get("time", ""))["run_id"]
+        recs = [r for r in recs if r["run_id"] == newest]
+    fig = go.Figure()
+    for method in sorted({r["method"] for r in recs}):
+        pts = sorted((r for r in recs if r["method"] == method), key=lambda r: r["rel_l1"])
+        fig.add_trace(go.Scatter(x=[max(r["rel_l1"], 1e-6) for r in pts], y=[r["speedup"] for r in pts],
+                                 mode="lines+markers", name=method,
+                                 line=dict(width=4 if method == "sale" else 2),
+                                 customdata=[[r["knob_name"], r["knob"], r["density"]] for r in pts],
+                                 hovertemplate="%{customdata[0]}=%{customdata[1]}: speedup %{y:.2f}x, rel.L1 %{x:.4f}, "
+                                               "density %{customdata[2]:.3f}"))
+    fig.add_hline(y=1.0, line_dash="dot", annotation_text="dense")
+    fig.update_xaxes(type="log", title="output error: relative L1 vs dense")
+    fig.update_layout(title=f"Selection methods on one computation pass: {source}, N={seq_len}",
+                      yaxis_title="speedup over the fastest dense (selection + attend)",
+                      legend=dict(orientation="h", yanchor="top", y=-0.2))
+    return fig

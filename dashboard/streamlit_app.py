@@ -61,6 +61,7 @@ pages = [
     st.Page("views/breakdown.py", title="Breakdown"),
     st.Page("views/attention_maps.py", title="Attention maps"),
     st.Page("views/thresholds.py", title="Threshold tuning"),
+    st.Page("views/methods.py", title="Selection methods"),
     st.Page("views/runs.py", title="Runs"),
 ]
 st.navigation(pages).run()

@@ -22,7 +22,8 @@ from profiler.analysis import EXACT, option_label, option_of  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACES = os.path.join(ROOT, "traces")
 APP = os.path.join(ROOT, "dashboard", "streamlit_app.py")
-PAGES = ["views/overview.py", "views/breakdown.py", "views/attention_maps.py", "views/thresholds.py", "views/runs.py"]
+PAGES = ["views/overview.py", "views/breakdown.py", "views/attention_maps.py", "views/thresholds.py",
+         "views/methods.py", "views/runs.py"]
 
 
 @pytest.fixture(scope="module")
@@ -376,3 +377,28 @@ def test_runs_folder_is_read_beside_the_traces_and_labelled(tmp_path, committed,
     at = _app(TRACES, monkeypatch)
     assert not at.exception
     assert any("1 records from runs/" in c.value for c in at.sidebar.caption)
+
+
+def _methods_records():
+    recs = []
+    for method, knob_name, knobs in (("sale", "tau", [0.01, 0.03]), ("pooled", "mass", [0.9, 0.99])):
+        for i, knob in enumerate(knobs):
+            recs.append({"schema": "sale-bench-methods/1", "run_id": "r1", "time": "2026-12-02T00:00:00", "gpu": "x",
+                         "source": "structured", "seq_len": 4096, "method": method, "knob": knob,
+                         "knob_name": knob_name, "select_ms": 1.0, "attend_ms": 2.0 - i, "density": 0.5 - 0.1 * i,
+                         "speedup": 1.2 + i, "rel_l1": 0.05 * (i + 1), "rel_l2": 0.04, "recall": 0.97, "error": None})
+    return recs
+
+
+def test_methods_page_draws_each_method_through_its_knob(tmp_path, monkeypatch):
+    (tmp_path / "bench_methods.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _methods_records()))
+    ts = load_folder(str(tmp_path))
+    assert len(ts.bench_methods) == 4 and not ts.problems
+    fig = figures.methods_figure(ts.bench_methods, "structured", 4096)
+    assert sorted(tr.name for tr in fig.data) == ["pooled", "sale"]
+    sale_line = next(tr for tr in fig.data if tr.name == "sale")
+    assert list(sale_line.y) == [1.2, 2.2] and list(sale_line.x) == [0.05, 0.1]
+    at = _app(str(tmp_path), monkeypatch)
+    at.switch_page("views/methods.py")
+    at.run()
+    assert not at.exception and at.title[0].value.startswith("Selection methods")
