@@ -1,4 +1,4 @@
-"""python -m profiler {sweep, suite, bench-select, bench-attend, capture-torch, capture-maps, estimate-tradeoff, matched-error, sass-loop, nsys-breakdown}"""
+"""python -m profiler {sweep, suite, bench-select, bench-attend, capture-torch, capture-maps, estimate-tradeoff, matched-error, sass-loop, nsys-breakdown, bench-methods, bench-peers}"""
 from __future__ import annotations
 
 import argparse
@@ -95,6 +95,7 @@ MODULE_COMMANDS = [  # (subcommand, module under profiler/, help)
     ("nsys-breakdown", "nsys_parse", "per-stage kernel time from an nsys SQLite export"),
     ("suite", "suite", "the presets of commands that reproduce the committed traces (--list)"),
     ("bench-methods", "bench_methods", "SALE against other block-selection methods on the same computation pass"),
+    ("bench-peers", "bench_peers", "the computation pass against FlexAttention, FlashAttention-4 and cuDNN block-sparse"),
 ]
 
 
