@@ -139,21 +139,26 @@ def test_vertical_slash_keeps_sink_local_grows_with_top_k_and_refuses_bad_knobs(
 
 
 def _xattention_reference(q, k, mass, stride, config):
-    """float64, row by row: (mask, margin = mass - mass taken before the block)."""
+    """float64, cell by cell: (mask, margin = mass - mass taken before the block)."""
     b_, hq, n, d = q.shape
     group = hq // k.shape[1]
     nqb, nkb = num_blocks(n, config.block_q), num_blocks(n, config.block_k)
+    cells = num_blocks(n, stride)
     block_mass = torch.zeros(b_, hq, nqb, nkb, dtype=torch.float64)
     for b in range(b_):
         for h in range(hq):
-            kk = k[b, h // group].double()
-            for i in range(n):
-                js = [j for j in range(i + 1) if (i + j + 1) % stride == 0]
-                if not js:
-                    continue
-                p = torch.softmax(kk[js] @ q[b, h, i].double() / math.sqrt(d), 0)
-                for j, pj in zip(js, p.tolist()):
-                    block_mass[b, h, i // config.block_q, j // config.block_k] += pj
+            qq, kk = q[b, h].double(), k[b, h // group].double()
+            for a in range(cells):
+                # the antidiagonal of cell (a, c): query row a*S + S-1-w against key c*S + w, rows past N absent
+                score = torch.zeros(a + 1, dtype=torch.float64)
+                for c in range(a + 1):
+                    for w in range(stride):
+                        i, j = a * stride + stride - 1 - w, c * stride + w
+                        if i < n and j < n:
+                            score[c] += qq[i] @ kk[j]
+                p = torch.softmax(score / math.sqrt(d) / stride, 0)
+                for c in range(a + 1):
+                    block_mass[b, h, a * stride // config.block_q, c * stride // config.block_k] += p[c]
     block_mass = block_mass / block_mass.sum(-1, keepdim=True).clamp(min=1e-300)
     causal = causal_blocks(n, config)
     mask = torch.zeros(b_, hq, nqb, nkb, dtype=torch.bool)
@@ -199,6 +204,8 @@ def test_xattention_keeps_sink_local_grows_with_mass_and_refuses_bad_knobs():
         xattention_blocks(q, k, 0.0, config)
     with pytest.raises(ValueError, match="stride must be an int >= 1"):
         xattention_blocks(q, k, 0.5, config, stride=0)
+    with pytest.raises(ValueError, match=r"stride \(12\) must divide block_q"):
+        xattention_blocks(q, k, 0.5, config, stride=12)
 
 
 def _lines64(q, k, b, h, group):
