@@ -1,5 +1,5 @@
 """Loading a trace folder (or uploaded files) for the dashboard: sweep traces (.jsonl, schema
-sale-trace/1), kernel benchmarks (sale-bench-select/1, sale-bench-attend/1), estimate trade-offs
+sale-trace/1), kernel benchmarks (sale-bench-select/1, sale-bench-attend/1, sale-bench-methods/1, sale-bench-peers/1), estimate trade-offs
 (sale-estimate-tradeoff/1), real-model accuracy (sale-accuracy/1), attention maps
 (.safetensors, sale-maps/1) and thresholds files (.json, sale-thresholds/1). A file or line that cannot
 be read is reported with its reason; everything else still loads."""
@@ -19,7 +19,8 @@ BENCH_SCHEMAS = {"sale-bench-select/1": ("seq_len", "quantize_ms", "select_ms", 
                  "sale-bench-attend/1": ("seq_len", "kind"),
                  "sale-accuracy/1": ("kind", "seq_len", "density", "theta"),
                  "sale-estimate-tradeoff/1": ("head", "threshold", "density", "rel_l1_vs_dense", "recall_mean"),
-                 "sale-bench-methods/1": ("method", "knob", "seq_len", "source")}
+                 "sale-bench-methods/1": ("method", "knob", "seq_len", "source"),
+                 "sale-bench-peers/1": ("seq_len", "density", "mask_grain", "project_ms", "peers_ms", "cudnn_ms")}
 
 
 # Fields the pages read, by kind of check: a page takes logs and ratios of these, so they must be finite numbers
@@ -28,8 +29,9 @@ NONNEGATIVE = ("density", "rel_l1", "speedup", "estimate_pct_of_dense", "sale_ms
                "select_ms", "attend_ms", "fastest_dense_ms", "theta", "threshold", "next_token_agreement",
                "kl_dense_sale", "perplexity_dense", "perplexity_sale", "recall_mean", "recall_min",
                "rel_l1_vs_dense", "overhead_pct", "depth", "sparse_ms", "efficiency", "cudnn_ms", "dense_all_ms",
-               "knob", "rel_l2", "recall")
-STRINGS = ("gpu", "kind", "run_id", "time", "workload", "model", "backend", "mask_source", "method", "dense_backend")
+               "knob", "rel_l2", "recall", "project_ms", "peers_ms", "project_efficiency", "peers_efficiency",
+               "max_abs_diff", "max_abs_err", "peers_plan_ms", "project_plan_ms")
+STRINGS = ("gpu", "kind", "run_id", "time", "workload", "model", "backend", "mask_source", "method", "dense_backend", "mask_grain")
 BOOLS = ("sale_correct", "dense_correct")
 
 
@@ -83,6 +85,7 @@ class TraceSet:
     accuracy: list = dataclasses.field(default_factory=list)      # real-model accuracy vs dense
     estimate_tradeoff: list = dataclasses.field(default_factory=list)  # estimate_rows vs the exact estimate
     bench_methods: list = dataclasses.field(default_factory=list)  # selection methods on the same kernels
+    bench_peers: list = dataclasses.field(default_factory=list)    # the computation pass against peer kernels
     maps: dict = dataclasses.field(default_factory=dict)          # name -> (metadata, {array name: array})
     thresholds: dict = dataclasses.field(default_factory=dict)    # name -> thresholds document
     problems: list = dataclasses.field(default_factory=list)      # "file: why"
@@ -90,7 +93,8 @@ class TraceSet:
     @property
     def empty(self) -> bool:
         return not (self.points or self.bench_select or self.bench_attend or self.accuracy or self.maps
-                    or self.thresholds or self.estimate_tradeoff or self.bench_methods)
+                    or self.thresholds or self.estimate_tradeoff or self.bench_methods
+                    or self.bench_peers)
 
 
 def _jsonl(name: str, text: str, out: TraceSet) -> None:
@@ -111,7 +115,7 @@ def _jsonl(name: str, text: str, out: TraceSet) -> None:
             elif not rec.get("error"):
                 target = {"sale-bench-select/1": out.bench_select, "sale-bench-attend/1": out.bench_attend,
                           "sale-accuracy/1": out.accuracy, "sale-estimate-tradeoff/1": out.estimate_tradeoff,
-                          "sale-bench-methods/1": out.bench_methods}[schema]
+                          "sale-bench-methods/1": out.bench_methods, "sale-bench-peers/1": out.bench_peers}[schema]
                 target.append(rec | {"_file": name})
             continue
         if isinstance(schema, str) and schema.startswith("sale-trace/") and schema != trace.SCHEMA:

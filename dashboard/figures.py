@@ -461,12 +461,15 @@ def verdict(bench_attend: list, bench_select: list, seq_len: int = 65536, thresh
 
 def methods_figure(records: list, source: str, seq_len: int) -> go.Figure:
     """Speedup over the fastest dense against output error (relative L1), one line per selection method through
-    its knob values, for one input (source, length) of the newest run that measured it: the Pareto view."""
+    its knob values, for one input (source, length), each method from the newest run that measured it: the Pareto
+    view."""
     recs = [r for r in records if r.get("source") == source and r.get("seq_len") == seq_len
             and isinstance(r.get("speedup"), (int, float)) and isinstance(r.get("rel_l1"), (int, float))]
-    if recs:
-        newest = max(recs, key=lambda r: r.get("time", ""))["run_id"]
-        recs = [r for r in recs if r["run_id"] == newest]
+    newest = {}   # per method, the newest run that measured it here (methods may come from separate runs)
+    for r in recs:
+        if r.get("time", "") > newest.get(r["method"], ("", None))[0]:
+            newest[r["method"]] = (r.get("time", ""), r["run_id"])
+    recs = [r for r in recs if r["run_id"] == newest[r["method"]][1]]
     fig = go.Figure()
     for method in sorted({r["method"] for r in recs}):
         pts = sorted((r for r in recs if r["method"] == method), key=lambda r: r["rel_l1"])
@@ -480,5 +483,48 @@ def methods_figure(records: list, source: str, seq_len: int) -> go.Figure:
     fig.update_xaxes(type="log", title="output error: relative L1 vs dense")
     fig.update_layout(title=f"Selection methods on one computation pass: {source}, N={seq_len}",
                       yaxis_title="speedup over the fastest dense (selection + attend)",
+                      legend=dict(orientation="h", yanchor="top", y=-0.2))
+    return fig
+
+
+PEER_NAMES = {"project": "ours (SALE's computation pass)", "flex": "FlexAttention (Triton)",
+              "flex_flash": "FlexAttention (FlashAttention-4)", "cudnn_bsa": "cuDNN block-sparse"}
+
+
+def peers_rows(records: list, seq_len: int, grain: str) -> list:
+    """The newest run's records at one length and mask grain, by density."""
+    recs = [r for r in records if r.get("seq_len") == seq_len and r.get("mask_grain") == grain]
+    if recs:
+        newest = max(recs, key=lambda r: r.get("time", ""))["run_id"]
+        recs = [r for r in recs if r["run_id"] == newest]
+    return sorted(recs, key=lambda r: r["density"])
+
+
+def peers_figure(records: list, seq_len: int, grain: str, metric: str = "ms") -> go.Figure:
+    """Each implementation's time (metric "ms") or efficiency against cuDNN dense (metric "efficiency": density x
+    cuDNN dense ms / ms) against the mask's density, ours highlighted, at one length and mask grain."""
+    rows = peers_rows(records, seq_len, grain)
+    fig = go.Figure()
+    names = ["project"] + sorted({p for r in rows for p in r.get("peers_ms", {})})
+    for name in names:
+        pts = []
+        for r in rows:
+            ms = r["project_ms"] if name == "project" else r.get("peers_ms", {}).get(name)
+            if ms:
+                pts.append((r["density"], ms if metric == "ms" else r["density"] * r["cudnn_ms"] / ms
+                            if r.get("cudnn_ms") else None))
+        pts = [p for p in pts if p[1] is not None]
+        if pts:
+            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                     name=PEER_NAMES.get(name, name), line=dict(width=5 if name == "project" else 2)))
+    cudnn = [r["cudnn_ms"] for r in rows if r.get("cudnn_ms")]
+    if cudnn and metric == "ms":
+        fig.add_hline(y=cudnn[0], line_dash="dot", annotation_text="cuDNN dense")
+    if metric == "efficiency":
+        fig.add_hline(y=1.0, line_dash="dot", annotation_text="cuDNN dense's pace")
+    fig.update_xaxes(type="log", title="density (share of causal blocks kept)")
+    fig.update_yaxes(type="log" if metric == "ms" else "linear",
+                     title="ms (median, graph replay)" if metric == "ms" else "efficiency: density x cuDNN dense ms / ms")
+    fig.update_layout(title=f"Block-sparse kernels on the same {grain} masks, N={seq_len}",
                       legend=dict(orientation="h", yanchor="top", y=-0.2))
     return fig

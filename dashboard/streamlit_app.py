@@ -62,6 +62,7 @@ pages = [
     st.Page("views/attention_maps.py", title="Attention maps"),
     st.Page("views/thresholds.py", title="Threshold tuning"),
     st.Page("views/methods.py", title="Selection methods"),
+    st.Page("views/peers.py", title="Block-sparse kernels"),
     st.Page("views/runs.py", title="Runs"),
 ]
 st.navigation(pages).run()

@@ -123,7 +123,13 @@ _FLEX_COMPILED = {}
 def _flex_peer(backend: str):
     def prepare(q, k, v, mask, n, grain):
         from torch.nn.attention.flex_attention import flex_attention
-        fn = _FLEX_COMPILED.setdefault("fn", torch.compile(flex_attention, dynamic=False))
+        if "fn" not in _FLEX_COMPILED:
+            # one compiled graph per length, grain and backend: more than dynamo's default 8 recompilations, past
+            # which flex_attention would fall back to its unfused form (the full score matrix: out of memory)
+            import torch._dynamo
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            _FLEX_COMPILED["fn"] = torch.compile(flex_attention, dynamic=False)
+        fn = _FLEX_COMPILED["fn"]
         t0 = time.perf_counter()
         block_mask = flex_block_mask(mask, n, grain)
         torch.cuda.synchronize()

@@ -82,6 +82,20 @@ PRESETS = {
                                  "--block-q", "128", "--estimate-rows", "all", "32",
                                  "--out", "{out}/{gpu}_sweep_block_q128.jsonl"]},
     },
+    "peers": {
+        "what": "the computation pass against FlexAttention (Triton and FlashAttention-4 backends) and cuDNN's "
+                "block-sparse attention on the same masks (128x128 random and SALE's own 64x32), 32K-128K",
+        "traces": ["h200_bench_peers.jsonl"],
+        "commands": {"bench_peers": [PY, "-m", "profiler", "bench-peers", "--lengths", "32768", "65536", "131072",
+                                     "--budget-s", "0.3", "--out", "{out}/{gpu}_bench_peers.jsonl"]},
+    },
+    "methods": {
+        "what": "SALE (exact and estimate_rows=16) against pooled, vertical-slash, XAttention and FlexPrefill block "
+                "selection on the same computation pass, each through its knob, 16K-64K",
+        "traces": ["h200_bench_methods.jsonl"],
+        "commands": {"bench_methods": [PY, "-m", "profiler", "bench-methods", "--lengths", "16384", "32768", "65536",
+                                       "--out", "{out}/{gpu}_bench_methods.jsonl"]},
+    },
     "sweep": {
         "what": "SALE against every dense baseline, 4K-128K x tau 0.001-0.03 (what the dashboard draws), and the "
                 "exact estimate beside estimate_rows 32, 16, 8",

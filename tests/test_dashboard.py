@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACES = os.path.join(ROOT, "traces")
 APP = os.path.join(ROOT, "dashboard", "streamlit_app.py")
 PAGES = ["views/overview.py", "views/breakdown.py", "views/attention_maps.py", "views/thresholds.py",
-         "views/methods.py", "views/runs.py"]
+         "views/methods.py", "views/peers.py", "views/runs.py"]
 
 
 @pytest.fixture(scope="module")
@@ -402,3 +402,33 @@ def test_methods_page_draws_each_method_through_its_knob(tmp_path, monkeypatch):
     at.switch_page("views/methods.py")
     at.run()
     assert not at.exception and at.title[0].value.startswith("Selection methods")
+
+
+def _peers_records():
+    recs = []
+    for i, density in enumerate((1.0, 0.25)):
+        recs.append({"schema": "sale-bench-peers/1", "run_id": "p1", "time": f"2026-12-03T00:00:0{i}", "gpu": "x",
+                     "seq_len": 8192, "mask_grain": "128x128", "target_density": density, "density": density,
+                     "project_ms": 2.0 * density, "cudnn_ms": 2.5, "peers_ms": {"flex": 3.0 * density},
+                     "peers_errors": {"cudnn_bsa": "ModuleNotFoundError: No module named 'cudnn'"},
+                     "max_abs_diff": {"flex": 0.004}, "max_abs_err": {"project": 0.003, "flex": 0.004},
+                     "best_peer": "flex", "best_peer_ms": 3.0 * density})
+    return recs
+
+
+def test_peers_page_draws_ours_and_each_peer_against_density(tmp_path, monkeypatch):
+    recs = _peers_records()
+    bad = dict(recs[0], peers_ms={"flex": -1.0})
+    (tmp_path / "bench_peers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*recs, bad]))
+    ts = load_folder(str(tmp_path))
+    assert len(ts.bench_peers) == 2 and len(ts.problems) == 1 and "peers_ms" in ts.problems[0]
+    fig = figures.peers_figure(ts.bench_peers, 8192, "128x128", "ms")
+    ours = next(tr for tr in fig.data if tr.name.startswith("ours"))
+    assert list(ours.x) == [0.25, 1.0] and list(ours.y) == [0.5, 2.0] and ours.line.width == 5
+    eff = figures.peers_figure(ts.bench_peers, 8192, "128x128", "efficiency")
+    flex = next(tr for tr in eff.data if tr.name.startswith("FlexAttention"))
+    assert list(flex.y) == pytest.approx([0.25 * 2.5 / 0.75, 2.5 / 3.0])
+    at = _app(str(tmp_path), monkeypatch)
+    at.switch_page("views/peers.py")
+    at.run()
+    assert not at.exception and at.title[0].value.startswith("Block-sparse kernels")
