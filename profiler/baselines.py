@@ -50,7 +50,7 @@ def _dense_fns(q, k, v):
             return run
         for name in SDPA_ON_GPU:
             fns[f"sdpa_{name}"] = sdpa(name)
-        if q.dtype in (torch.float16, torch.bfloat16) and q.shape[3] in (64, 128):
+        if q.dtype in (torch.float16, torch.bfloat16) and q.shape[3] in (64, 128, 256):
             from sale.triton.attend_kernel import attend_triton, dense_kept
             cfg = sale.SaleConfig(backend="triton", check_finite=False)
             kept = dense_kept(q.shape[0], q.shape[1], q.shape[2], cfg, q.device)

@@ -13,7 +13,7 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 REFERENCE_ONLY_DTYPES = (torch.float64,)
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
 TRITON_DTYPES = (torch.float16, torch.bfloat16)
-TRITON_HEAD_DIMS = (64, 128)
+TRITON_HEAD_DIMS = (64, 128, 256)
 
 
 def check_config(config) -> SaleConfig:

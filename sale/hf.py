@@ -160,8 +160,10 @@ def _on_device(device: torch.device):
 
 
 def _default_config(query: torch.Tensor) -> SaleConfig:
-    """The triton backend where its kernels run (CUDA, 16-bit, head dim 64 or 128), the reference elsewhere."""
-    triton_ok = query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] in (64, 128)
+    """The triton backend where its kernels run (CUDA, 16-bit, head dim 64, 128 or 256), the reference elsewhere."""
+    from ._validation import TRITON_HEAD_DIMS
+    triton_ok = (query.is_cuda and query.dtype in (torch.float16, torch.bfloat16)
+                 and query.shape[-1] in TRITON_HEAD_DIMS)
     return SaleConfig(backend="triton" if triton_ok else "reference")
 
 

@@ -34,7 +34,7 @@ def sale_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, thresholds
 
     Args:
         q: [B, Hq, N, D] float16/bfloat16/float32 (float64 with the reference backend;
-            float16/bfloat16 and D in {64, 128} with the triton backend).
+            float16/bfloat16 and D in {64, 128, 256} with the triton backend).
         k, v: [B, Hkv, N, D], same dtype and device; Hq a multiple of Hkv.
         thresholds: tau per query head: a float, or a sequence / 1-d tensor of Hq floats >= 0.
             0 makes a head dense.

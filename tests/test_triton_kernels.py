@@ -73,6 +73,8 @@ CASES = [  # (N, Hq, Hkv, D, batch, granularity)
     (333, 4, 2, 64, 1, "per_token"),
     (301, 4, 4, 128, 1, "per_group"),
     (517, 6, 2, 64, 1, "per_group"),
+    (77, 4, 1, 256, 1, "per_token"),     # Gemma 3's head dim
+    (200, 2, 1, 256, 1, "per_group"),
 ]
 
 
@@ -124,7 +126,7 @@ def check_attend_on_random_masks(n, hq, hkv, d, tile, seed, batch=1, attend=None
 
 
 @pytest.mark.parametrize("tile", ["default", "gathered"])
-@pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128)])
+@pytest.mark.parametrize("n, hq, hkv, d", [(1, 2, 1, 64), (97, 4, 2, 64), (300, 2, 2, 128), (161, 4, 1, 256)])
 def test_attend_matches_reference_on_random_masks(n, hq, hkv, d, tile):
     check_attend_on_random_masks(n, hq, hkv, d, tile, seed=n + 2)
 
@@ -469,7 +471,8 @@ def test_sale_attention_takes_the_computation_pass_tile_from_the_config():
 # ---- on the GPU: 8K-32K, poisoned outputs -------------------------------------------------------
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16383, 4, 1, 64), (32768, 4, 1, 128)])
+@pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16383, 4, 1, 64), (32768, 4, 1, 128),
+                                           (16383, 4, 1, 256)])
 def test_select_on_gpu_matches_reference(n, hq, hkv, d):
     q, k, _ = inputs(n, hq, hkv, d, seed=11)
     check_quantize(q, k, sale.SaleConfig())
@@ -565,7 +568,8 @@ def test_attend_gluon_names_a_tensor_tma_cannot_copy():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16381, 4, 1, 64), (32768, 4, 2, 128)])
+@pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16381, 4, 1, 64), (32768, 4, 2, 128),
+                                           (8191, 4, 1, 256), (32768, 8, 2, 256)])
 def test_attend_on_gpu(n, hq, hkv, d):
     q, k, v = inputs(n, hq, hkv, d, seed=13)
     rows = slice(n - 2048, n)
@@ -582,7 +586,8 @@ def test_attend_on_gpu(n, hq, hkv, d):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16381, 4, 1, 64), (32768, 4, 2, 128)])
+@pytest.mark.parametrize("n, hq, hkv, d", [(8192, 8, 2, 128), (16381, 4, 1, 64), (32768, 4, 2, 128),
+                                           (16381, 4, 1, 256)])
 def test_attend_int8_qk_on_gpu(n, hq, hkv, d):
     """int8 q . k at 8K-32K on a SALE mask: bit-exact quantization, the output against the float64 reference
     of the same math on the last 2048 rows, the split and gathered forms against each other."""
