@@ -200,7 +200,7 @@ def main(argv=None):
     p.add_argument("--kernel", choices=["select", "select-gluon", "attend"], default="select")
     p.add_argument("--tile", default="default")
     p.add_argument("--estimate-rows", type=int, default=None)
-    p.add_argument("--head-dim", type=int, default=128, choices=[64, 128])
+    p.add_argument("--head-dim", type=int, default=128, choices=[64, 128, 256])
     p.add_argument("--match", default=None, help="regex of the instruction whose loop to count (default: the "
                    "select kernel's 8-bit IGMMA or QGMMA, the attend kernel's first GMMA)")
     p.add_argument("--out", default=None, help="folder for the TTGIR, PTX and SASS")
