@@ -51,6 +51,21 @@ PRESETS = {
                                       "default", "--thresholds", "0.003", "0.01", "0.03", "0.1",
                                       "--out", "{out}/{gpu}_bench_attend.jsonl"]},
     },
+    "attend-d256": {
+        "what": "head dim 256 (Gemma-family): the computation pass against cuDNN on random and SALE's masks, and SALE "
+                "end to end, 32K-64K at 32 q / 8 kv heads and 32K at Gemma 3's 4 q / 1 kv head",
+        "traces": ["h200_bench_attend_d256*.jsonl", "h200_gpu_tests_d256.txt"],
+        "commands": {
+            "bench_attend_d256": [PY, "-m", "profiler", "bench-attend", "--lengths", "32768", "65536", "--head-dim",
+                                  "256", "--densities", "1", "0.25", "0.1", "--mask-source", "random", "structured",
+                                  "--tiles", "default", "gathered", "--thresholds", "0.01", "0.03",
+                                  "--out", "{out}/{gpu}_bench_attend_d256.jsonl"],
+            "bench_attend_d256_gemma": [PY, "-m", "profiler", "bench-attend", "--lengths", "32768", "--head-dim", "256",
+                                        "--q-heads", "4", "--kv-heads", "1", "--densities", "1", "0.25", "0.1",
+                                        "--mask-source", "random", "--tiles", "default", "gathered", "--thresholds",
+                                        "0.01", "0.03", "--out", "{out}/{gpu}_bench_attend_d256_gemma.jsonl"],
+            "gpu_tests_d256": [PY, "-m", "pytest", "-q", "tests/test_triton_kernels.py", "-m", "cuda", "-k", "256"]},
+    },
     "attend-int8": {
         "what": "the authors' INT8-QK computation pass beside the exact one, and SALE end to end with both",
         "traces": ["h100_bench_attend_end_to_end.jsonl"],

@@ -475,9 +475,6 @@ ATTEND_CONFIGS = {
     "default": _SPLIT,
     "split_single": {**_SPLIT, "lone_pairs": False},     # the default before lone pairs
     "split_s2": {**_SPLIT, "stages": 2, "lone_pairs": False},
-    # head dim 256: 4 warps hold a [64, 256] accumulator in 255 registers and spill; 8 warps take 193-220
-    "split_w8": {**_SPLIT, "warps": 8},
-    "split_w8_s2": {**_SPLIT, "warps": 8, "stages": 2},
     "split_s2_lp": {**_SPLIT, "stages": 2},                # the default with int8 q . k
     "split_s2_lp_magic": {**_SPLIT, "stages": 2, "int8_convert": "magic"},
     "gathered": _TB1,                         # the default before the split form
