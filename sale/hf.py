@@ -239,8 +239,8 @@ class _ModelConfig:
 
 
 class CausalLM:
-    """A transformers causal LM behind the interface the toolkit's calibration, evaluation and capture use (the
-    same as ``sale.smollm.SmolLM2``'s): ``encode``, ``decode``, ``chat``, ``config`` (num_layers, num_q_heads,
+    """A transformers causal LM behind the interface the toolkit's calibration, evaluation and capture use:
+    ``encode``, ``decode``, ``chat``, ``config`` (num_layers, num_q_heads,
     num_kv_heads, head_dim, context), and ``model(ids, attention=None, capture=None)`` -> logits [N, vocab]
     (float32) where ``attention(layer, q, k, v)`` (q [1, Hq, N, D], k, v [1, Hkv, N, D], after rotary) replaces
     each global-attention layer's attention and ``capture`` receives each such layer's (q, k, v). Sliding-window

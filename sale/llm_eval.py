@@ -1,4 +1,5 @@
-"""SALE on a real model (SmolLM2-135M): per-layer, per-head calibration and accuracy against dense.
+"""SALE on a real model (SmolLM2-135M by default; any causal LM behind ``sale.hf.CausalLM``): per-layer, per-head
+calibration and accuracy against dense.
 
 Calibration captures Q, K, V (after rotary) of every layer from dense forwards over the calibration
 prompts (key-value retrieval and needle in a haystack), calibrates each head on each prompt
@@ -22,17 +23,30 @@ from ._io import append_line
 from .calibrate import HeadCalibration, calibrate
 from .config import SaleConfig
 from .prompts import held_out_text, kv_retrieval, needle
-from .smollm import SmolLM2, sale_attention_fn
+
 
 ACCURACY_SCHEMA = "sale-accuracy/1"
 
 
-def calibration_prompts(model: SmolLM2, seq_len: int) -> list[tuple[str, list[int]]]:
+def sale_attention_fn(thresholds_per_layer, config=None, stats: dict | None = None):
+    """An attention function ``(layer, q, k, v) -> out`` running SALE with per-layer, per-head thresholds (a list of
+    lists, e.g. a thresholds file's "thresholds"); with `stats`, records each layer's density per head there."""
+    import sale
+
+    def attention(layer, q, k, v):
+        out, st = sale.sale_attention(q, k, v, thresholds_per_layer[layer], config, return_stats=True)
+        if stats is not None:
+            stats[layer] = st.density[0].tolist()
+        return out
+    return attention
+
+
+def calibration_prompts(model, seq_len: int) -> list[tuple[str, list[int]]]:
     return [("kv_retrieval", kv_retrieval(model, seq_len, seed=0)[0]),
             ("needle_depth0.5", needle(model, seq_len, 0.5, seed=1)[0])]
 
 
-def calibrate_model(model: SmolLM2, theta: float, method: str, seq_len: int, layers=None,
+def calibrate_model(model, theta: float, method: str, seq_len: int, layers=None,
                     config: SaleConfig | None = None, progress=None, on_layer=None):
     """Thresholds [num_layers][num_q_heads] (layers not listed stay dense, tau = 0) and the chosen
     HeadCalibration of each calibrated head; the prompts' names. `on_layer(per_layer, done_layers,
@@ -78,12 +92,12 @@ def _teacher_forced(logits: torch.Tensor, start: int, answer: list[int]) -> tupl
     return correct, float(torch.log_softmax(rows, -1).gather(-1, target[:, None]).mean())
 
 
-def evaluate_model(model: SmolLM2, thresholds, lengths, depths, config: SaleConfig | None = None,
+def evaluate_model(model, thresholds, lengths, depths, config: SaleConfig | None = None,
                    held_out_len: int = 2048, seed: int = 0, progress=None) -> list[dict]:
     """Accuracy records (schema sale-accuracy/1) of SALE at `thresholds` against dense attention."""
     config = config or SaleConfig()
     records = []
-    base = {"schema": ACCURACY_SCHEMA, "model": getattr(model, "name", "SmolLM2-135M-Instruct (Q4_1 GGUF)"),
+    base = {"schema": ACCURACY_SCHEMA, "model": getattr(model, "name", "causal LM"),
             "backend": config.backend,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     prefix = model.encode("The special magic number is ")
@@ -134,7 +148,7 @@ def write_records(path: str, records: list[dict], extra: dict | None = None) -> 
         append_line(path, json.dumps(r | (extra or {})))
 
 
-def capture_qkv(model: SmolLM2, prompt: str, seq_len: int, layers, path: str) -> dict:
+def capture_qkv(model, prompt: str, seq_len: int, layers, path: str) -> dict:
     """Q, K, V after rotary of `layers` for one prompt ("kv_retrieval", "needle" at depth 0.5, or
     "held_out" text) saved as safetensors: tensors "layer{L}.q" [1, Hq, N, D], "layer{L}.k" and
     "layer{L}.v" [1, Hkv, N, D] (float32), metadata "sale" = JSON (model, prompt, seq_len, layers,
@@ -155,10 +169,10 @@ def capture_qkv(model: SmolLM2, prompt: str, seq_len: int, layers, path: str) ->
     cap = {}
     model(ids, capture=cap, layers=layers[-1] + 1)
     tensors = {f"layer{l}.{name}": t.float().contiguous().cpu() for l in layers for name, t in zip("qkv", cap[l])}
-    meta = {"schema": "sale-qkv/1", "model": getattr(model, "name", "SmolLM2-135M-Instruct (Q4_1 GGUF)"), "prompt": prompt,
+    meta = {"schema": "sale-qkv/1", "model": getattr(model, "name", "causal LM"), "prompt": prompt,
             "seq_len": len(ids), "layers": layers, "num_q_heads": model.config.num_q_heads,
             "num_kv_heads": model.config.num_kv_heads, "head_dim": model.config.head_dim,
-            "rope": f"adjacent pairs, base {model.config.rope_base:g}", "after_rotary": True}
+            "rope": f"base {model.config.rope_base:g}", "after_rotary": True}
     from ._io import atomic_write_bytes
     atomic_write_bytes(path, save(tensors, metadata={"sale": json.dumps(meta)}))
     return meta

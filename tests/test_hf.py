@@ -122,9 +122,11 @@ def adapter():
     return sale.hf.CausalLM(os.path.dirname(path), os.path.basename(path), torch.float32, "cpu")
 
 
-def test_any_model_behind_the_toolkit_interface_matches_the_smollm2_forward(adapter):
-    from sale.smollm import SmolLM2
-    own = SmolLM2()
+def test_any_model_behind_the_toolkit_interface_matches_the_smollm2_default(adapter):
+    """The same GGUF through transformers' own tokenizer conversion and through the toolkit's SmolLM2 default:
+    the same logits on the same ids, q/k/v captured at every layer."""
+    from sale.smollm import load_smollm2
+    own = load_smollm2()
     ids = own.encode("def main():\n    print('hello world')\n" * 8)[:96]
     assert adapter.encode("def main():")[:3] == own.encode("def main():")[:3]
     ref = own(ids)

