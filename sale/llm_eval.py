@@ -48,19 +48,25 @@ def calibration_prompts(model, seq_len: int) -> list[tuple[str, list[int]]]:
 
 def calibrate_model(model, theta: float, method: str, seq_len: int, layers=None,
                     config: SaleConfig | None = None, progress=None, on_layer=None):
-    """Thresholds [num_layers][num_q_heads] (layers not listed stay dense, tau = 0) and the chosen
-    HeadCalibration of each calibrated head; the prompts' names. `on_layer(per_layer, done_layers,
+    """Thresholds [num_layers][num_q_heads] (layers not listed stay dense, tau = 0; layers None: every layer with
+    global attention) and the chosen HeadCalibration of each calibrated head; the prompts' names. `on_layer(per_layer, done_layers,
     prompt_names)` runs after each layer (the CLI writes the thresholds file there, so an interrupted
     calibration keeps every finished layer)."""
     config = config or SaleConfig()
     cfg = model.config
-    layers = list(range(cfg.num_layers)) if layers is None else list(layers)
     prompts = calibration_prompts(model, seq_len)
     captures = []
     for _, ids in prompts:
         cap = {}
-        model(ids, capture=cap, layers=max(layers) + 1)
+        model(ids, capture=cap, layers=None if layers is None else max(layers) + 1)
         captures.append(cap)
+    # only layers with global attention are captured (SALE's layers; sliding-window layers stay dense)
+    captured = sorted(captures[0])
+    layers = captured if layers is None else list(layers)
+    local = [layer for layer in layers if layer not in captured]
+    if local:
+        raise ValueError(f"layers {local} do not attend globally (sliding-window attention runs dense); SALE runs in "
+                         f"layers {captured}")
     per_layer = [[HeadCalibration(0.0, 0.0, 1.0, 0)] * cfg.num_q_heads for _ in range(cfg.num_layers)]
     done = []
     for layer in layers:
@@ -168,6 +174,10 @@ def capture_qkv(model, prompt: str, seq_len: int, layers, path: str) -> dict:
         raise ValueError(f"layers must be in [0, {model.config.num_layers}), got {bad}")
     cap = {}
     model(ids, capture=cap, layers=layers[-1] + 1)
+    local = [l for l in layers if l not in cap]
+    if local:
+        raise ValueError(f"layers {local} do not attend globally (sliding-window attention, not captured); layers "
+                         f"with global attention: {sorted(cap)}")
     tensors = {f"layer{l}.{name}": t.float().contiguous().cpu() for l in layers for name, t in zip("qkv", cap[l])}
     meta = {"schema": "sale-qkv/1", "model": getattr(model, "name", "causal LM"), "prompt": prompt,
             "seq_len": len(ids), "layers": layers, "num_q_heads": model.config.num_q_heads,
