@@ -35,6 +35,19 @@ def test_regrain_keeps_the_token_set(grain):
         bp.regrain(mask, n, (64, 32), (128, 128))
 
 
+def test_step_lists_build_what_the_default_tile_reads():
+    from sale.triton.attend_kernel import kept_to_steps, step_lists
+    n = 500
+    q, k, v = (torch.randn(1, h, n, 64) for h in (2, 1, 1))
+    cfg = sale.SaleConfig(backend="triton")
+    mask = (torch.rand(1, 2, *bp.grid_causal(n, 64, 32).shape, generator=torch.Generator().manual_seed(4)) < 0.5)
+    kept = sale.mask_to_kept(mask & bp.grid_causal(n, 64, 32))
+    steps = step_lists(q, k, v, kept, cfg)()          # the interpreter runs the Triton split form
+    ref = kept_to_steps(kept, cfg)
+    assert torch.equal(steps.counts, ref.counts) and steps.steps.shape == ref.steps.shape   # entries past the counts are undefined
+    assert step_lists(q, k, v, kept, cfg, tile="gathered") is None
+
+
 def test_block_lists_put_kept_blocks_first_in_order():
     mask = torch.tensor([[True, False, True, True], [False, False, False, False], [False, True, False, False]])
     counts, idx = bp.block_lists(mask)
@@ -102,6 +115,6 @@ def test_bench_peers_runs_and_records_every_peer_or_why(tmp_path):
     for r in recs:
         assert r["schema"] == "sale-bench-peers/1" and "error" not in r
         assert set(r["peers_ms"]) | set(r["peers_errors"]) == set(bp.PEERS)
-        assert r["max_abs_err"]["project"] < 2e-2
+        assert r["max_abs_err"]["project"] < 2e-2 and 0 < r["project_steps_ms"] < r["project_ms"]
         for name in r["peers_ms"]:
             assert r["max_abs_err"][name] < 2e-2, (name, r["max_abs_err"])

@@ -576,12 +576,8 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         q, q_scale = quantize_int8_triton(q, 1)
         k, k_scale = quantize_int8_triton(k, 2 * bk, k_mean.contiguous())
         scales = (q_scale, k_scale)
-    if tile is None:  # the default; the split form needs TMA-compatible K and V, else the gathered form
-        tile = DEFAULT_INT8_TILE.get(bq, "default") if config.int8_qk else "default"
-        if _hopper_gluon_eligible(q, k, v, config):
-            tile = DEFAULT_HOPPER_TILE
-        elif ATTEND_CONFIGS[tile].get("split") and not _tma_compatible(k, v):
-            tile = "gathered"
+    if tile is None:
+        tile = default_tile(q, k, v, config)
     cfg = ATTEND_CONFIGS[tile]
     if config.int8_qk:
         qk8 = INT8_CONVERSIONS[cfg.get("int8_convert", "i2f")]
@@ -615,6 +611,29 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         FOLD=cfg["fold"], QK8=qk8,
         num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     return out
+
+
+def default_tile(q, k, v, config) -> str:
+    """The tile attend_triton runs without tile or config.attend_tile: the Gluon union ring on Hopper where it
+    applies; else the Triton split form, which needs TMA-compatible K and V (else the gathered form)."""
+    tile = DEFAULT_INT8_TILE.get(config.block_q, "default") if config.int8_qk else "default"
+    if _hopper_gluon_eligible(q, k, v, config):
+        return DEFAULT_HOPPER_TILE
+    if ATTEND_CONFIGS[tile].get("split") and not _tma_compatible(k, v):
+        return "gathered"
+    return tile
+
+
+def step_lists(q, k, v, kept: KeptBlocks, config, tile: str | None = None):
+    """A zero-argument function building the step lists that ``tile`` (default: the tile attend_triton would run)
+    derives from the kept lists inside every attend_triton call (``kept_to_union`` or ``kept_to_steps``), for
+    timing that part apart; None for tiles that read the kept lists directly."""
+    cfg = ATTEND_CONFIGS[tile or config.attend_tile or default_tile(q, k, v, config)]
+    if cfg.get("union"):
+        return lambda: kept_to_union(kept, config, cfg["slots"], cfg.get("split_only", False))
+    if cfg.get("split") or cfg.get("gluon"):
+        return lambda: kept_to_steps(kept, config)
+    return None
 
 
 def _warps_and_stages(cfg, block_q):
