@@ -429,11 +429,14 @@ def matched_error_rows(points) -> list[dict]:
     return [r for r in speedup_at_matched_error(points) if r["seq_len"] in with_options]
 
 
-def verdict(bench_attend: list, bench_select: list, seq_len: int = 65536, threshold: float = 0.01) -> dict | None:
+def verdict(bench_attend: list, bench_select: list, seq_len: int = 65536, threshold: float = 0.01,
+            shape: tuple = (32, 8, 128)) -> dict | None:
     """The Overview's one-sentence answer, from the newest GPU run of SALE end to end with its defaults (exact
-    q . k, exact estimate, 64-row blocks) at `threshold` and the length closest to `seq_len`: {"sentence",
-    "gpu", "seq_len", "speedup", "rel_l1", "estimate_pct", "file", "time"}; None without such records."""
+    q . k, exact estimate, 64-row blocks) at `threshold`, the attention shape (query heads, kv heads, head dim;
+    Llama-3.1-8B's by default) and the length closest to `seq_len`: {"sentence", "gpu", "seq_len", "speedup",
+    "rel_l1", "estimate_pct", "file", "time"}; None without such records."""
     e2e = [r for r in bench_attend if r.get("kind") == "sale_end_to_end" and not r.get("int8_qk")
+           and (r.get("num_q_heads", 32), r.get("num_kv_heads", 8), r.get("head_dim", 128)) == tuple(shape)
            and r.get("estimate_rows") in (None, 0) and r.get("block_q", 64) == 64 and r.get("threshold") == threshold
            and isinstance(r.get("speedup"), (int, float)) and str(r.get("gpu", "cpu")).lower() != "cpu"]
     if not e2e:

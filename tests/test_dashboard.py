@@ -322,7 +322,8 @@ def test_each_page_runs_on_a_damaged_folder(tmp_path, committed, page, monkeypat
 def test_verdict_comes_from_the_newest_default_run(committed):
     v = figures.verdict(committed.bench_attend, committed.bench_select)
     e2e = [r for r in committed.bench_attend if r.get("kind") == "sale_end_to_end" and r["threshold"] == 0.01
-           and not r.get("int8_qk") and r.get("estimate_rows") in (None, 0) and r.get("block_q", 64) == 64]
+           and not r.get("int8_qk") and r.get("estimate_rows") in (None, 0) and r.get("block_q", 64) == 64
+           and r.get("head_dim", 128) == 128 and r.get("num_q_heads", 32) == 32]
     newest = max(e2e, key=lambda r: r["time"])
     assert v["time"][:10] == newest["time"][:10] and v["seq_len"] == 65536
     rec = next(r for r in e2e if r["run_id"] == newest["run_id"] and r["seq_len"] == 65536)
