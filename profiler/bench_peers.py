@@ -127,8 +127,8 @@ def _flex_peer(backend: str):
         if "fn" not in _FLEX_COMPILED:
             # one compiled graph per length, grain and backend: more than dynamo's default 8 recompilations, past
             # which flex_attention would fall back to its unfused form (the full score matrix: out of memory)
-            import torch._dynamo
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            from torch import _dynamo
+            _dynamo.config.recompile_limit = max(_dynamo.config.recompile_limit, 64)
             _FLEX_COMPILED["fn"] = torch.compile(flex_attention, dynamic=False)
         fn = _FLEX_COMPILED["fn"]
         t0 = time.perf_counter()
