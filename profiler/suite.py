@@ -100,9 +100,13 @@ PRESETS = {
     "peers": {
         "what": "the computation pass against FlexAttention (Triton and FlashAttention-4 backends) and cuDNN's "
                 "block-sparse attention on the same masks (128x128 random and SALE's own 64x32), 32K-128K",
-        "traces": ["h200_bench_peers.jsonl"],
+        "traces": ["h200_bench_peers*.jsonl"],
         "commands": {"bench_peers": [PY, "-m", "profiler", "bench-peers", "--lengths", "32768", "65536", "131072",
-                                     "--budget-s", "0.3", "--out", "{out}/{gpu}_bench_peers.jsonl"]},
+                                     "--budget-s", "0.3", "--out", "{out}/{gpu}_bench_peers.jsonl"],
+                     "bench_peers_steps": [PY, "-m", "profiler", "bench-peers", "--lengths", "32768", "65536",
+                                           "--grains", "128x128", "--densities", "1", "0.25", "0.1", "0.05",
+                                           "--peers", "flex", "--budget-s", "0.3",
+                                           "--out", "{out}/{gpu}_bench_peers_steps.jsonl"]},
     },
     "methods": {
         "what": "SALE (exact and estimate_rows=16) against pooled, vertical-slash, XAttention and FlexPrefill block "
