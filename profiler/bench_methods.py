@@ -24,7 +24,7 @@ import torch
 import sale
 from sale._cli import check_out_path, default_out, positive_int
 from sale._io import append_line
-from sale.methods import METHODS
+from sale.methods import method_selector
 
 from .baselines import dense_baselines, measure
 from .gpu_context import git_commit, nvml_snapshot, software_versions
@@ -42,14 +42,7 @@ KNOBS = {   # the knob grid of each method (its knob's name, values)
 
 def selector(method: str, config: sale.SaleConfig):
     """(q, k, knob) -> block mask."""
-    if method == "sale":
-        return lambda q, k, knob: sale.select_blocks(q, k, knob, config)
-    if method == "sale_rows16":
-        return lambda q, k, knob: sale.select_blocks(q, k, knob, config.replace(estimate_rows=16))
-    fn, knob_name = METHODS[method]
-    if knob_name == "top_k":    # a count: 256.0 from the command line is 256
-        return lambda q, k, knob: fn(q, k, int(knob) if float(knob).is_integer() else knob, config)
-    return lambda q, k, knob: fn(q, k, knob, config)
+    return method_selector(method, config)
 
 
 def relative_l2(out: torch.Tensor, ref: torch.Tensor) -> float:

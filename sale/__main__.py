@@ -176,6 +176,35 @@ def evaluate_cmd(args) -> int:
     return 0
 
 
+def compare_methods_cmd(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .llm_eval import compare_methods, write_records
+    from .methods import ALL_METHODS
+    methods = args.methods or list(ALL_METHODS)
+    bad = [x for x in methods if x not in ALL_METHODS]
+    if bad:
+        raise ValueError(f"--methods takes {list(ALL_METHODS)}, got {bad}")
+    device, config = _device_config(args)
+    label = args.model if args.model in ("smollm2", "gemma3") else os.path.basename(os.path.normpath(args.model))
+    out = args.out or f"runs/accuracy_methods_{label}_budget{args.budget}_{args.seq_len}.jsonl"
+    check_out_path(out)
+    model = _load_model(args, device, torch.bfloat16 if config.backend == "triton" else torch.float32)
+    bar = tqdm(total=len(methods) * len(args.lengths) * len(args.depths), desc="needles", unit="prompt")
+    records = compare_methods(model, methods, args.budget, args.seq_len, args.lengths, args.depths, config,
+                              args.held_out_len, progress=lambda: bar.update(1))
+    bar.close()
+    write_records(out, records)
+    for r in records:
+        what = (f"needle N={r['seq_len']} depth={r['depth']:.2f}: {'ok' if r['sale_correct'] else 'MISS'} "
+                f"(dense {'ok' if r['dense_correct'] else 'MISS'})" if r["kind"] == "needle" else
+                f"held-out {r['seq_len']}: agreement {r['next_token_agreement']:.4f}, KL {r['kl_dense_sale']:.5f}")
+        print(f"{r['selection']:>14} {r['knob_name']}={r['knob']:.4g} (calibration error {r['calibration_error']:.4f}, "
+              f"density {r['density']:.3f}): {what}")
+    print(f"wrote {out}")
+    return 0
+
+
 def capture_cmd(args) -> int:
     from .llm_eval import capture_qkv
     from .smollm import SMOLLM2_LAYERS
@@ -270,6 +299,21 @@ def main(argv=None) -> int:
                    "thresholds file was calibrated)")
     e.add_argument("--out", default=None)
     e.set_defaults(func=evaluate_cmd)
+    m = sub.add_parser("compare-methods", help="every selection method calibrated to one output-error budget on a "
+                       "real model, then needles, next-token agreement and KL against dense")
+    _model_options(m)
+    m.add_argument("--methods", nargs="+", default=None,
+                   help="default: all of sale, sale_rows16, pooled, vertical_slash, xattention, flexprefill")
+    m.add_argument("--budget", type=positive_float, default=0.05,
+                   help="the output error every method is calibrated to: relative L1 against dense attention, mean "
+                        "over heads, global layers and calibration prompts")
+    m.add_argument("--seq-len", type=positive_int, default=2048, help="tokens of each calibration prompt")
+    m.add_argument("--lengths", type=positive_int, nargs="+", default=[2048])
+    m.add_argument("--depths", type=_depth, nargs="+", default=[0.1, 0.5, 0.9])
+    m.add_argument("--held-out-len", type=positive_int, default=2048)
+    _device_options(m)
+    m.add_argument("--out", default=None)
+    m.set_defaults(func=compare_methods_cmd)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

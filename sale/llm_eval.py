@@ -99,9 +99,13 @@ def _teacher_forced(logits: torch.Tensor, start: int, answer: list[int]) -> tupl
 
 
 def evaluate_model(model, thresholds, lengths, depths, config: SaleConfig | None = None,
-                   held_out_len: int = 2048, seed: int = 0, progress=None) -> list[dict]:
-    """Accuracy records (schema sale-accuracy/1) of SALE at `thresholds` against dense attention."""
+                   held_out_len: int = 2048, seed: int = 0, progress=None, attention_for=None) -> list[dict]:
+    """Accuracy records (schema sale-accuracy/1) of SALE at `thresholds` against dense attention; with
+    `attention_for(stats)` (an attention function recording each layer's density per head in stats), of that
+    attention instead (thresholds unused)."""
     config = config or SaleConfig()
+    if attention_for is None:
+        attention_for = lambda stats: sale_attention_fn(thresholds, config, stats)
     records = []
     base = {"schema": ACCURACY_SCHEMA, "model": getattr(model, "name", "causal LM"),
             "backend": config.backend,
@@ -115,7 +119,7 @@ def evaluate_model(model, thresholds, lengths, depths, config: SaleConfig | None
             full = ids + prefix + answer
             stats = {}
             dense = model(full)
-            sale_logits = model(full, attention=sale_attention_fn(thresholds, config, stats))
+            sale_logits = model(full, attention=attention_for(stats))
             start = len(ids) + len(prefix)
             dense_ok, dense_lp = _teacher_forced(dense, start, answer)
             sale_ok, sale_lp = _teacher_forced(sale_logits, start, answer)
@@ -128,7 +132,7 @@ def evaluate_model(model, thresholds, lengths, depths, config: SaleConfig | None
     ids = model.encode(held_out_text())[:held_out_len]
     stats = {}
     dense = model(ids).float()
-    sparse = model(ids, attention=sale_attention_fn(thresholds, config, stats)).float()
+    sparse = model(ids, attention=attention_for(stats)).float()
     logp_d, logp_s = torch.log_softmax(dense, -1), torch.log_softmax(sparse, -1)
     kl = float((logp_d.exp() * (logp_d - logp_s)).sum(-1).mean())
     target = torch.as_tensor(ids[1:], device=dense.device)
@@ -137,6 +141,95 @@ def evaluate_model(model, thresholds, lengths, depths, config: SaleConfig | None
                            "next_token_agreement": float((dense.argmax(-1) == sparse.argmax(-1)).float().mean()),
                            "kl_dense_sale": kl, "perplexity_dense": ppl(logp_d), "perplexity_sale": ppl(logp_s),
                            "density": _mean_density(stats), "density_per_layer": _per_layer(stats)})
+    return records
+
+
+def method_attention_fn(method: str, knob: float, config: SaleConfig | None = None, stats: dict | None = None):
+    """An attention function ``(layer, q, k, v) -> out``: the blocks `method` (one of sale.methods.ALL_METHODS)
+    keeps at `knob`, on the project's computation pass; with `stats`, each layer's density per head there."""
+    import sale
+    from .methods import method_selector
+    config = config or SaleConfig()
+    choose = method_selector(method, config)
+
+    def attention(layer, q, k, v):
+        mask = choose(q, k, knob)
+        if stats is not None:
+            stats[layer] = sale.density(mask, q.shape[2], config)[0].tolist()
+        return sale.block_sparse_attention(q, k, v, mask, config)
+    return attention
+
+
+# Each method's knob for calibration: (name, lowest, highest, map from a search coordinate x in [lowest, highest]
+# to the knob); x grows as the method keeps more blocks (so the error falls).
+KNOB_SEARCH = {
+    "sale": ("tau", 0.0, 8.0, lambda x: 10.0 ** -x),             # tau from 1 down to 1e-8
+    "sale_rows16": ("tau", 0.0, 8.0, lambda x: 10.0 ** -x),
+    "pooled": ("mass", 0.3, 1.0, lambda x: x),
+    "xattention": ("mass", 0.3, 1.0, lambda x: x),
+    "flexprefill": ("gamma", 0.3, 1.0, lambda x: x),
+    "vertical_slash": ("top_k", 0.0, 16.0, lambda x: float(round(2.0 ** x))),   # top_k from 1 to 65536
+}
+
+
+def calibrate_knob(captures: list[dict], method: str, budget: float, config: SaleConfig | None = None,
+                   steps: int = 12) -> dict:
+    """One knob value for the whole model: the one keeping the fewest blocks whose output error, the relative L1
+    against dense attention averaged over the heads, layers and prompts of `captures` ({layer: (q, k, v)} per
+    prompt), stays within `budget` (bisection over KNOB_SEARCH; errors assumed to fall as the knob keeps more).
+    Returns {"method", "knob_name", "knob", "error", "density", "budget"}."""
+    import sale
+    if not budget > 0:
+        raise ValueError(f"budget must be > 0, got {budget!r}")
+    if method not in KNOB_SEARCH:
+        raise ValueError(f"method must be one of {list(KNOB_SEARCH)}, got {method!r}")
+    config = config or SaleConfig()
+    name, lo, hi, knob_of = KNOB_SEARCH[method]
+    dense = [{layer: sale.dense_attention(*qkv) for layer, qkv in cap.items()} for cap in captures]
+
+    def measure(x):
+        stats, errors = {}, []
+        for cap, ref in zip(captures, dense):
+            attention = method_attention_fn(method, knob_of(x), config, stats)
+            for layer, (q, k, v) in cap.items():
+                errors.append(float(sale.relative_l1(attention(layer, q, k, v), ref[layer]).mean()))
+        values = [d for layer in stats.values() for d in layer]
+        return sum(errors) / len(errors), sum(values) / len(values)
+
+    best = (hi, *measure(hi))
+    if best[1] <= budget:
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            err, dens = measure(mid)
+            if err <= budget:
+                hi, best = mid, (mid, err, dens)
+            else:
+                lo = mid
+    return {"method": method, "knob_name": name, "knob": knob_of(best[0]), "error": best[1], "density": best[2],
+            "budget": budget}
+
+
+def compare_methods(model, methods, budget: float, seq_len: int, lengths, depths, config: SaleConfig | None = None,
+                    held_out_len: int = 2048, progress=None) -> list[dict]:
+    """Each method calibrated to the same output-error budget on the calibration prompts at `seq_len` (one knob
+    for the model, ``calibrate_knob``), then evaluated against dense as ``evaluate_model`` does: accuracy
+    records (sale-accuracy/1) with the method ("selection"), its knob and its calibration error."""
+    config = config or SaleConfig()
+    captures = []
+    for _, ids in calibration_prompts(model, seq_len):
+        cap = {}
+        model(ids, capture=cap)
+        captures.append({layer: tuple(t.to(model.device) for t in qkv) for layer, qkv in cap.items()})
+    records = []
+    for method in methods:
+        knob = calibrate_knob(captures, method, budget, config)
+        recs = evaluate_model(model, None, lengths, depths, config, held_out_len, progress=progress,
+                              attention_for=lambda stats: method_attention_fn(method, knob["knob"], config, stats))
+        # "selection", not "method": accuracy records already use "method" for the thresholds' calibration method
+        records += [r | {"selection": method, "knob_name": knob["knob_name"], "knob": knob["knob"], "theta": None,
+                         "budget": budget,
+                         "calibration_error": knob["error"], "calibration_density": knob["density"],
+                         "calibration_len": seq_len} for r in recs]
     return records
 
 

@@ -433,3 +433,26 @@ def test_peers_page_draws_ours_and_each_peer_against_density(tmp_path, monkeypat
     at.switch_page("views/peers.py")
     at.run()
     assert not at.exception and at.title[0].value.startswith("Block-sparse kernels")
+
+
+def test_methods_page_tables_the_real_model_comparison(tmp_path, monkeypatch):
+    (tmp_path / "bench_methods.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _methods_records()))
+    recs = []
+    for method, knob in (("sale", 0.01), ("pooled", 0.9)):
+        base = {"schema": "sale-accuracy/1", "model": "m", "backend": "reference", "time": "2026-12-03T01:00:00",
+                "selection": method, "knob_name": "tau" if method == "sale" else "mass", "knob": knob, "theta": None,
+                "budget": 0.05, "calibration_error": 0.04, "calibration_density": 0.5, "calibration_len": 2048}
+        recs += [base | {"kind": "needle", "seq_len": 2048, "depth": 0.5, "density": 0.5, "dense_correct": True,
+                         "sale_correct": method == "sale", "dense_answer_logprob": -0.1, "sale_answer_logprob": -0.2},
+                 base | {"kind": "held_out", "seq_len": 2048, "density": 0.45, "next_token_agreement": 0.97,
+                         "kl_dense_sale": 0.01, "perplexity_dense": 7.0, "perplexity_sale": 7.1}]
+    (tmp_path / "accuracy_methods.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    ts = load_folder(str(tmp_path))
+    assert len(ts.accuracy) == 4 and not ts.problems
+    at = _app(str(tmp_path), monkeypatch)
+    at.switch_page("views/methods.py")
+    at.run()
+    assert not at.exception
+    assert any(h.value.startswith("At equal accuracy") for h in at.header)
+    frame = at.dataframe[-1].value
+    assert list(frame["method"]) == ["pooled", "sale"] and list(frame["needles found"]) == ["0 / 1 (dense 1)", "1 / 1 (dense 1)"]

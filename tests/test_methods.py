@@ -316,3 +316,33 @@ def test_bench_methods_runs_every_method_on_the_cpu_and_records_failures(tmp_pat
     assert main(["--lengths", "384", "--q-heads", "2", "--kv-heads", "1", "--head-dim", "64", "--reps", "1",
                  "--device", "cpu", "--methods", "vertical_slash", "--knobs", "0.5", "--out", str(out2)]) == 1
     assert main(["--q-heads", "3", "--kv-heads", "2", "--device", "cpu", "--out", str(out2)]) == 2
+
+
+@pytest.mark.parametrize("method", ["sale", "pooled", "vertical_slash"])
+def test_calibrate_knob_meets_the_budget_with_the_fewest_blocks(method):
+    from sale.llm_eval import KNOB_SEARCH, calibrate_knob, method_attention_fn
+    config = sale.SaleConfig()
+    caps = [{layer: make_qkv("structured", num_q_heads=4, num_kv_heads=2, seq_len=600, head_dim=64,
+                             dtype=torch.float32, seed=10 * p + layer) for layer in (0, 3)} for p in range(2)]
+    budget = 0.03
+    got = calibrate_knob(caps, method, budget, config, steps=8)
+    assert got["method"] == method and got["knob_name"] == KNOB_SEARCH[method][0]
+    assert got["error"] <= budget and 0 < got["density"] <= 1
+
+    def error_and_density(knob):
+        stats, errs = {}, []
+        for cap in caps:
+            fn = method_attention_fn(method, knob, config, stats)
+            errs += [float(sale.relative_l1(fn(layer, *qkv), sale.dense_attention(*qkv)).mean()) for layer, qkv in cap.items()]
+        return sum(errs) / len(errs), sum(d for v in stats.values() for d in v) / sum(len(v) for v in stats.values())
+    err, dens = error_and_density(got["knob"])
+    assert abs(err - got["error"]) < 1e-9 and abs(dens - got["density"]) < 1e-9
+    # a knob keeping clearly fewer blocks breaks the budget (the calibration did not stop early)
+    fewer = {"sale": got["knob"] * 4, "pooled": got["knob"] - 0.1,
+             "vertical_slash": max(1.0, float(int(got["knob"]) // 4))}[method]
+    if fewer != got["knob"]:
+        assert error_and_density(fewer)[0] > budget * 0.8
+    with pytest.raises(ValueError, match="budget must be > 0"):
+        calibrate_knob(caps, method, 0.0, config)
+    with pytest.raises(ValueError, match="method must be one of"):
+        calibrate_knob(caps, "magic", 0.1, config)

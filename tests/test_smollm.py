@@ -163,3 +163,21 @@ def test_calibrate_cli_int8_qk_is_recorded_and_used(tmp_path, monkeypatch):
                      "--head-dim", "64", "--theta", "0.4", "--device", "cpu", "--int8-qk", "--out", str(out)]) == 0
     doc = json.load(open(out))
     assert seen == [True] and doc["int8_qk"] is True and len(doc["thresholds"][0]) == 2
+
+
+def test_compare_methods_cli_records_each_method_at_its_calibrated_knob(model, tmp_path, monkeypatch):
+    monkeypatch.setattr("sale.smollm.load_smollm2", lambda *a, **k: model)
+    from sale.__main__ import main
+    out = tmp_path / "methods.jsonl"
+    assert main(["compare-methods", "--methods", "sale", "pooled", "--budget", "0.1", "--seq-len", "320",
+                 "--lengths", "320", "--depths", "0.5", "--held-out-len", "256", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["selection"], r["kind"]) for r in recs] == [("sale", "needle"), ("sale", "held_out"),
+                                                        ("pooled", "needle"), ("pooled", "held_out")]
+    for r in recs:
+        assert r["schema"] == "sale-accuracy/1" and r["calibration_error"] <= 0.1 and r["budget"] == 0.1
+        assert r["knob_name"] == {"sale": "tau", "pooled": "mass"}[r["selection"]]
+    from dashboard.data import record_problem
+    assert all(record_problem(r) is None for r in recs)
+    assert main(["compare-methods", "--methods", "bogus", "--out", str(out)]) == 2

@@ -3,6 +3,21 @@ import streamlit as st
 from dashboard import figures
 from dashboard.ui import figure, need, table, traces
 
+
+def _by_method(records):
+    """(model, budget, method) -> the records of that method's newest evaluation (they share its time stamp)."""
+    newest = {}
+    for r in records:
+        key = (r.get("model"), r.get("budget"), r["selection"])
+        newest[key] = max(newest.get(key, ""), r.get("time", ""))
+    out = {}
+    for r in records:
+        key = (r.get("model"), r.get("budget"), r["selection"])
+        if r.get("time", "") == newest[key]:
+            out.setdefault(key, []).append(r)
+    return out
+
+
 st.title("Selection methods: speed against accuracy")
 t = traces()
 if need(bool(t.bench_methods), "No selection-method benchmarks here. Run `python -m profiler bench-methods` on your "
@@ -17,3 +32,24 @@ if need(bool(t.bench_methods), "No selection-method benchmarks here. Run `python
                   key=lambda r: (r["method"], r["knob"]))
     table(rows, f"methods_{n}", ["method", "knob_name", "knob", "select_ms", "attend_ms", "density", "speedup",
                                  "rel_l1", "rel_l2", "recall", "gpu", "time"])
+
+st.header("At equal accuracy on a real model")
+real = [r for r in t.accuracy if r.get("selection")]
+if need(bool(real), "No real-model comparison here. Run `python -m sale compare-methods` (every method calibrated "
+                    "to one output-error budget on the model, then needles and held-out text against dense)."):
+    rows = []
+    for (model, budget, method), group in sorted(_by_method(real).items()):
+        needles = [r for r in group if r["kind"] == "needle"]
+        held = [r for r in group if r["kind"] == "held_out"]
+        rows.append({"model": model, "budget (rel. L1)": budget, "method": method,
+                     "knob": f"{group[0].get('knob_name')}={group[0].get('knob'):.4g}",
+                     "calibration error": group[0].get("calibration_error"),
+                     "density (held-out)": held[0]["density"] if held else None,
+                     "next-token agreement": held[0]["next_token_agreement"] if held else None,
+                     "KL(dense || method)": held[0]["kl_dense_sale"] if held else None,
+                     "needles found": f"{sum(r['sale_correct'] for r in needles)} / {len(needles)} "
+                                      f"(dense {sum(r['dense_correct'] for r in needles)})"})
+    table(rows, "methods_real_model")
+    st.caption("Each method's knob is calibrated once for the whole model so that its attention output's relative L1 "
+               "error against dense, averaged over heads, global layers and the calibration prompts, stays within "
+               "the budget with the fewest blocks; then the model runs with it.")

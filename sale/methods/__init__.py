@@ -14,4 +14,25 @@ METHODS = {
     "flexprefill": (flexprefill_blocks, "gamma"),
 }
 
-__all__ = ["METHODS", "flexprefill_blocks", "pooled_blocks", "vertical_slash_blocks", "xattention_blocks"]
+# every method the comparisons run: SALE's own selection (exact, and with estimate_rows=16) beside the others
+ALL_METHODS = ("sale", "sale_rows16", *METHODS)
+
+
+def method_selector(method: str, config):
+    """(q, k, knob) -> block mask for one of ALL_METHODS (SALE's knob: tau; a top_k given as a float that is a whole
+    number counts as that int)."""
+    import sale
+    if method == "sale":
+        return lambda q, k, knob: sale.select_blocks(q, k, knob, config)
+    if method == "sale_rows16":
+        return lambda q, k, knob: sale.select_blocks(q, k, knob, config.replace(estimate_rows=16))
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(ALL_METHODS)}, got {method!r}")
+    fn, knob_name = METHODS[method]
+    if knob_name == "top_k":
+        return lambda q, k, knob: fn(q, k, int(knob) if float(knob).is_integer() else knob, config)
+    return lambda q, k, knob: fn(q, k, knob, config)
+
+
+__all__ = ["ALL_METHODS", "METHODS", "flexprefill_blocks", "method_selector", "pooled_blocks",
+           "vertical_slash_blocks", "xattention_blocks"]
