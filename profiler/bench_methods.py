@@ -2,6 +2,7 @@
 
     python -m profiler bench-methods [--lengths 16384 65536] [--methods sale pooled ...] [--out runs/x.jsonl]
     python -m profiler bench-methods --from-capture runs/captures/smollm2_held_out_N8192.safetensors
+        [--thresholds traces/thresholds_smollm2_theta0.4_bisection_8k.json]
 
 For each length (structured workload, or each layer of a Q/K/V capture from `python -m sale capture`), each
 method and each value of its knob: selection ms, attend ms (the project's computation pass on the method's
@@ -49,42 +50,48 @@ def relative_l2(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out.float() - ref.float()).norm() / ref.float().norm().clamp(min=1e-30))
 
 
-def bench_inputs(q, k, v, methods, knobs, device, reps, base, out_path) -> list[dict]:
-    """Every (method, knob) point on one input: records appended to out_path as they finish."""
+def bench_inputs(q, k, v, methods, knobs, device, reps, base, out_path, calibrated=None) -> list[dict]:
+    """Every (method, knob) point on one input: records appended to out_path as they finish. calibrated: per-head
+    thresholds (float32 [Hq]) of this input's layer from a thresholds file: one more point, method
+    "sale_calibrated" (its knob: their mean)."""
     config = sale.SaleConfig(backend="triton" if q.is_cuda else "reference", check_finite=False)
     timings, errors, dense_out = dense_baselines(q, k, v, reps=reps)
     if not timings:
         raise RuntimeError(f"no dense baseline runs here: {errors}")
     fastest = min(timings, key=lambda b: timings[b]["median_ms"])
     dense_ms = timings[fastest]["median_ms"]
+    points = [(method, KNOBS[method][0], knob, selector(method, config))
+              for method in methods for knob in knobs.get(method, KNOBS[method][1])]
+    if calibrated is not None:
+        taus = calibrated.to(q.device)
+        points.append(("sale_calibrated", "tau (mean of the calibrated per-head thresholds)", float(taus.mean()),
+                       lambda q_, k_, _knob: sale.select_blocks(q_, k_, taus, config)))
     records = []
-    for method in methods:
-        choose = selector(method, config)
-        for knob in knobs.get(method, KNOBS[method][1]):
-            rec = dict(base, method=method, knob=float(knob), knob_name=KNOBS[method][0], dense_ms=dense_ms,
-                       dense_backend=fastest, time=datetime.datetime.now(datetime.timezone.utc).isoformat())
-            try:
-                mask = choose(q, k, knob)
-                select = measure(lambda: choose(q, k, knob), device, reps=reps)
-                attend = measure(lambda: sale.block_sparse_attention(q, k, v, mask, config), device, reps=reps)
-                out = sale.block_sparse_attention(q, k, v, mask, config)
-                recall, _ = sale.attention_recall(q, k, mask, config.replace(backend="reference"))
-                total = select["median_ms"] + attend["median_ms"]
-                rec |= {"select_ms": select["median_ms"], "attend_ms": attend["median_ms"],
-                        "density": float(sale.density(mask, q.shape[2], config).mean()), "speedup": dense_ms / total,
-                        "rel_l1": float(sale.relative_l1(out, dense_out).mean()), "rel_l2": relative_l2(out, dense_out),
-                        "recall": float(recall.mean()), "error": None}
-            except (RuntimeError, ValueError, torch.OutOfMemoryError) as exc:   # recorded, the run goes on
-                rec |= {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
-                if q.is_cuda:
-                    torch.cuda.empty_cache()
-            rec["gpu_context"] = nvml_snapshot() if q.is_cuda else {}
-            append_line(out_path, json.dumps(rec))
-            records.append(rec)
-            print(f"{base['source']:>28} N={base['seq_len']:>6} {method:>14} {KNOBS[method][0]}={knob:<7} "
-                  + (rec["error"] if rec["error"] else f"select {rec['select_ms']:8.2f} ms  attend {rec['attend_ms']:8.2f} ms  "
-                     f"density {rec['density']:.3f}  speedup {rec['speedup']:.2f}x  rel.L1 {rec['rel_l1']:.4f}  "
-                     f"recall {rec['recall']:.4f}"), flush=True)
+    for method, knob_name, knob, choose in points:
+        rec = dict(base, method=method, knob=float(knob), knob_name=knob_name, dense_ms=dense_ms,
+                   dense_backend=fastest, time=datetime.datetime.now(datetime.timezone.utc).isoformat())
+        try:
+            mask = choose(q, k, knob)
+            select = measure(lambda: choose(q, k, knob), device, reps=reps)
+            attend = measure(lambda: sale.block_sparse_attention(q, k, v, mask, config), device, reps=reps)
+            out = sale.block_sparse_attention(q, k, v, mask, config)
+            recall, _ = sale.attention_recall(q, k, mask, config.replace(backend="reference"))
+            total = select["median_ms"] + attend["median_ms"]
+            rec |= {"select_ms": select["median_ms"], "attend_ms": attend["median_ms"],
+                    "density": float(sale.density(mask, q.shape[2], config).mean()), "speedup": dense_ms / total,
+                    "rel_l1": float(sale.relative_l1(out, dense_out).mean()), "rel_l2": relative_l2(out, dense_out),
+                    "recall": float(recall.mean()), "error": None}
+        except (RuntimeError, ValueError, torch.OutOfMemoryError) as exc:   # recorded, the run goes on
+            rec |= {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
+            if q.is_cuda:
+                torch.cuda.empty_cache()
+        rec["gpu_context"] = nvml_snapshot() if q.is_cuda else {}
+        append_line(out_path, json.dumps(rec))
+        records.append(rec)
+        print(f"{base['source']:>28} N={base['seq_len']:>6} {method:>15} {knob_name.split()[0]}={knob:<7.4g} "
+              + (rec["error"] if rec["error"] else f"select {rec['select_ms']:8.2f} ms  attend {rec['attend_ms']:8.2f} ms  "
+                 f"density {rec['density']:.3f}  speedup {rec['speedup']:.2f}x  rel.L1 {rec['rel_l1']:.4f}  "
+                 f"recall {rec['recall']:.4f}"), flush=True)
     return records
 
 
@@ -97,6 +104,9 @@ def main(argv=None) -> int:
                    help="knob values for every method given (default: each method's own grid)")
     p.add_argument("--from-capture", default=None, help="a Q/K/V capture (python -m sale capture) instead of the "
                    "structured workload: every layer in it")
+    p.add_argument("--thresholds", default=None, help="with --from-capture: a thresholds file of the captured model "
+                   "(python -m sale calibrate); SALE also runs at each layer's calibrated per-head thresholds "
+                   "(method sale_calibrated)")
     p.add_argument("--q-heads", type=positive_int, default=32)
     p.add_argument("--kv-heads", type=positive_int, default=8)
     p.add_argument("--head-dim", type=positive_int, default=128)
@@ -110,6 +120,12 @@ def main(argv=None) -> int:
         check_out_path(args.out)
         if args.q_heads % args.kv_heads:
             raise ValueError(f"--q-heads ({args.q_heads}) must be a multiple of --kv-heads ({args.kv_heads})")
+        thresholds = None
+        if args.thresholds:
+            if not args.from_capture:
+                raise ValueError("--thresholds needs --from-capture (the captured model's layers)")
+            from sale.calibrate import read_thresholds_file
+            thresholds = read_thresholds_file(args.thresholds)["thresholds"]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -123,17 +139,24 @@ def main(argv=None) -> int:
         tensors = load_file(args.from_capture)
         for layer in sorted({int(name.split(".")[0][5:]) for name in tensors}):
             q, k, v = (tensors[f"layer{layer}.{x}"].to(device, dtype) for x in "qkv")
-            inputs.append((f"{args.from_capture.split('/')[-1]}:layer{layer}", q, k, v))
+            taus = None
+            if thresholds is not None:
+                if layer >= len(thresholds) or len(thresholds[layer]) != q.shape[1]:
+                    print(f"error: {args.thresholds} has no {q.shape[1]} thresholds for layer {layer} of the capture",
+                          file=sys.stderr)
+                    return 2
+                taus = torch.tensor(thresholds[layer], dtype=torch.float32)
+            inputs.append((f"{args.from_capture.split('/')[-1]}:layer{layer}", q, k, v, taus))
     else:
         from sale.workloads import make_qkv
         for n in args.lengths:
-            inputs.append((f"structured", *make_qkv("structured", 1, args.q_heads, args.kv_heads, n, args.head_dim,
-                                                     dtype, device, seed=n)))
+            inputs.append(("structured", *make_qkv("structured", 1, args.q_heads, args.kv_heads, n, args.head_dim,
+                                                    dtype, device, seed=n), None))
     records = []
-    for source, q, k, v in inputs:
+    for source, q, k, v, taus in inputs:
         try:
             records += bench_inputs(q, k, v, args.methods, knobs, device, args.reps,
-                                    {**base, "source": source, "seq_len": q.shape[2]}, args.out)
+                                    {**base, "source": source, "seq_len": q.shape[2]}, args.out, calibrated=taus)
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             print(f"{source}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
     print(f"records: {args.out}")

@@ -318,6 +318,36 @@ def test_bench_methods_runs_every_method_on_the_cpu_and_records_failures(tmp_pat
     assert main(["--q-heads", "3", "--kv-heads", "2", "--device", "cpu", "--out", str(out2)]) == 2
 
 
+def test_bench_methods_on_a_capture_runs_sale_at_its_calibrated_thresholds(tmp_path, capsys):
+    import json as json_
+
+    from safetensors.torch import save_file
+
+    from profiler.bench_methods import main
+    q, k, v = make_qkv("structured", num_q_heads=2, num_kv_heads=1, seq_len=320, head_dim=64, dtype=torch.float32,
+                       seed=3)
+    cap = tmp_path / "cap.safetensors"
+    save_file({"layer1.q": q, "layer1.k": k, "layer1.v": v}, str(cap))
+    thresholds = tmp_path / "t.json"
+    thresholds.write_text(json_.dumps({"schema": "sale-thresholds/1", "theta": 0.4, "method": "halving",
+                                       "thresholds": [[0.0, 0.0], [0.02, 0.3]]}))
+    out = tmp_path / "m.jsonl"
+    assert main(["--from-capture", str(cap), "--thresholds", str(thresholds), "--methods", "sale", "--knobs", "0.02",
+                 "--reps", "1", "--device", "cpu", "--out", str(out)]) == 0
+    recs = {r["method"]: r for r in map(json_.loads, out.read_text().splitlines())}
+    assert set(recs) == {"sale", "sale_calibrated"} and recs["sale_calibrated"]["knob"] == pytest.approx(0.16)
+    taus = torch.tensor([0.02, 0.3])
+    expected = sale.density(sale.select_blocks(q, k, taus, sale.SaleConfig()), 320, sale.SaleConfig()).mean()
+    assert recs["sale_calibrated"]["density"] == pytest.approx(float(expected))
+    assert recs["sale_calibrated"]["density"] < recs["sale"]["density"]   # head 1's larger threshold thins it
+    thresholds.write_text(json_.dumps({"schema": "sale-thresholds/1", "theta": 0.4, "method": "halving",
+                                       "thresholds": [[0.0, 0.0]]}))
+    assert main(["--from-capture", str(cap), "--thresholds", str(thresholds), "--device", "cpu",
+                 "--out", str(out)]) == 2
+    assert "no 2 thresholds for layer 1" in capsys.readouterr().err
+    assert main(["--thresholds", str(thresholds), "--device", "cpu", "--out", str(out)]) == 2
+
+
 @pytest.mark.parametrize("method", ["sale", "pooled", "vertical_slash"])
 def test_calibrate_knob_meets_the_budget_with_the_fewest_blocks(method):
     from sale.llm_eval import KNOB_SEARCH, calibrate_knob, method_attention_fn
