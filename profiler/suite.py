@@ -142,6 +142,37 @@ PRESETS = {
                                       "--out", f"{{out}}/accuracy_smollm2_theta{t}_bisection_8k.jsonl"]
                for t in ("0.1", "0.4")}},
     },
+    "gemma3": {
+        "what": "Gemma 3 270M at 32K through sale.hf (head dim 256, SALE in its 3 global layers): thresholds "
+                "calibrated at 16K and 32K, accuracy against dense (needles at 8K-32K, held-out text), captures of "
+                "the global layers at 32K, the estimate's options and every selection method on them (SALE at "
+                "the calibrated thresholds too), attention maps; the model's packages carried in parts "
+                "(docs/models.md)",
+        "traces": ["thresholds_gemma3_*.json", "accuracy_gemma3_*.jsonl", "*_bench_methods_gemma3*.jsonl",
+                   "estimate_tradeoff_gemma3_*.jsonl", "maps/gemma3_*"],
+        "commands": {
+            **{f"calibrate_{n // 1024}k": [PY, "-m", "sale", "calibrate", "--model", "gemma3", "--theta", "0.4",
+                                           "--method", "bisection", "--seq-len", str(n),
+                                           "--out", f"{{out}}/thresholds_gemma3_theta0.4_bisection_{n // 1024}k.json"]
+               for n in (16384, 32768)},
+            "evaluate": [PY, "-m", "sale", "evaluate", "--model", "gemma3", "--thresholds",
+                         "{out}/thresholds_gemma3_theta0.4_bisection_32k.json", "--lengths", "8192", "16384", "32768",
+                         "--depths", "0.1", "0.5", "0.9", "--held-out-len", "32768",
+                         "--out", "{out}/accuracy_gemma3_theta0.4_bisection_32k.jsonl"],
+            "capture": [PY, "-m", "sale", "capture", "--model", "gemma3", "--device", "cuda", "--prompt", "held_out",
+                        "--seq-len", "32768", "--layers", "5", "11", "17",
+                        "--out", "{out}/gemma3_held_out_N32768.safetensors"],
+            "estimate_tradeoff": [PY, "-m", "profiler", "estimate-tradeoff", "--from-capture",
+                                  "{out}/gemma3_held_out_N32768.safetensors",
+                                  "--out", "{out}/estimate_tradeoff_gemma3_held_out_N32768.jsonl"],
+            "bench_methods": [PY, "-m", "profiler", "bench-methods", "--from-capture",
+                              "{out}/gemma3_held_out_N32768.safetensors", "--thresholds",
+                              "{out}/thresholds_gemma3_theta0.4_bisection_32k.json",
+                              "--out", "{out}/{gpu}_bench_methods_gemma3_N32768.jsonl"],
+            "capture_maps": [PY, "-m", "profiler", "capture-maps", "--from-capture",
+                             "{out}/gemma3_held_out_N32768.safetensors", "--layer", "17",
+                             "--out", "{out}/maps/gemma3_held_out_N32768_layer17.safetensors"]},
+    },
     "captures": {
         "what": "a torch.profiler capture of one point (32K, tau 0.01) and block-level attention maps",
         "traces": ["torch_profile/*", "maps/*", "ncu/*", "thresholds_structured_*.json",
