@@ -22,7 +22,7 @@ import torch
 from ._io import append_line
 from .calibrate import HeadCalibration, calibrate
 from .config import SaleConfig
-from .prompts import held_out_text, kv_retrieval, needle
+from .prompts import HELD_OUT_MODULES, held_out_text, kv_retrieval, needle
 
 
 ACCURACY_SCHEMA = "sale-accuracy/1"
@@ -137,7 +137,7 @@ def evaluate_model(model, thresholds, lengths, depths, config: SaleConfig | None
     kl = float((logp_d.exp() * (logp_d - logp_s)).sum(-1).mean())
     target = torch.as_tensor(ids[1:], device=dense.device)
     ppl = lambda lp: float(torch.exp(-lp[:-1].gather(-1, target[:, None]).mean()))
-    records.append(base | {"kind": "held_out", "seq_len": len(ids), "text": "Python stdlib difflib.py source",
+    records.append(base | {"kind": "held_out", "seq_len": len(ids), "text": "Python stdlib sources: " + ", ".join(f"{m}.py" for m in HELD_OUT_MODULES),
                            "next_token_agreement": float((dense.argmax(-1) == sparse.argmax(-1)).float().mean()),
                            "kl_dense_sale": kl, "perplexity_dense": ppl(logp_d), "perplexity_sale": ppl(logp_s),
                            "density": _mean_density(stats), "density_per_layer": _per_layer(stats)})
