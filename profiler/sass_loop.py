@@ -93,8 +93,7 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
 
 
 def _qk8(cfg: dict, int8_qk: bool) -> int:
-    from sale.triton.attend_kernel import INT8_CONVERSIONS
-    return INT8_CONVERSIONS[cfg.get("int8_convert", "i2f")] if int8_qk else 0
+    return 1 if int8_qk else 0
 
 
 def _gluon_tiles() -> set:
@@ -103,36 +102,19 @@ def _gluon_tiles() -> set:
 
 
 def _compile_gluon_attend(tile: str, head_dim: int):
-    """The Gluon computation pass (attend_gluon.py) for sm_90, as attend_steps_gluon launches it."""
+    """The Gluon computation pass (attend_gluon.py) for sm_90, as attend_union_gluon launches it."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
-    from sale.triton.attend_gluon import (_attend_gluon_kernel, _attend_gluon_pair_kernel, _attend_gluon_split_kernel,
-                                          _attend_gluon_union_kernel)
+    from sale.triton.attend_gluon import _attend_gluon_split_kernel as fn
     from sale.triton.attend_kernel import ATTEND_CONFIGS
     cfg = ATTEND_CONFIGS[tile]
     box = [1, 1, 32, 64]
     desc = f"tensordesc<bf16[{','.join(map(str, box))}],{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
-    if cfg.get("split_only"):
-        fn = _attend_gluon_split_kernel
-        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, SLOTS=cfg["slots"], STAGES=cfg["stages"],
-                          CONSUMER_REGS=240, PRODUCER_REGS=24, num_warps=4, DYNAMIC=cfg.get("persistent", False))
-    elif cfg.get("union"):
-        fn = _attend_gluon_union_kernel
-        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, SLOTS=cfg["slots"], STAGES=cfg["stages"],
-                          CONSUMER_REGS=240, PRODUCER_REGS=24, PINGPONG=cfg["pingpong"], SCHED=cfg.get("skip", False),
-                          num_warps=4)
-    elif cfg.get("pair"):
-        fn = _attend_gluon_pair_kernel
-        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, STAGES=cfg["stages"], CONSUMER_REGS=240,
-                          PRODUCER_REGS=24, PINGPONG=cfg.get("pingpong", False), num_warps=4)
-    else:
-        fn = _attend_gluon_kernel
-        constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, STAGES=cfg["stages"],
-                          WS=cfg.get("warp_specialize", False), WS_REGS=40, num_warps=4)
-    lists = "codes_ptr" if cfg.get("union") else "steps_ptr"
-    sig, attrs = _signature(fn, constexprs, {"q_ptr": "*bf16", "o_ptr": "*bf16", "counts_ptr": "*i32", lists: "*i32",
+    constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, SLOTS=cfg["slots"], STAGES=cfg["stages"],
+                      CONSUMER_REGS=240, PRODUCER_REGS=24, num_warps=4, DYNAMIC=cfg.get("persistent", False))
+    sig, attrs = _signature(fn, constexprs, {"q_ptr": "*bf16", "o_ptr": "*bf16", "counts_ptr": "*i32", "codes_ptr": "*i32",
                                              "counter_ptr": "*i32", "desc_k": desc, "desc_v": desc})
     options = {"num_warps": 4, **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {})}
     return triton.compile(GluonASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 128),
@@ -156,7 +138,7 @@ def _compile_gluon_select(tile: str, head_dim: int, estimate_rows: int | None):
     vec = desc("fp32", [1, cfg["block_n"]], gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2))
     constexprs = dict(HEAD_DIM=head_dim, BQ=64, BQS=64 // (64 // estimate_rows if estimate_rows else 1), BK=32,
                       ROWS=cfg["rows"], BLOCK_N=cfg["block_n"], STAGES=cfg["stages"], CONSUMER_REGS=cfg["consumer_regs"],
-                      num_warps=4, PROBE=cfg.get("probe", 0))
+                      num_warps=4, PROBE=cfg.get("probe", 0), TURNS=cfg.get("turns", False))
     sig, attrs = _signature(fn, constexprs, {"desc_q": fp8[0], "desc_k": fp8[1], "desc_sk": vec, "desc_qmk": vec,
                                              "mask_ptr": "*i8"})
     return triton.compile(GluonASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 128),

@@ -24,16 +24,13 @@ masked on both. Blocks one query block keeps alone ("only" steps) are where the 
   the rest are halved, each step holding two blocks of each query block, and each consumer computes its own
   64 keys of it. One program per SM; its producer takes each next pair from a global counter and hands it to
   the consumers through shared memory, so the pairs in flight stay consecutive (the L2 holds one kv head's
-  K and V) and the next pair's first copies overlap the current pair's end. Tile ``gluon_split`` is the same
-  with one program per pair.
-- ``gluon_skip`` (``_attend_gluon_union_kernel`` with SCHED, the Hopper default until 2026-11-23): the remaining "only"
-  steps alternate between the consumers, 128 keys each. Measured: such a step costs 0.8-0.9 of a "both" step
-  for half its work, since each consumer holds its current and previous stage, four of the ring's three.
+  K and V) and the next pair's first copies overlap the current pair's end (``persistent=False``: one program
+  per pair).
 
-Other tiles kept as options with their measured speed (``attend_kernel.ATTEND_CONFIGS``): ``gluon_split``,
-``gluon_skip2`` (64-key steps), the union without skipping (``gluon_union*``: every step on both consumers, masked), two query
-blocks with rings of their own (``gluon_pair*``, optional ping-pong), and the one-warpgroup forms over
-the split form's steps (``gluon``, ``gluon_ws``). Gluon compiles for a GPU only, not in the interpreter; CI
+The forms that lost (the "only" steps alternating between the consumers, 128 or 64 keys each; the union without
+skipping; two query blocks with rings of their own, with or without ping-pong; one warpgroup per query block
+over the split form's steps) are measured in docs/kernels.md and kept in git history (before 2026-12-03).
+Gluon compiles for a GPU only, not in the interpreter; CI
 compiles it for sm_90 (``python -m profiler sass-loop --kernel attend --tile gluon_split_p``).
 """
 import math
@@ -102,7 +99,7 @@ def _issue_loads(u, n_steps, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, ste
     stage tile with 128-byte swizzling is stored as HEAD_DIM / 64 column chunks of [SLOTS * BK, 64], so each
     block's chunk is one [BK, 64] box: box (stage, chunk c, slot j) = (stage * NCH + c) * SLOTS + j. UNION: the
     step's SLOTS blocks are codes SLOTS * u ... of the list at step_base (block = code >> 2), else the split
-    form's decode (SLOTS = 2). kind: which set of STAGES full barriers the copies signal (``_full_barrier``)."""
+    form's decode (SLOTS = 2). kind: which set of STAGES full barriers the copies signal (``_region_barrier``)."""
     ok = u < n_steps
     uc = gl.maximum(gl.minimum(u, n_steps - 1), 0)
     stage = (base + u) % STAGES
@@ -177,39 +174,6 @@ def _await_turn(turns, i, n_other_issues, PINGPONG: gl.constexpr, LEAD: gl.const
 def _end_turn(turns, PINGPONG: gl.constexpr, LEAD: gl.constexpr):
     if PINGPONG:
         mbarrier.arrive(turns.index(0 if LEAD else 1))
-
-
-@gluon.jit
-def _ring_step(i, n_unmasked, s_both, s0, s1, SCHED: gl.constexpr, LEAD: gl.constexpr):
-    """The ring step of a consumer's i-th step. SCHED (blocks.UnionSteps, each consumer skipping the other's
-    "only" steps): its excess "only" steps if it has more than the other, the "both" steps, its other "only"
-    steps (alternating with the other's), then every mixed step; else every step of the ring in order."""
-    if SCHED:
-        excess = gl.maximum(s0, s1) - gl.minimum(s0, s1)
-        own_excess = gl.where((s0 > s1) if LEAD else (s1 > s0), excess, 0)
-        k = i - own_excess - s_both
-        only = excess + s_both + 2 * k + (0 if LEAD else 1)
-        return gl.where(i < own_excess, i, gl.where(i < own_excess + s_both, excess + i - own_excess,
-                        gl.where(i < n_unmasked, only, s0 + s1 + s_both + i - n_unmasked)))
-    else:
-        return i
-
-
-@gluon.jit
-def _full_barrier(t, i, n_unmasked, s_both, s0, s1, phases, STAGES: gl.constexpr, SCHED: gl.constexpr,
-                  LEAD: gl.constexpr):
-    """The full barrier of ring step t (this consumer's i-th step) and the phase to wait for. SCHED: steps of
-    the two consumers' "only" groups signal barriers of their own (kind 1 and 2, kind 0 the steps both compute),
-    so that each consumer waits for every round of each barrier it uses, in order, although it skips steps;
-    the phase of each (kind, stage) is a bit of `phases`, flipped after each wait. Returns (barrier index,
-    phase, phases)."""
-    if SCHED:   # the consumer's "both" steps are i in [own excess, own excess + s_both)
-        own_excess = n_unmasked - s_both - gl.minimum(s0, s1)
-        own = (i < n_unmasked) & ((i < own_excess) | (i >= own_excess + s_both))
-        bit = gl.where(own, 1 + (0 if LEAD else 1), 0) * STAGES + t % STAGES
-        return bit, (phases >> bit) & 1, phases ^ (1 << bit)
-    else:
-        return t % STAGES, (t // STAGES) & 1, phases
 
 
 @gluon.jit
@@ -291,63 +255,6 @@ def _produce_steps(k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, step_b
 
 
 @gluon.jit
-def _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b, h, kvh, qb,
-                 step_base, back, n_full, n_lp, n_single, n_steps, scale_log2e, stride_qb, stride_qh, stride_qn,
-                 stride_ob, stride_oh, stride_on, turns, n_other_issues, HEAD_DIM: gl.constexpr, BQ: gl.constexpr,
-                 BK: gl.constexpr, STAGES: gl.constexpr, NCH: gl.constexpr, WS: gl.constexpr, PINGPONG: gl.constexpr,
-                 LEAD: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr, io_l: gl.constexpr,
-                 UNION: gl.constexpr = False, SLOTS: gl.constexpr = 2, SCHED: gl.constexpr = False, s_both=0, s0=0,
-                 s1=0):
-    """The consumer warpgroup: q into shared memory, every step (the first alone, then unmasked, then masked
-    ones pipelined), the output rows. UNION: the steps are the pair's union ring (n_full unmasked steps), all
-    computed, or with SCHED this consumer's (``_ring_step``)."""
-    dtype: gl.constexpr = q_smem.dtype
-    row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
-    n_unmasked = n_full + n_lp
-    _load_q(q_ptr, q_smem, N, b, h, qb, stride_qb, stride_qh, stride_qn, HEAD_DIM, BQ, io_l)
-
-    rows = qb * BQ + gl.arange(0, BQ, layout=row_l)
-    c = scale_log2e
-    m_i = gl.full([BQ], float("-inf"), gl.float32, row_l)
-    l_i = gl.zeros([BQ], gl.float32, row_l)
-    acc = gl.zeros([BQ, HEAD_DIM], gl.float32, o_layout)
-    s_dead = gl.zeros([BQ, SLOTS * BK], gl.float32, s_layout)
-
-    # step 0 alone (masked form: it may be any kind of step)
-    has_steps = n_steps > 0
-    t = _ring_step(0, n_unmasked, s_both, s0, s1, SCHED, LEAD)
-    bar, phase, phases = _full_barrier(t, 0, n_unmasked, s_both, s0, s1, 0, STAGES, SCHED, LEAD)
-    mbarrier.wait(bars.index(bar), phase, pred=has_steps)
-    _await_turn(turns, 0, n_other_issues, PINGPONG, LEAD)
-    s_tok = warpgroup_mma(q_smem, k_smem.index(t % STAGES).permute((1, 0)), s_dead, use_acc=False, is_async=True)
-    _end_turn(turns, PINGPONG, LEAD)
-    keys, ok = _step_columns(t, step_base, back, n_full, n_lp, n_single, BK, UNION, SLOTS, LEAD, s_layout)
-    s_dead = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok,))
-    p, m_i, alpha, l_i = _softmax_step(s_dead, m_i, l_i, c, rows, keys, ok, True)
-    p_op = gl.convert_layout(p.to(dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
-
-    tp = t
-    for MASKED in gl.static_range(2):   # steps 1 .. n_unmasked - 1 without a mask, then the masked ones
-        for i in range(1 if MASKED == 0 else gl.maximum(n_unmasked, 1), n_unmasked if MASKED == 0 else n_steps):
-            t = _ring_step(i, n_unmasked, s_both, s0, s1, SCHED, LEAD)
-            bar, phase, phases = _full_barrier(t, i, n_unmasked, s_both, s0, s1, phases, STAGES, SCHED, LEAD)
-            acc, p_op, s_dead, m_i, l_i = _pipelined_step(
-                t, tp, bar, phase, n_steps, acc, p_op, s_dead, m_i, l_i, c, rows, q_smem, k_smem, v_smem, k_boxes,
-                v_boxes, bars, empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp, n_single, turns,
-                n_other_issues, MASKED == 1, BK, STAGES, NCH, WS, PINGPONG, LEAD, UNION, SLOTS, s_layout, o_layout)
-            tp = t
-    _await_turn(turns, gl.maximum(n_steps - 1, 0) + 1, n_other_issues, PINGPONG, LEAD)
-    o_tok = warpgroup_mma(p_op, v_smem.index(tp % STAGES), acc, is_async=True)
-    _end_turn(turns, PINGPONG, LEAD)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok,))
-    if SCHED:  # the ring may go on past this consumer's last step: release its stage
-        mbarrier.arrive(empty.index(tp % STAGES), pred=has_steps)
-
-    _store_rows(o_ptr, gl.where(has_steps, acc, 0.0), l_i, N, b, h, qb, stride_ob, stride_oh, stride_on, HEAD_DIM,
-                BQ, o_layout)
-
-
-@gluon.jit
 def _load_q(q_ptr, q_smem, N, b, h, qb, stride_qb, stride_qh, stride_qn, HEAD_DIM: gl.constexpr, BQ: gl.constexpr,
             io_l: gl.constexpr):
     """Query block qb's rows into shared memory (zeros past N), visible to this warpgroup's MMAs."""
@@ -413,8 +320,8 @@ def _region(t0, t1, own_end, base, acc, m_i, l_i, phases, c, rows, q_smem, k_sme
 
 @gluon.jit
 def _region_barrier(t, own_end, base, phases, STAGES: gl.constexpr, LEAD: gl.constexpr):
-    """The full barrier of ring step t of a split union ring and the phase to wait for (``_full_barrier``):
-    kind 1 + (not LEAD) before own_end (this consumer's excess), else kind 0; stage (base + t) % STAGES."""
+    """The full barrier of ring step t of a split union ring and the phase to wait for (the phase of each (kind,
+    stage) is a bit of `phases`, flipped after each wait): kind 1 + (not LEAD) before own_end (this consumer's excess), else kind 0; stage (base + t) % STAGES."""
     bit = gl.where(t < own_end, 1 + (0 if LEAD else 1), 0) * STAGES + (base + t) % STAGES
     return bit, (phases >> bit) & 1, phases ^ (1 << bit)
 
@@ -558,148 +465,6 @@ def _split_producer(k_boxes, v_boxes, bars, empty, desc_k, desc_v, counts_ptr, c
 
 
 @gluon.jit
-def _row_steps(counts_ptr, steps_ptr, bh, qb, NQB, NPB):
-    """Query block qb's step list (front pointer, back pointer) and counts: full pairs, pairs of lone blocks,
-    lone blocks, all steps. A block past the last one (the second of a pair when NQB is odd) has no steps."""
-    row = bh * NQB + gl.minimum(qb, NQB - 1)
-    valid = qb < NQB
-    n_full = gl.where(valid, gl.load(counts_ptr + row * 3), 0)
-    n_single = gl.where(valid, gl.load(counts_ptr + row * 3 + 1), 0)
-    n_tail = gl.where(valid, gl.load(counts_ptr + row * 3 + 2), 0)
-    n_lp = n_single // 2
-    step_base = steps_ptr + row * NPB
-    return step_base, step_base + NPB - 1, n_full, n_lp, n_single, n_full + n_lp + (n_single & 1) + n_tail
-
-
-@gluon.jit
-def _attend_gluon_kernel(
-    q_ptr, desc_k, desc_v, o_ptr, counts_ptr, steps_ptr,
-    N, HQ, GROUP, NQB, NPB, scale_log2e,
-    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
-    HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr,
-    WS_REGS: gl.constexpr, num_warps: gl.constexpr,
-):
-    s_layout: gl.constexpr = _mma_layout(2 * BK, num_warps)
-    o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
-    io_l: gl.constexpr = _io_layout(HEAD_DIM, num_warps)
-    dtype: gl.constexpr = desc_k.dtype
-    tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([2 * BK, HEAD_DIM], dtype)
-    NCH: gl.constexpr = HEAD_DIM // 64      # 64-column chunks of a 128-byte swizzled 16-bit tile
-
-    qb = NQB - 1 - gl.program_id(0)   # longest rows first
-    bh = gl.program_id(1)
-    b = bh // HQ
-    h = bh % HQ
-    kvh = h // GROUP
-    step_base, back, n_full, n_lp, n_single, n_steps = _row_steps(counts_ptr, steps_ptr, bh, qb, NQB, NPB)
-
-    # shared memory: q once, K and V in a ring of STAGES 2 * BK key tiles (seen also as TMA boxes), one TMA
-    # barrier per stage, and with WS one barrier per stage that the consumers arrive on when it is free
-    q_smem = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], gl.NVMMASharedLayout.get_default_for([BQ, HEAD_DIM], dtype))
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, 2 * BK, HEAD_DIM], tile_l)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, 2 * BK, HEAD_DIM], tile_l)
-    box_shape: gl.constexpr = [2 * NCH * STAGES] + desc_k.block_type.shape
-    k_boxes = _reinterpret(k_smem, dtype, box_shape, desc_k.layout)
-    v_boxes = _reinterpret(v_smem, dtype, box_shape, desc_v.layout)
-    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
-        mbarrier.init(bars.index(i), count=1)
-        mbarrier.init(empty.index(i), count=1)
-    if WS:
-        gl.warp_specialize([
-            (_attend_rows, (q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b,
-                            h, kvh, qb, step_base, back, n_full, n_lp, n_single, n_steps, scale_log2e, stride_qb,
-                            stride_qh, stride_qn, stride_ob, stride_oh, stride_on, bars, 0, HEAD_DIM, BQ, BK, STAGES,
-                            NCH, WS, False, True, s_layout, o_layout, io_l)),
-            (_produce_steps, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp,
-                              n_single, n_steps, BK, STAGES, NCH)),
-        ], [1], [WS_REGS])
-    else:
-        for i in gl.static_range(STAGES - 1):   # steps 0 .. STAGES - 2; step t issues step t + STAGES - 2
-            _issue_loads(i, n_steps, k_boxes, v_boxes, bars, desc_k, desc_v, b, kvh, step_base, back, n_full, n_lp,
-                         n_single, BK, STAGES, NCH)
-        _attend_rows(q_ptr, o_ptr, q_smem, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b, h, kvh,
-                     qb, step_base, back, n_full, n_lp, n_single, n_steps, scale_log2e, stride_qb, stride_qh, stride_qn,
-                     stride_ob, stride_oh, stride_on, bars, 0, HEAD_DIM, BQ, BK, STAGES, NCH, WS, False, True,
-                     s_layout, o_layout, io_l)
-    _release_barriers(bars, empty, STAGES, 1)
-
-
-@gluon.jit
-def _attend_gluon_pair_kernel(
-    q_ptr, desc_k, desc_v, o_ptr, counts_ptr, steps_ptr,
-    N, HQ, GROUP, NQB, NPB, scale_log2e,
-    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
-    HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PINGPONG: gl.constexpr, num_warps: gl.constexpr,
-):
-    """FlashAttention-3's layout: one program per pair of query blocks (2j, 2j + 1) and query head, one
-    consumer warpgroup per query block (the default partition and a 4-warp worker), each fed through its own
-    ring of STAGES stages by its own producer warp, since the two blocks keep different key blocks. One
-    program per SM (384 threads: the producers' warpgroup gives its registers to the consumers)."""
-    s_layout: gl.constexpr = _mma_layout(2 * BK, num_warps)
-    o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
-    io_l: gl.constexpr = _io_layout(HEAD_DIM, num_warps)
-    dtype: gl.constexpr = desc_k.dtype
-    q_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BQ, HEAD_DIM], dtype)
-    tile_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([2 * BK, HEAD_DIM], dtype)
-    NCH: gl.constexpr = HEAD_DIM // 64
-    box_shape: gl.constexpr = [2 * NCH * STAGES] + desc_k.block_type.shape
-
-    qb0 = 2 * (gl.cdiv(NQB, 2) - 1 - gl.program_id(0))   # longest rows first
-    bh = gl.program_id(1)
-    b = bh // HQ
-    h = bh % HQ
-    kvh = h // GROUP
-    base0, back0, n_full0, n_lp0, n_single0, n_steps0 = _row_steps(counts_ptr, steps_ptr, bh, qb0, NQB, NPB)
-    base1, back1, n_full1, n_lp1, n_single1, n_steps1 = _row_steps(counts_ptr, steps_ptr, bh, qb0 + 1, NQB, NPB)
-
-    q0 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
-    q1 = gl.allocate_shared_memory(dtype, [BQ, HEAD_DIM], q_l)
-    k0 = gl.allocate_shared_memory(dtype, [STAGES, 2 * BK, HEAD_DIM], tile_l)
-    v0 = gl.allocate_shared_memory(dtype, [STAGES, 2 * BK, HEAD_DIM], tile_l)
-    k1 = gl.allocate_shared_memory(dtype, [STAGES, 2 * BK, HEAD_DIM], tile_l)
-    v1 = gl.allocate_shared_memory(dtype, [STAGES, 2 * BK, HEAD_DIM], tile_l)
-    kb0 = _reinterpret(k0, dtype, box_shape, desc_k.layout)
-    vb0 = _reinterpret(v0, dtype, box_shape, desc_v.layout)
-    kb1 = _reinterpret(k1, dtype, box_shape, desc_k.layout)
-    vb1 = _reinterpret(v1, dtype, box_shape, desc_v.layout)
-    bars0 = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty0 = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    bars1 = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty1 = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(turns.index(0), count=1)
-    mbarrier.init(turns.index(1), count=1)
-    issues0 = gl.maximum(n_steps0, 1) + 1   # MMA issues of each consumer: one per step and the last p . v
-    issues1 = gl.maximum(n_steps1, 1) + 1
-    for i in gl.static_range(STAGES):
-        mbarrier.init(bars0.index(i), count=1)
-        mbarrier.init(empty0.index(i), count=1)
-        mbarrier.init(bars1.index(i), count=1)
-        mbarrier.init(empty1.index(i), count=1)
-    gl.warp_specialize([
-        (_attend_rows, (q_ptr, o_ptr, q0, k0, v0, kb0, vb0, bars0, empty0, desc_k, desc_v, N, b, h, kvh, qb0,
-                        base0, back0, n_full0, n_lp0, n_single0, n_steps0, scale_log2e, stride_qb, stride_qh,
-                        stride_qn, stride_ob, stride_oh, stride_on, turns, issues1, HEAD_DIM, BQ, BK, STAGES, NCH,
-                        True, PINGPONG, True, s_layout, o_layout, io_l)),
-        (_attend_rows, (q_ptr, o_ptr, q1, k1, v1, kb1, vb1, bars1, empty1, desc_k, desc_v, N, b, h, kvh, qb0 + 1,
-                        base1, back1, n_full1, n_lp1, n_single1, n_steps1, scale_log2e, stride_qb, stride_qh,
-                        stride_qn, stride_ob, stride_oh, stride_on, turns, issues0, HEAD_DIM, BQ, BK, STAGES, NCH,
-                        True, PINGPONG, False, s_layout, o_layout, io_l)),
-        (_produce_steps, (kb0, vb0, bars0, empty0, desc_k, desc_v, b, kvh, base0, back0, n_full0, n_lp0, n_single0,
-                          n_steps0, BK, STAGES, NCH)),
-        (_produce_steps, (kb1, vb1, bars1, empty1, desc_k, desc_v, b, kvh, base1, back1, n_full1, n_lp1, n_single1,
-                          n_steps1, BK, STAGES, NCH)),
-    ], [num_warps, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
-    _release_barriers(bars0, empty0, STAGES, 1)
-    _release_barriers(bars1, empty1, STAGES, 1)
-    mbarrier.invalidate(turns.index(0))
-    mbarrier.invalidate(turns.index(1))
-
-
-@gluon.jit
 def _union_shared(desc_k, desc_v, BQ: gl.constexpr, HEAD_DIM: gl.constexpr, KEYS: gl.constexpr,
                   STAGES: gl.constexpr, KINDS: gl.constexpr):
     """Shared memory of the union kernels: both consumers' q, the ring's K and V stages of KEYS keys (also seen
@@ -731,64 +496,6 @@ def _release_barriers(bars, empty, STAGES: gl.constexpr, KINDS: gl.constexpr):
         mbarrier.invalidate(bars.index(i))
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(empty.index(i))
-
-
-@gluon.jit
-def _attend_gluon_union_kernel(
-    q_ptr, desc_k, desc_v, o_ptr, counts_ptr, codes_ptr,
-    N, HQ, GROUP, NQB, NCODE, scale_log2e,
-    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
-    HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BK: gl.constexpr, SLOTS: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PINGPONG: gl.constexpr, SCHED: gl.constexpr,
-    num_warps: gl.constexpr,
-):
-    """FlashAttention-3's layout on SALE's mask: one program per pair of query blocks (2j, 2j + 1) and query
-    head, one consumer warpgroup per query block, both reading one ring of SLOTS * BK-key K/V tiles that one
-    producer warp fills with the union of their kept blocks (``blocks.UnionSteps``: any SLOTS blocks per step,
-    each copied as its own TMA boxes). "Both" steps run unmasked. Without SCHED both consumers compute every
-    other step masked (a block one of them does not keep is computed and masked); with SCHED each computes
-    its own "only" steps unmasked and skips the other's, and both compute the mixed steps masked."""
-    s_layout: gl.constexpr = _mma_layout(SLOTS * BK, num_warps)
-    o_layout: gl.constexpr = _mma_layout(HEAD_DIM, num_warps)
-    io_l: gl.constexpr = _io_layout(HEAD_DIM, num_warps)
-    NCH: gl.constexpr = HEAD_DIM // 64
-    b, h, kvh, qb0, codes, n_ring, s_both, s0, s1 = _pair(gl.program_id(1), gl.cdiv(NQB, 2) - 1 - gl.program_id(0),
-                                                         counts_ptr, codes_ptr, HQ, GROUP, NQB, NCODE)
-    if SCHED:   # each consumer's steps: "both", its "only" ones, the mixed ones
-        n_mixed = n_ring - s_both - s0 - s1
-        n_unmasked0 = s_both + s0
-        n_unmasked1 = s_both + s1
-        n_steps0 = n_unmasked0 + n_mixed
-        n_steps1 = n_unmasked1 + n_mixed
-    else:   # every step, in ring order: unmasked only while the ring starts with the "both" steps
-        n_unmasked0 = gl.where(s0 == s1, s_both, 0)
-        n_unmasked1 = n_unmasked0
-        n_steps0 = n_ring
-        n_steps1 = n_ring
-
-    KINDS: gl.constexpr = 3 if SCHED else 1   # full barriers: steps both compute, "only 0", "only 1"
-    q0, q1, k_smem, v_smem, k_boxes, v_boxes, bars, empty = _union_shared(desc_k, desc_v, BQ, HEAD_DIM, SLOTS * BK,
-                                                                          STAGES, KINDS)
-    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(turns.index(0), count=1)
-    mbarrier.init(turns.index(1), count=1)
-    issues0 = gl.maximum(n_steps0, 1) + 1   # MMA issues (ping-pong, not with SCHED)
-    issues1 = gl.maximum(n_steps1, 1) + 1
-    gl.warp_specialize([
-        (_attend_rows, (q_ptr, o_ptr, q0, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b, h, kvh,
-                        qb0, codes, codes, n_unmasked0, 0, 0, n_steps0, scale_log2e, stride_qb, stride_qh, stride_qn,
-                        stride_ob, stride_oh, stride_on, turns, issues1, HEAD_DIM, BQ, BK, STAGES, NCH, True, PINGPONG,
-                        True, s_layout, o_layout, io_l, True, SLOTS, SCHED, s_both, s0, s1)),
-        (_attend_rows, (q_ptr, o_ptr, q1, k_smem, v_smem, k_boxes, v_boxes, bars, empty, desc_k, desc_v, N, b, h, kvh,
-                        qb0 + 1, codes, codes, n_unmasked1, 0, 0, n_steps1, scale_log2e, stride_qb, stride_qh,
-                        stride_qn, stride_ob, stride_oh, stride_on, turns, issues0, HEAD_DIM, BQ, BK, STAGES, NCH, True,
-                        PINGPONG, False, s_layout, o_layout, io_l, True, SLOTS, SCHED, s_both, s0, s1)),
-        (_produce_steps, (k_boxes, v_boxes, bars, empty, desc_k, desc_v, b, kvh, codes, codes, s_both, 0, 0,
-                          n_ring, BK, STAGES, NCH, True, SLOTS, SCHED, s_both, s0, s1)),
-    ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
-    _release_barriers(bars, empty, STAGES, KINDS)
-    mbarrier.invalidate(turns.index(0))
-    mbarrier.invalidate(turns.index(1))
 
 
 @gluon.jit
@@ -874,77 +581,37 @@ def _kernel_args(q, k, out, config, list_len):
             q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2))
 
 
-def attend_steps_gluon(q, k, v, steps, config, stages: int = 3, warp_specialize: bool = False, ws_regs: int = 40,
-                       maxnreg: int | None = None, pair: bool = False, consumer_regs: int = 240,
-                       pingpong: bool = False):
-    """The computation pass over the split form's steps (``blocks.KeptSteps``) in Gluon, Hopper only.
-
-    q: [B, Hq, N, D] bf16 or fp16; k, v: [B, Hkv, N, D], the same dtype, 16-byte aligned strides (TMA);
-    steps: from ``attend_kernel.kept_to_steps`` for ``config``'s blocks. Returns [B, Hq, N, D] in v's dtype.
-    stages: K/V stages per consumer warpgroup. warp_specialize: a producer warp issues the copies.
-    pair: two query blocks per program, one consumer warpgroup and one producer warp each (always warp
-    specialized; consumer_regs registers per consumer thread, the producers 24); pingpong: the two consumers
-    take turns issuing their MMAs (FlashAttention-3's warpgroup ping-pong)."""
-    _check_shapes(q, config)
-    if stages < (2 if warp_specialize or pair else 3):
-        raise ValueError(f"stages must be >= 3 (>= 2 with warp_specialize or pair), got {stages}")
-    batch, hq, seq_len, head_dim = q.shape
-    desc_k, desc_v = _descriptor(k, config.block_k, "k"), _descriptor(v, config.block_k, "v")
-    nqb = -(-seq_len // config.block_q)
-    out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
-    args = (q, desc_k, desc_v, out, steps.counts, steps.steps, *_kernel_args(q, k, out, config, steps.steps.shape[-1]))
-    if pair:
-        _attend_gluon_pair_kernel[(-(-nqb // 2), batch * hq)](
-            *args, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, STAGES=stages,
-            CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, PINGPONG=pingpong, num_warps=4)
-    else:
-        _attend_gluon_kernel[(nqb, batch * hq)](
-            *args, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, STAGES=stages, WS=warp_specialize,
-            WS_REGS=ws_regs, num_warps=4, **({"maxnreg": maxnreg} if maxnreg else {}))
-    return out
-
-
-def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, pingpong: bool = False,
-                       skip: bool = True, consumer_regs: int = 240, split: bool = False, persistent: bool = False,
-                       programs: int | None = None):
-    """The computation pass over the union steps of pairs of query blocks (``blocks.UnionSteps``, from
-    ``attend_kernel.kept_to_union``) in Gluon, Hopper only: FlashAttention-3's two consumer warpgroups and one
-    producer warp per program, slots key blocks per step, stages K/V tiles in shared memory. skip: each consumer
-    skips the steps that only the other one keeps (else it computes them masked); pingpong (not with skip):
-    the consumers take turns issuing their MMAs. split (with skip, on union steps made with split): the "only"
-    steps after the excess are halved, each consumer computing its half of every one of them; persistent (with
-    split): one program per SM, each taking pairs from a global counter (allocated here, an int32 zero) until
-    none is left; programs (with persistent): the grid's size instead of the SM count (at most one runs per
-    SM; fewer leave SMs idle, which times a program with less L2 traffic around it).
+def attend_union_gluon(q, k, v, union, config, slots: int = 4, stages: int = 3, consumer_regs: int = 240,
+                       persistent: bool = True, programs: int | None = None):
+    """The computation pass over the union steps of pairs of query blocks (``blocks.UnionSteps`` made with split,
+    from ``attend_kernel.kept_to_union``) in Gluon, Hopper only: FlashAttention-3's two consumer warpgroups and one
+    producer warp per program, slots key blocks per step, stages K/V tiles in shared memory. Each consumer skips
+    the steps only the other one keeps; the "only" steps after the excess are halved, each consumer computing its
+    half of every one of them. persistent: one program per SM, each taking pairs from a global counter (allocated
+    here, an int32 zero) until none is left (else one program per pair); programs (with persistent): the grid's
+    size instead of the SM count (at most one runs per SM; fewer leave SMs idle, which times a program with less
+    L2 traffic around it).
 
     q: [B, Hq, N, D] bf16 or fp16; k, v: [B, Hkv, N, D], the same dtype, 16-byte aligned strides (TMA).
     Returns [B, Hq, N, D] in v's dtype."""
     _check_shapes(q, config)
-    if union.slots != slots or stages < (3 if skip else 2) or (skip and pingpong) or union.split != split or \
-            (split and not skip) or (persistent and not split) or (programs is not None and not persistent):
+    if union.slots != slots or stages < 3 or not union.split:
         raise ValueError(f"the union steps hold {union.slots} blocks per step, the kernel was asked for {slots}; "
-                         f"stages must be >= 2 (>= 3 with skip: the consumers' steps alternate), got {stages}; "
-                         f"skip and pingpong exclude each other, got both {skip and pingpong}; split needs skip and "
-                         f"union steps made with split, persistent needs split, got split={split}, skip={skip}, "
-                         f"union.split={union.split}, persistent={persistent}; programs needs persistent, got "
-                         f"programs={programs}")
-    if programs is not None and programs < 1:
-        raise ValueError(f"programs must be >= 1 (the persistent grid's size), got {programs}")
+                         f"stages must be >= 3 (the consumers' steps alternate), got {stages}; the union steps must "
+                         f"be made with split, got split={union.split}")
+    if programs is not None and (not persistent or programs < 1):
+        raise ValueError(f"programs (the persistent grid's size) needs persistent and must be >= 1, got "
+                         f"programs={programs}, persistent={persistent}")
     batch, hq, seq_len, head_dim = q.shape
     desc_k, desc_v = _descriptor(k, config.block_k, "k"), _descriptor(v, config.block_k, "v")
     out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
     args = (q, desc_k, desc_v, out, union.counts, union.codes, *_kernel_args(q, k, out, config, union.codes.shape[-1]))
-    if split:
-        n_tiles = union.counts.shape[-2] * batch * hq
-        grid, counter = n_tiles, union.counts   # one program per pair (the counter is not read)
-        if persistent:   # one program per SM, taking pairs from a counter (a static deal loses the L2)
-            grid = min(n_tiles, programs or torch.cuda.get_device_properties(q.device).multi_processor_count)
-            counter = torch.zeros(1, dtype=torch.int32, device=q.device)
-        _attend_gluon_split_kernel[(grid,)](
-            *args, n_tiles, counter, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots,
-            STAGES=stages, CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, num_warps=4, DYNAMIC=persistent)
-        return out
-    _attend_gluon_union_kernel[(union.counts.shape[-2], batch * hq)](
-        *args, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots, STAGES=stages,
-        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, PINGPONG=pingpong, SCHED=skip, num_warps=4)
+    n_tiles = union.counts.shape[-2] * batch * hq
+    grid, counter = n_tiles, union.counts   # one program per pair (the counter is not read)
+    if persistent:   # one program per SM, taking pairs from a counter (a static deal loses the L2)
+        grid = min(n_tiles, programs or torch.cuda.get_device_properties(q.device).multi_processor_count)
+        counter = torch.zeros(1, dtype=torch.int32, device=q.device)
+    _attend_gluon_split_kernel[(grid,)](
+        *args, n_tiles, counter, HEAD_DIM=head_dim, BQ=config.block_q, BK=config.block_k, SLOTS=slots,
+        STAGES=stages, CONSUMER_REGS=consumer_regs, PRODUCER_REGS=24, num_warps=4, DYNAMIC=persistent)
     return out

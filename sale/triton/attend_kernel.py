@@ -92,14 +92,11 @@ def _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED: tl.constexpr, INTE
 
 @triton.jit
 def _scores(q, k, INTERPRET: tl.constexpr, QK8: tl.constexpr):
-    """q . k^T in float32; QK8 (int8 q and k, int32 sums |s| <= 128 * 127^2 < 2^22): 1 converts by the
-    conversion instruction, 2 by the exact magic-number add (an integer add and a float add)."""
+    """q . k^T in float32; QK8 (int8 q and k): the int32 sums (|s| <= 128 * 127^2 < 2^22, exact in float32)
+    converted by the conversion instruction."""
     if INTERPRET:  # the interpreter's dot multiplies the raw bits of 16-bit floats; int8 sums are exact
         return tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)))
-    s = tl.dot(q, tl.trans(k))
-    if QK8 == 2:
-        return (s + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
-    return s.to(tl.float32)
+    return tl.dot(q, tl.trans(k)).to(tl.float32)
 
 
 @triton.jit
@@ -465,70 +462,23 @@ def _attend_kernel(
 # one program per SM (113 KB of shared memory) and the fastest full pairs; with 2, two programs per SM,
 # 10% slower on full pairs and 2-4% faster where most kept blocks are lone. lone_pairs: two lone
 # blocks per 64-key gathered step (an odd last one alone), 3-14% less time than one per step at all but
-# one measured point. int8_convert: how int8 q . k sums become float32 (SaleConfig.int8_qk):
-# "i2f" (the conversion instruction) or "magic" (an integer and a float add); i2f 0-2.4% faster from 32K,
-# magic 1-5% faster at 16K.
+# one measured point. int8 q . k sums become float32 by the conversion instruction (an exact magic-number
+# add was 1-5% faster at 16K, 0-2.4% slower from 32K).
 _TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None, fold=True)
 _TB1 = {**_TB2, "tb": 1, "stages": 4}
 _SPLIT = {**_TB1, "split": True, "stages": 3, "lone_pairs": True}
 ATTEND_CONFIGS = {
     "default": _SPLIT,
-    "split_single": {**_SPLIT, "lone_pairs": False},     # the default before lone pairs
-    "split_s2": {**_SPLIT, "stages": 2, "lone_pairs": False},
     "split_s2_lp": {**_SPLIT, "stages": 2},                # the default with int8 q . k
-    "split_s2_lp_magic": {**_SPLIT, "stages": 2, "int8_convert": "magic"},
-    "gathered": _TB1,                         # the default before the split form
-    "unfolded": {**_TB1, "fold": False},   # the default before the folded rescale
-    "tb2": _TB2,
-    "heads_first": {**_TB1, "heads_first": True},
-    "tb1_s3": {**_TB2, "tb": 1},
-    "tb1_r128": {**_TB1, "maxnreg": 128},
-    "tb4_w4": {**_TB2, "tb": 4},
-    "tb4_w8": {**_TB2, "tb": 4, "warps": 8},
-    # the split form's steps in Gluon (attend_gluon.py): every step a 64-key TMA tile, the softmax of step t
-    # under step t-1's p . v on the tensor cores; 64-row blocks, exact q . k, Hopper only. 2 programs per SM.
-    # 11-14% slower than the default at density 1, 1-8% at 0.1
-    "gluon": {**_SPLIT, "gluon": True},
-    # the same with a producer warp issuing the copies (gl.warp_specialize; 1 program per SM: the consumer
-    # warpgroup takes 256 registers), 4 stages; 17-19% slower than the default at density 1
-    "gluon_ws": {**_SPLIT, "gluon": True, "stages": 4, "warp_specialize": True, "maxnreg": 168},
-    # FlashAttention-3's layout: two query blocks per program, each with its own consumer warpgroup and
-    # producer warp (384 threads, 240 registers per consumer thread, 1 program per SM); stages per consumer.
-    # 64K density 1: 68.2-77.4 ms against the split form's 71.2 (3 stages needed, ping-pong no help)
-    "gluon_pair": {**_SPLIT, "gluon": True, "stages": 2, "pair": True},
-    "gluon_pair_s3": {**_SPLIT, "gluon": True, "stages": 3, "pair": True},
-    "gluon_pair_pp": {**_SPLIT, "gluon": True, "stages": 2, "pair": True, "pingpong": True},
-    "gluon_pair_pp_s3": {**_SPLIT, "gluon": True, "stages": 3, "pair": True, "pingpong": True},
-    # FlashAttention-3's layout on the union of two query blocks' kept blocks: both consumers read one ring of
-    # slots * 32-key tiles (any blocks per step, one TMA box each). The plain union tiles compute every step
-    # on both consumers (a block one does not keep is masked): 1.01x cuDNN's speed at density 1 with 3 stages,
-    # 0.5-0.6 of it at density 0.1. The skip tiles let each consumer skip the other's own steps: gluon_skip
-    # (128-key steps, the Hopper default until 2026-11-23), gluon_skip2 (64-key steps) faster at density <= 0.25
-    # and slower above
-    "gluon_union": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": True},
-    "gluon_union_s3": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 3, "pingpong": True},
-    "gluon_union_nopp": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 2, "pingpong": False},
-    "gluon_union2": {**_SPLIT, "gluon": True, "union": True, "slots": 2, "stages": 4, "pingpong": True},
-    "gluon_union_s3_nopp": {**_SPLIT, "gluon": True, "union": True, "slots": 4, "stages": 3, "pingpong": False},
-    "gluon_skip": {**_SPLIT, "gluon": True, "union": True, "skip": True, "slots": 4, "stages": 3, "pingpong": False},
-    "gluon_skip2": {**_SPLIT, "gluon": True, "union": True, "skip": True, "slots": 2, "stages": 5, "pingpong": False},
-    # the alternating "only" steps halved (blocks.UnionSteps split): both consumers compute every step after the
-    # excess, each its own 64 keys of the halved ones (alternating 128-key "only" steps cost 0.9 of a
-    # "both" step for half its work, the two consumers holding four stages of three). 6-17% faster than
-    # gluon_skip at densities 0.5-0.1 from 16K to 128K, -2 to +4% at density 1 (
-    # traces/h100_bench_attend_gluon_split.*)
-    "gluon_split": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4, "stages": 3,
-                    "pingpong": False},
-    # the same on a persistent grid whose producer takes each next pair from a global counter: the pairs in
-    # flight stay consecutive (a static persistent grid drifted apart and lost the L2, 63% hits against 90%:
-    # a static deal loses the L2), and the producer fills the next pair's first stages while the consumers finish. The Hopper
-    # default (DEFAULT_HOPPER_TILE): 1-9% faster than gluon_split from 16K to 128K (
-    # traces/h100_bench_attend_gluon_split.*, second run)
+    "gathered": _TB1,                   # where K and V strides cannot be copied by TMA; the default before the split form
+    # FlashAttention-3's layout on the union of two query blocks' kept blocks: both consumer warpgroups read one
+    # ring of slots * 32-key tiles (any blocks per step, one TMA box each); each skips the steps only the other
+    # keeps, and the alternating "only" steps after the excess are halved (blocks.UnionSteps split), each
+    # consumer computing its own 64 keys of them; a persistent grid whose producer takes each next pair from a
+    # global counter, so the pairs in flight stay consecutive and keep the L2 (a static deal lost it: 63% hits
+    # against 90%). The Hopper default (DEFAULT_HOPPER_TILE); docs/kernels.md has the variants that lost.
     "gluon_split_p": {**_SPLIT, "gluon": True, "union": True, "skip": True, "split_only": True, "slots": 4,
                       "stages": 3, "pingpong": False, "persistent": True},
-    # the default for 128-row mask blocks until 2026-11-22 (128-key gathered tiles on two warpgroups);
-    # the split form is 5-12% faster there from 64K
-    "bq128": {**_TB2, "tb": 4, "warps": 8, "fold": False},
 }
 # The default tile is "default" for every block size; with int8 q . k the split form's K tiles take half
 # the shared memory, and for 64-row blocks 2 stages (3 programs per SM) beat 3 stages (one per SM) at every
@@ -539,7 +489,6 @@ DEFAULT_INT8_TILE = {64: "split_s2_lp", 128: "default"}
 # 0.75); where it cannot run (another GPU, the interpreter, int8 q . k, other block or head sizes, K/V strides
 # TMA cannot copy) the Triton tiles above stay the default
 DEFAULT_HOPPER_TILE = "gluon_split_p"
-INT8_CONVERSIONS = {"i2f": 1, "magic": 2}
 
 
 def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: str | None = None,
@@ -580,20 +529,13 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         tile = default_tile(q, k, v, config)
     cfg = ATTEND_CONFIGS[tile]
     if config.int8_qk:
-        qk8 = INT8_CONVERSIONS[cfg.get("int8_convert", "i2f")]
+        qk8 = 1
     if cfg.get("gluon"):
         if config.int8_qk or interpreting():
-            raise ValueError("tile 'gluon' runs exact q . k on a Hopper GPU only (no int8_qk, no interpreter)")
-        from .attend_gluon import attend_steps_gluon, attend_union_gluon
-        if cfg.get("union"):
-            split = cfg.get("split_only", False)
-            return attend_union_gluon(q, k, v, kept_to_union(kept, config, cfg["slots"], split), config,
-                                      slots=cfg["slots"], stages=cfg["stages"], pingpong=cfg["pingpong"],
-                                      skip=cfg.get("skip", False), split=split,
-                                      persistent=cfg.get("persistent", False))
-        return attend_steps_gluon(q, k, v, kept_to_steps(kept, config), config, stages=cfg["stages"],
-                                  warp_specialize=cfg.get("warp_specialize", False), maxnreg=cfg["maxnreg"],
-                                  pair=cfg.get("pair", False), pingpong=cfg.get("pingpong", False))
+            raise ValueError(f"tile {tile!r} runs exact q . k on a Hopper GPU only (no int8_qk, no interpreter)")
+        from .attend_gluon import attend_union_gluon
+        return attend_union_gluon(q, k, v, kept_to_union(kept, config, cfg["slots"], split=True), config,
+                                  slots=cfg["slots"], stages=cfg["stages"], persistent=cfg["persistent"])
     if cfg.get("split"):
         return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg, qk8, scales, out_dtype=v.dtype)
     tb, heads_first, maxnreg = cfg["tb"], cfg["heads_first"], cfg["maxnreg"]
@@ -631,7 +573,7 @@ def step_lists(q, k, v, kept: KeptBlocks, config, tile: str | None = None):
     cfg = ATTEND_CONFIGS[tile or config.attend_tile or default_tile(q, k, v, config)]
     if cfg.get("union"):
         return lambda: kept_to_union(kept, config, cfg["slots"], cfg.get("split_only", False))
-    if cfg.get("split") or cfg.get("gluon"):
+    if cfg.get("split"):
         return lambda: kept_to_steps(kept, config)
     return None
 
