@@ -55,9 +55,14 @@ def _stop_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=5)
 
 
-def first_chart(chromium: str, url: str, t0: float, screenshot: str | None = None) -> tuple[float, float]:
-    """Seconds from t0 (and from the browser's launch) to the first drawn chart, polled through the
-    DevTools protocol; with `screenshot`, a PNG of the page once the chart is drawn."""
+CHART_DRAWN = "!!document.querySelector('.js-plotly-plot svg.main-svg')"
+
+
+def first_chart(chromium: str, url: str, t0: float, screenshot: str | None = None,
+                probe: str | None = None, ready: str = CHART_DRAWN) -> tuple[float, float]:
+    """Seconds from t0 (and from the browser's launch) to the first drawn chart (or to `ready`, a JavaScript
+    expression, turning true), polled through the DevTools protocol; with `screenshot`, a PNG of the page then;
+    with `probe` (a JavaScript expression), its value on the drawn page is appended to the returned tuple."""
     import json
 
     from websockets.sync.client import connect  # a Streamlit dependency
@@ -92,10 +97,10 @@ def first_chart(chromium: str, url: str, t0: float, screenshot: str | None = Non
                 ident, t_chart = 0, None
                 while t_chart is None:
                     if time.perf_counter() - t0 > 60:
-                        raise RuntimeError("no chart within 60 s")
+                        raise RuntimeError(f"no chart within 60 s ({url})")
                     ident += 1
                     conn.send(json.dumps({"id": ident, "method": "Runtime.evaluate", "params": {
-                        "expression": "!!document.querySelector('.js-plotly-plot svg.main-svg')", "returnByValue": True}}))
+                        "expression": ready, "returnByValue": True}}))
                     while True:
                         msg = json.loads(conn.recv())
                         if msg.get("id") == ident:
@@ -104,6 +109,15 @@ def first_chart(chromium: str, url: str, t0: float, screenshot: str | None = Non
                         t_chart = time.perf_counter()
                     else:
                         time.sleep(0.05)
+                probed = None
+                if probe:
+                    conn.send(json.dumps({"id": -1, "method": "Runtime.evaluate",
+                                          "params": {"expression": probe, "returnByValue": True}}))
+                    while True:
+                        msg = json.loads(conn.recv())
+                        if msg.get("id") == -1:
+                            break
+                    probed = msg.get("result", {}).get("result", {}).get("value")
                 if screenshot:
                     import base64
                     conn.send(json.dumps({"id": 0, "method": "Page.captureScreenshot", "params": {"format": "png"}}))
@@ -113,7 +127,7 @@ def first_chart(chromium: str, url: str, t0: float, screenshot: str | None = Non
                             break
                     with open(screenshot, "wb") as f:
                         f.write(base64.b64decode(msg["result"]["data"]))
-            return t_chart - t0, t_chart - t_browser
+            return (t_chart - t0, t_chart - t_browser) + ((probed,) if probe else ())
         finally:
             _stop_group(browser)
 

@@ -236,15 +236,28 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_real_browser_renders_a_chart():
-    """Opens the running app in headless Debian chromium and waits (DevTools protocol, up to 60 s) for a
-    drawn Plotly chart; keeps a screenshot in tests/artifacts/. CI installs chromium (.ci/run)."""
+# each page's address (st.Page's default: the file's name) and what shows it has drawn: a chart, or for the Runs
+# page (tables of two runs side by side) a table
+_TABLE_DRAWN = "!!document.querySelector('[data-testid=\"stDataFrame\"] canvas')"
+BROWSER_PAGES = {"": None, "breakdown": None, "attention_maps": None, "thresholds": None, "methods": None,
+                 "peers": None, "runs": _TABLE_DRAWN}
+# what a page must not show: a Python exception, an error box, a table wider than its frame (clipped)
+PAGE_PROBLEMS = """JSON.stringify({
+  exceptions: document.querySelectorAll('[data-testid="stException"]').length,
+  errors: document.querySelectorAll('[data-testid="stAlertContentError"]').length,
+  clipped: [...document.querySelectorAll('[data-testid="stDataFrame"]')].filter(
+      f => f.getBoundingClientRect().right > document.documentElement.clientWidth + 1).length})"""
+
+
+def test_real_browser_renders_every_page():
+    """Opens each page of the running app in headless Debian chromium and waits (DevTools protocol, up to 60 s a
+    page) for a drawn Plotly chart; no page shows an exception, an error box or a table past the window's edge;
+    keeps a screenshot of each in tests/artifacts/. CI installs chromium (.ci/run)."""
     from dashboard.bench_cold_start import first_chart
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("needs Debian's chromium for a real browser (apt-get install chromium; CI installs it)")
     port = _free_port()
-    t0 = time.perf_counter()
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true",
                                "--server.port", str(port), "--server.address", "127.0.0.1",
                                "--browser.gatherUsageStats", "false"], cwd=ROOT,
@@ -259,10 +272,14 @@ def test_real_browser_renders_a_chart():
                 time.sleep(0.2)
         artifacts = os.path.join(ROOT, "tests", "artifacts")
         os.makedirs(artifacts, exist_ok=True)
-        shot = os.path.join(artifacts, "dashboard_overview.png")
-        first_chart(chromium, f"http://127.0.0.1:{port}", t0, screenshot=shot)  # raises if no chart in 60 s
-        with open(shot, "rb") as f:
-            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        for page, ready in BROWSER_PAGES.items():
+            shot = os.path.join(artifacts, f"dashboard_{page or 'overview'}.png")
+            *_, problems = first_chart(chromium, f"http://127.0.0.1:{port}/{page}", time.perf_counter(),
+                                       screenshot=shot, probe=PAGE_PROBLEMS,
+                                       **({"ready": ready} if ready else {}))   # raises if not drawn in 60 s
+            assert json.loads(problems) == {"exceptions": 0, "errors": 0, "clipped": 0}, (page, problems)
+            with open(shot, "rb") as f:
+                assert f.read(8) == b"\x89PNG\r\n\x1a\n", page
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -426,6 +443,9 @@ def test_peers_page_draws_ours_and_each_peer_against_density(tmp_path, monkeypat
     fig = figures.peers_figure(ts.bench_peers, 8192, "128x128", "ms")
     ours = next(tr for tr in fig.data if tr.name.startswith("ours"))
     assert list(ours.x) == [0.25, 1.0] and list(ours.y) == [0.5, 2.0] and ours.line.width == 5
+    dense = next(tr for tr in fig.data if tr.name == "cuDNN dense")
+    assert list(dense.y) == [2.5, 2.5] and list(dense.x) == [0.25, 1.0]
+    assert not fig.layout.annotations   # an annotation on a log axis would read its y as an exponent
     eff = figures.peers_figure(ts.bench_peers, 8192, "128x128", "efficiency")
     flex = next(tr for tr in eff.data if tr.name.startswith("FlexAttention"))
     assert list(flex.y) == pytest.approx([0.25 * 2.5 / 0.75, 2.5 / 3.0])
