@@ -18,10 +18,12 @@ serves all heads of a plan, so SALE's per-head masks would take one plan and one
 timed on CUDA-graph replay (so host-side work is not timed; plain CUDA events where a peer cannot be
 captured), median after warm-up; building a peer's own block format from the mask is timed apart
 (`peers_plan_ms`); the project's pass builds its step lists from the kept lists inside every call, and that
-part is also timed alone (`project_steps_ms`, included in `project_ms`). Efficiency = density x cuDNN dense ms /
+part is also timed alone (`project_steps_ms`, included in `project_ms`), and the pass with its step lists built
+once for the mask, as the peers' formats are (`project_prebuilt_ms`). Efficiency = density x cuDNN dense ms /
 ms. Outputs: the max abs difference of each peer's output from the project's, and of every output from a
-float32 reference of the same math on sampled query blocks (`max_abs_err`). cuDNN's block-sparse kernel has no causal mask inside a block: its reference
-lets the diagonal blocks see their later keys, and its difference from the project's output is expected.
+float32 reference of the same math on sampled query blocks (`max_abs_err`). cuDNN's block-sparse kernel has no
+causal mask inside a block: its reference lets the diagonal blocks see their later keys, and its difference
+from the project's output is expected.
 A peer that cannot install or run records why (`peers_errors`) and the run goes on.
 Records: JSONL, schema `sale-bench-peers/1`. Needs a CUDA GPU.
 """
@@ -232,6 +234,10 @@ def bench_point(q, k, v, mask, n, grain, density, peers, cfg, cudnn_ms, base, ou
     timing, how = time_replay(ours, budget_s)
     steps = step_lists(q, k, v, kept, cfg)   # built inside every call of ours: timed apart too
     steps_ms = time_replay(steps, budget_s)[0]["median_ms"] if steps else None
+    # and ours with its step lists built once for the mask, as the peers' formats are
+    prebuilt = steps() if steps else None
+    prebuilt_ms = (time_replay(lambda: attend_triton(q, k, v, project_mask, cfg, kept=kept, steps=prebuilt),
+                               budget_s)[0]["median_ms"] if steps else None)
     ours_out = ours()
     gen = torch.Generator().manual_seed(n)
     nqb = mask.shape[2]
@@ -243,7 +249,7 @@ def bench_point(q, k, v, mask, n, grain, density, peers, cfg, cudnn_ms, base, ou
                density=float(mask.sum() / (grid_causal(n, *grain, mask.device).sum() * mask.shape[0] * mask.shape[1])),
                project_density=float(sale.density(project_mask, n, cfg).mean()),
                project_ms=timing["median_ms"], project_plan_ms=plan_ms, project_timing=how,
-               project_steps_ms=steps_ms,
+               project_steps_ms=steps_ms, project_prebuilt_ms=prebuilt_ms,
                cudnn_ms=cudnn_ms, peers_ms={}, peers_plan_ms={}, peers_timing={}, peers_errors={},
                max_abs_diff={}, max_abs_err={"project": max_err(ours_out, refs[True], grain)},
                time=datetime.datetime.now(datetime.timezone.utc).isoformat())

@@ -31,7 +31,7 @@ PRESETS = {
                 "default beside the Gluon estimate, estimate_rows 16 and 8, masks against the reference",
         "traces": ["*_bench_select.jsonl", "h100_bench_select_mask_check.jsonl"],
         "commands": {"bench_select": [PY, "-m", "profiler", "bench-select", "--lengths", "8192", *LENGTHS,
-                                      "--tiles", "default", "--gluon-tiles", "gluon", "probe_vote_only",
+                                      "--tiles", "default", "--gluon-tiles", "gluon", "gluon_turns", "probe_vote_only",
                                       "--estimate-rows", "16", "8", "--out", "{out}/{gpu}_bench_select.jsonl"]},
     },
     "select-estimate-rows": {

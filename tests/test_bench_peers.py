@@ -46,6 +46,15 @@ def test_step_lists_build_what_the_default_tile_reads():
     ref = kept_to_steps(kept, cfg)
     assert torch.equal(steps.counts, ref.counts) and steps.steps.shape == ref.steps.shape   # entries past the counts are undefined
     assert step_lists(q, k, v, kept, cfg, tile="gathered") is None
+    # the pass given those lists, built once, computes what it computes building them itself
+    from sale.triton.attend_kernel import attend_triton
+    own = attend_triton(q, k, v, None, cfg, kept=kept)
+    assert torch.equal(attend_triton(q, k, v, None, cfg, steps=steps), own)
+    with pytest.raises(ValueError, match="reads the kept lists, not step lists"):
+        attend_triton(q, k, v, None, cfg, kept=kept, tile="gathered", steps=steps)
+    from sale.triton.attend_kernel import kept_to_union
+    with pytest.raises(ValueError, match="walks KeptSteps"):
+        attend_triton(q, k, v, None, cfg, steps=kept_to_union(kept, cfg, 4, split=True))
 
 
 def test_block_lists_put_kept_blocks_first_in_order():
@@ -116,5 +125,6 @@ def test_bench_peers_runs_and_records_every_peer_or_why(tmp_path):
         assert r["schema"] == "sale-bench-peers/1" and "error" not in r
         assert set(r["peers_ms"]) | set(r["peers_errors"]) == set(bp.PEERS)
         assert r["max_abs_err"]["project"] < 2e-2 and 0 < r["project_steps_ms"] < r["project_ms"]
+        assert 0 < r["project_prebuilt_ms"]
         for name in r["peers_ms"]:
             assert r["max_abs_err"][name] < 2e-2, (name, r["max_abs_err"])

@@ -492,7 +492,7 @@ DEFAULT_HOPPER_TILE = "gluon_split_p"
 
 
 def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: str | None = None,
-                  k_mean: torch.Tensor | None = None):
+                  k_mean: torch.Tensor | None = None, steps: KeptSteps | UnionSteps | None = None):
     """Triton version of ``reference.attention_reference`` over the blocks of ``mask`` (or of ``kept``,
     the selection kernel's compact lists, which then must describe the same causal blocks). With
     ``config.int8_qk``, q and k are first quantized to 8 bits (k smoothed by ``k_mean``, float32 [B, Hkv, D],
@@ -500,7 +500,8 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
     that is None too: on an H100/H200 (sm_90) with
     exact q . k, 64-row and 32-key blocks and head dim 64 or 128, the Gluon union ring (DEFAULT_HOPPER_TILE,
     attend_gluon.py); elsewhere the Triton split form ("default"), or "gathered" for K/V strides TMA
-    cannot copy."""
+    cannot copy. steps: the step lists the tile walks, built once for a mask used more than once
+    (``step_lists(q, k, v, kept, config, tile)()``); without them every call builds them from the kept lists."""
     batch, hq, seq_len, head_dim = q.shape
     bq, bk = config.block_q, config.block_k
     if bq % bk or bq & (bq - 1) or bk & (bk - 1) or bk < 16:
@@ -509,7 +510,7 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.stride(-1) != 1:
             raise ValueError(f"{name} must be contiguous in the head dimension (stride(-1) == 1)")
-    if kept is None:  # blocks above the diagonal are ignored, as in the reference
+    if kept is None and steps is None:  # blocks above the diagonal are ignored, as in the reference
         kept = mask_to_kept(mask & causal_blocks(seq_len, config, mask.device))
     if tile is None and config.attend_tile is not None:
         tile = config.attend_tile
@@ -517,7 +518,8 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
             raise ValueError(f"SaleConfig.attend_tile must be None or one of {list(ATTEND_CONFIGS)}, got {tile!r}")
     if tile is not None and tile not in ATTEND_CONFIGS:
         raise ValueError(f"tile must be None or one of {list(ATTEND_CONFIGS)}, got {tile!r}")
-    qk8, scales = 0, (kept.counts, kept.counts)  # the scale pointers are not read without int8 q . k
+    unread = (kept if kept is not None else steps).counts
+    qk8, scales = 0, (unread, unread)  # the scale pointers are not read without int8 q . k
     if config.int8_qk:
         from .quantize_kernel import quantize_int8_triton
         if k_mean is None:
@@ -534,10 +536,14 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         if config.int8_qk or interpreting():
             raise ValueError(f"tile {tile!r} runs exact q . k on a Hopper GPU only (no int8_qk, no interpreter)")
         from .attend_gluon import attend_union_gluon
-        return attend_union_gluon(q, k, v, kept_to_union(kept, config, cfg["slots"], split=True), config,
-                                  slots=cfg["slots"], stages=cfg["stages"], persistent=cfg["persistent"])
+        union = _prebuilt(steps, UnionSteps, tile) or kept_to_union(kept, config, cfg["slots"], split=True)
+        return attend_union_gluon(q, k, v, union, config, slots=cfg["slots"], stages=cfg["stages"],
+                                  persistent=cfg["persistent"])
     if cfg.get("split"):
-        return _attend_steps(q, k, v, kept_to_steps(kept, config), config, cfg, qk8, scales, out_dtype=v.dtype)
+        split_steps = _prebuilt(steps, KeptSteps, tile) or kept_to_steps(kept, config)
+        return _attend_steps(q, k, v, split_steps, config, cfg, qk8, scales, out_dtype=v.dtype)
+    if steps is not None:
+        raise ValueError(f"tile {tile!r} reads the kept lists, not step lists: pass kept (or the mask), not steps")
     tb, heads_first, maxnreg = cfg["tb"], cfg["heads_first"], cfg["maxnreg"]
     num_warps, num_stages = _warps_and_stages(cfg, bq)
     nqb, nkb = num_blocks(seq_len, bq), num_blocks(seq_len, bk)
@@ -553,6 +559,14 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         FOLD=cfg["fold"], QK8=qk8,
         num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
     return out
+
+
+def _prebuilt(steps, kind, tile):
+    """Step lists passed in for `tile`, checked to be the kind it walks (None when none were passed)."""
+    if steps is not None and not isinstance(steps, kind):
+        raise ValueError(f"tile {tile!r} walks {kind.__name__} (step_lists(..., tile={tile!r})), got "
+                         f"{type(steps).__name__}")
+    return steps
 
 
 def default_tile(q, k, v, config) -> str:
