@@ -376,3 +376,28 @@ def test_calibrate_knob_meets_the_budget_with_the_fewest_blocks(method):
         calibrate_knob(caps, method, 0.0, config)
     with pytest.raises(ValueError, match="method must be one of"):
         calibrate_knob(caps, "magic", 0.1, config)
+
+
+@pytest.mark.parametrize("n, block_q", [(300, 64), (517, 128), (64, 64), (1000, 64)])
+def test_lines_to_blocks_is_the_token_level_definition(n, block_q):
+    """The blocks kept key columns and diagonals pass through, from running sums of the kept offsets, equal the
+    blocks holding a token of those lines (causal tokens only), built token by token."""
+    from sale.methods.vertical_slash import lines_to_blocks
+    cfg = sale.SaleConfig(block_q=block_q)
+    g = torch.Generator().manual_seed(n)
+    cols, offsets = torch.randint(0, n, (2, 3, 7), generator=g), torch.randint(0, n, (2, 3, 9), generator=g)
+    offsets[0, 0, 0] = 0
+    nqb, nkb = num_blocks(n, cfg.block_q), num_blocks(n, cfg.block_k)
+    rows = torch.arange(n)
+    ref = torch.zeros(2, 3, nqb, nkb, dtype=torch.bool)
+    for b in range(2):
+        for h in range(3):
+            tokens = torch.zeros(n, n, dtype=torch.bool)
+            tokens[:, cols[b, h]] = True
+            for o in offsets[b, h].tolist():
+                tokens[rows[o:], rows[o:] - o] = True
+            tokens &= rows[None, :] <= rows[:, None]
+            ref[b, h] = torch.stack([torch.stack([
+                tokens[qb * cfg.block_q:(qb + 1) * cfg.block_q, kb * cfg.block_k:(kb + 1) * cfg.block_k].any()
+                for kb in range(nkb)]) for qb in range(nqb)])
+    assert torch.equal(lines_to_blocks(cols, offsets, n, cfg), ref)

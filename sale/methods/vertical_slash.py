@@ -43,23 +43,26 @@ def line_scores(q: torch.Tensor, k: torch.Tensor, config: SaleConfig) -> tuple[t
 def lines_to_blocks(vertical_keys: torch.Tensor, slash_offsets: torch.Tensor, n: int,
                     config: SaleConfig) -> torch.Tensor:
     """bool [B, Hq, nqb, nkb]: the causal blocks a kept key column ([B, Hq, kv]) or a kept diagonal ([B, Hq, ks])
-    passes through."""
+    passes through. A diagonal of offset o (key = row - o) crosses block (b, c) iff some key of block c lies at
+    an offset in [first row of b - last key of c, last row of b - first key of c]: a count of kept offsets over that
+    range, read from their running sum (work O(N + blocks), whatever the number of lines)."""
     nqb, nkb = num_blocks(n, config.block_q), num_blocks(n, config.block_k)
     b, h = vertical_keys.shape[:2]
     dev = vertical_keys.device
     cols = torch.zeros(b, h, nkb, dtype=torch.bool, device=dev)
     cols.scatter_(-1, vertical_keys // config.block_k, True)
+    offsets = torch.zeros(b, h, n, dtype=torch.int32, device=dev)
+    offsets.scatter_(-1, slash_offsets, 1)
+    running = torch.nn.functional.pad(offsets.cumsum(-1, dtype=torch.int32), (1, 0))   # running[i]: kept below i
     first = torch.arange(nqb, device=dev) * config.block_q
     last = torch.clamp(first + config.block_q, max=n) - 1
-    lo = (first[None, None, :, None] - slash_offsets[:, :, None, :]).clamp(min=0)            # [B, Hq, nqb, ks]
-    hi = last[None, None, :, None] - slash_offsets[:, :, None, :]
-    ok = hi >= 0
-    diff = torch.zeros(b, h, nqb, nkb + 1, dtype=torch.int32, device=dev)
-    one = ok.to(torch.int32)
-    diff.scatter_add_(-1, torch.where(ok, lo // config.block_k, nkb), one)
-    diff.scatter_add_(-1, torch.where(ok, hi.clamp(min=0) // config.block_k + 1, nkb), -one)
-    diag = diff.cumsum(-1)[..., :nkb] > 0
-    return (cols[:, :, None, :] | diag) & causal_blocks(n, config, dev)
+    key_lo = torch.arange(nkb, device=dev) * config.block_k
+    key_hi = torch.clamp(key_lo + config.block_k, max=n) - 1
+    lo = (first[:, None] - key_hi[None, :]).clamp(0, n)                                  # [nqb, nkb]
+    hi = (last[:, None] - key_lo[None, :] + 1).clamp(0, n)                               # exclusive
+    flat = lambda x: x.reshape(1, 1, -1).expand(b, h, -1)
+    crossed = (torch.gather(running, -1, flat(hi)) - torch.gather(running, -1, flat(lo))).view(b, h, nqb, nkb) > 0
+    return (cols[:, :, None, :] | crossed) & causal_blocks(n, config, dev)
 
 
 def vertical_slash_blocks(q: torch.Tensor, k: torch.Tensor, top_k: int,
