@@ -462,12 +462,15 @@ def verdict(bench_attend: list, bench_select: list, seq_len: int = 65536, thresh
             "estimate_pct": est, "file": rec.get("_file"), "time": rec.get("time")}
 
 
-def methods_figure(records: list, source: str, seq_len: int) -> go.Figure:
+def methods_figure(records: list, source: str, seq_len: int, masks_only: bool = False) -> go.Figure:
     """Speedup over the fastest dense against output error (relative L1), one line per selection method through
     its knob values, for one input (source, length), each method from the newest run that measured it: the Pareto
-    view."""
+    view. masks_only: the speedup of the attend stage alone (dense ms / attend ms), the selection's cost left out:
+    how few blocks each method's masks keep for an error."""
     recs = [r for r in records if r.get("source") == source and r.get("seq_len") == seq_len
-            and isinstance(r.get("speedup"), (int, float)) and isinstance(r.get("rel_l1"), (int, float))]
+            and isinstance(r.get("speedup"), (int, float)) and isinstance(r.get("rel_l1"), (int, float))
+            and (not masks_only or (r.get("dense_ms") and r.get("attend_ms")))]
+    gain = (lambda r: r["dense_ms"] / r["attend_ms"]) if masks_only else (lambda r: r["speedup"])
     newest = {}   # per method, the newest run that measured it here (methods may come from separate runs)
     for r in recs:
         if r.get("time", "") > newest.get(r["method"], ("", None))[0]:
@@ -476,7 +479,7 @@ def methods_figure(records: list, source: str, seq_len: int) -> go.Figure:
     fig = go.Figure()
     for method in sorted({r["method"] for r in recs}):
         pts = sorted((r for r in recs if r["method"] == method), key=lambda r: r["rel_l1"])
-        fig.add_trace(go.Scatter(x=[max(r["rel_l1"], 1e-6) for r in pts], y=[r["speedup"] for r in pts],
+        fig.add_trace(go.Scatter(x=[max(r["rel_l1"], 1e-6) for r in pts], y=[gain(r) for r in pts],
                                  mode="lines+markers", name=method,
                                  line=dict(width=4 if method == "sale" else 2),
                                  customdata=[[r["knob_name"], r["knob"], r["density"]] for r in pts],
@@ -485,7 +488,8 @@ def methods_figure(records: list, source: str, seq_len: int) -> go.Figure:
     fig.add_hline(y=1.0, line_dash="dot", annotation_text="dense")
     fig.update_xaxes(type="log", title="output error: relative L1 vs dense")
     fig.update_layout(title=f"Selection methods on one computation pass: {source}, N={seq_len}",
-                      yaxis_title="speedup over the fastest dense (selection + attend)",
+                      yaxis_title="speedup over the fastest dense (" + ("attend alone: the masks" if masks_only
+                                                                          else "selection + attend") + ")",
                       legend=dict(orientation="h", yanchor="top", y=-0.2))
     return fig
 

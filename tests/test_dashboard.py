@@ -404,7 +404,8 @@ def _methods_records():
             recs.append({"schema": "sale-bench-methods/1", "run_id": "r1", "time": "2026-12-02T00:00:00", "gpu": "x",
                          "source": "structured", "seq_len": 4096, "method": method, "knob": knob,
                          "knob_name": knob_name, "select_ms": 1.0, "attend_ms": 2.0 - i, "density": 0.5 - 0.1 * i,
-                         "speedup": 1.2 + i, "rel_l1": 0.05 * (i + 1), "rel_l2": 0.04, "recall": 0.97, "error": None})
+                         "speedup": 1.2 + i, "rel_l1": 0.05 * (i + 1), "rel_l2": 0.04, "recall": 0.97, "error": None,
+                         "dense_ms": 4.0})
     return recs
 
 
@@ -416,6 +417,8 @@ def test_methods_page_draws_each_method_through_its_knob(tmp_path, monkeypatch):
     assert sorted(tr.name for tr in fig.data) == ["pooled", "sale"]
     sale_line = next(tr for tr in fig.data if tr.name == "sale")
     assert list(sale_line.y) == [1.2, 2.2] and list(sale_line.x) == [0.05, 0.1]
+    masks = figures.methods_figure(ts.bench_methods, "structured", 4096, masks_only=True)
+    assert list(next(tr for tr in masks.data if tr.name == "sale").y) == [2.0, 4.0]   # dense 4 ms / attend 2, 1 ms
     at = _app(str(tmp_path), monkeypatch)
     at.switch_page("views/methods.py")
     at.run()

@@ -24,7 +24,11 @@ if need(bool(t.bench_methods), "No selection-method benchmarks here. Run `python
                                "GPU (or pick another folder in the sidebar)."):
     inputs = sorted({(r["source"], r["seq_len"]) for r in t.bench_methods})
     source, n = st.selectbox("input", inputs, index=len(inputs) - 1, format_func=lambda x: f"{x[0]}, N={x[1]}")
-    figure(figures.methods_figure(t.bench_methods, source, n), f"methods_{n}")
+    counted = st.radio("speedup counts", ["selection + attend", "the masks alone (attend only)"], horizontal=True,
+                       help="the masks alone: dense ms / attend ms, the selection's cost left out (how few blocks each "
+                            "method keeps for an error)")
+    figure(figures.methods_figure(t.bench_methods, source, n, masks_only=counted.startswith("the masks")),
+           f"methods_{n}")
     st.caption("Each line follows one method through its knob (SALE: tau; pooled and XAttention: mass; "
                "vertical-slash: top_k; FlexPrefill: gamma). Up and to the left is better. Every method runs the same "
                "computation pass; the methods other than SALE select in plain PyTorch.")
