@@ -76,7 +76,11 @@ def gguf_tokenizer(path: str | None = None):
 @functools.lru_cache(maxsize=2)
 def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32):
     """The model (``sale.hf.CausalLM``), loaded once per (device, dtype)."""
-    from .hf import CausalLM
+    try:
+        from .hf import CausalLM
+    except ImportError as exc:
+        raise ImportError(f"SmolLM2 runs through transformers, which is not installed ({exc}): "
+                          "pip install -e '.[hf]'") from exc
     path = gguf_path()
     model = CausalLM(os.path.dirname(path), os.path.basename(path), dtype, device)
     model.tokenizer = gguf_tokenizer(path)

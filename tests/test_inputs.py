@@ -246,3 +246,24 @@ def test_calibrate_refuses_layers_the_model_lacks_before_calibrating(monkeypatch
         assert _sale("calibrate", "--layers", bad, "--device", "cpu", "--out", str(tmp_path / "t.json")) == 2
         assert "--layers takes layers in [0, 30)" in capsys.readouterr().err
     assert not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize("module, loader", [("sale.smollm", "load_smollm2"), ("sale.gemma3", "load_gemma3")])
+def test_real_models_without_transformers_say_how_to_install_it(module, loader, monkeypatch):
+    import builtins
+    import importlib
+    import sys
+    real_import = builtins.__import__
+
+    def no_transformers(name, globals=None, locals=None, fromlist=(), level=0):
+        if name.split(".")[0] == "transformers":
+            raise ImportError("No module named 'transformers'")
+        return real_import(name, globals, locals, fromlist, level)
+    for name in [m for m in sys.modules if m == "sale.hf" or m.split(".")[0] == "transformers"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    mod = importlib.import_module(module)
+    monkeypatch.setattr(mod, "gguf_path", lambda: "/nowhere/model.gguf")
+    load = getattr(mod, loader).__wrapped__          # past the cache of loaded models
+    with pytest.raises(ImportError, match=r"runs through transformers, which is not installed .*\[hf\]"):
+        load()
