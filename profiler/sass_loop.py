@@ -77,7 +77,7 @@ def compile_for_hopper(kernel: str, tile: str = "default", estimate_rows: int | 
         from sale.triton.attend_kernel import ATTEND_CONFIGS, _attend_kernel as fn
         cfg = ATTEND_CONFIGS[tile]
         constexprs = dict(HEAD_DIM=head_dim, BQ=64, BK=32, TB=cfg["tb"], DIAG=2, INTERPRET=False,
-                          HEADS_FIRST=cfg["heads_first"], FOLD=cfg["fold"], QK8=_qk8(cfg, int8_qk))
+                          QK8=_qk8(cfg, int8_qk))
         qk = "i8" if int8_qk else "bf16"
         pointers = dict(q_ptr=f"*{qk}", k_ptr=f"*{qk}", v_ptr="*bf16", o_ptr="*bf16", counts_ptr="*i32",
                         idx_ptr="*i32")
@@ -116,7 +116,7 @@ def _compile_gluon_attend(tile: str, head_dim: int):
                       CONSUMER_REGS=240, PRODUCER_REGS=24, num_warps=4, DYNAMIC=cfg.get("persistent", False))
     sig, attrs = _signature(fn, constexprs, {"q_ptr": "*bf16", "o_ptr": "*bf16", "counts_ptr": "*i32", "codes_ptr": "*i32",
                                              "counter_ptr": "*i32", "desc_k": desc, "desc_v": desc})
-    options = {"num_warps": 4, **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {})}
+    options = {"num_warps": 4}
     return triton.compile(GluonASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 128),
                           options=options), options
 

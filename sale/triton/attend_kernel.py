@@ -30,7 +30,7 @@ from ._common import interpreting, pow2
 @triton.jit
 def _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn, stride_vn, N,
                  scale_log2e, d, ks_base, BK: tl.constexpr, TB: tl.constexpr, MASKED: tl.constexpr,
-                 INTERPRET: tl.constexpr, FOLD: tl.constexpr, QK8: tl.constexpr):
+                 INTERPRET: tl.constexpr, QK8: tl.constexpr):
     """One step over TB kept blocks gathered by pointer loads into one BLOCK_N = TB * BK key tile; with
     QK8, int8 q and k and each block's K scale (one per 2 * BK keys, ks_base) applied per column."""
     BLOCK_N: tl.constexpr = TB * BK
@@ -57,19 +57,7 @@ def _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, st
             s = s * tl.reshape(tl.broadcast_to(ks[:, None], (TB, BK)), (BLOCK_N,))[None, :]
     if MASKED:
         s = tl.where(key_ok[None, :] & (keys[None, :] <= rows[:, None]), s, float("-inf"))
-    if FOLD:
-        return _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED, INTERPRET, QK8 != 0)
-    if QK8:
-        s = s * scale_log2e[:, None]
-    else:
-        s = s * scale_log2e
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
-    m_use = _empty_rows_at_zero(m_new, MASKED)
-    p = tl.exp2(s - m_use[:, None])
-    alpha = tl.exp2(m_i - m_use)
-    l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = _accumulate(acc * alpha[:, None], p, v, INTERPRET)
-    return acc, m_new, l_i
+    return _online_softmax(acc, m_i, l_i, s, v, scale_log2e, MASKED, INTERPRET, QK8 != 0)
 
 
 @triton.jit
@@ -418,14 +406,10 @@ def _attend_kernel(
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
     HEAD_DIM: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, TB: tl.constexpr, DIAG: tl.constexpr,
-    INTERPRET: tl.constexpr, HEADS_FIRST: tl.constexpr, FOLD: tl.constexpr, QK8: tl.constexpr,
+    INTERPRET: tl.constexpr, QK8: tl.constexpr,
 ):
-    if HEADS_FIRST:  # launch order: the longest rows of every head first
-        qb = NQB - 1 - tl.program_id(1)
-        bh = tl.program_id(0)
-    else:            # longest rows first within each head
-        qb = NQB - 1 - tl.program_id(0)
-        bh = tl.program_id(1)
+    qb = NQB - 1 - tl.program_id(0)   # longest rows first within each head
+    bh = tl.program_id(1)
     b, h, kvh, rows, d, q = _query_block(q_ptr, qb, bh, N, HQ, GROUP, stride_qb, stride_qh, stride_qn, BQ, HEAD_DIM)
     k_base = k_ptr + b * stride_kb + kvh * stride_kh
     v_base = v_ptr + b * stride_vb + kvh * stride_vh
@@ -445,17 +429,16 @@ def _attend_kernel(
     acc = tl.zeros((BQ, HEAD_DIM), tl.float32)
     for p0 in range(0, n_full, TB):
         acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
-                                     stride_vn, N, scale_log2e, d, ks_base, BK, TB, False, INTERPRET, FOLD, QK8)
+                                     stride_vn, N, scale_log2e, d, ks_base, BK, TB, False, INTERPRET, QK8)
     for p0 in range(n_full, count, TB):
         acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, idx_base, p0, count, rows, stride_kn,
-                                     stride_vn, N, scale_log2e, d, ks_base, BK, TB, True, INTERPRET, FOLD, QK8)
+                                     stride_vn, N, scale_log2e, d, ks_base, BK, TB, True, INTERPRET, QK8)
     _store_rows(o_ptr, acc, l_i, b, h, rows, d, N, stride_ob, stride_oh, stride_on)
 
 
 # Tile configurations kept as data. Gathered form: tb kept blocks gathered per step into one BLOCK_N = tb *
-# block_k tile, warps, stages, heads_first launch order, maxnreg register cap (None: the compiler's choice),
-# fold (the softmax scale inside exp2's argument: one FFMA per score instead of FMUL + FADD; 1-2% faster
-# from 32K for 64-row blocks; the 128-row tile keeps the measured form). tb=1 needs half
+# block_k tile, warps, stages; the softmax scale inside exp2's argument (one FFMA per score instead of FMUL +
+# FADD; 1-2% faster from 32K for 64-row blocks than outside it, the form removed on 2026-12-03). tb=1 needs half
 # the shared memory of tb=2 (49 KB instead of 83 KB), so 3 programs fit per SM instead of 2; tb=2 took
 # 2-14% longer at 16K-128K. TMA copies of single blocks and Triton's warp specialization were
 # slower or did not compile. Split form (split=True): stages of the 64-key TMA copies; with 3,
@@ -464,7 +447,7 @@ def _attend_kernel(
 # blocks per 64-key gathered step (an odd last one alone), 3-14% less time than one per step at all but
 # one measured point. int8 q . k sums become float32 by the conversion instruction (an exact magic-number
 # add was 1-5% faster at 16K, 0-2.4% slower from 32K).
-_TB2 = dict(tb=2, warps=4, stages=3, heads_first=False, maxnreg=None, fold=True)
+_TB2 = dict(tb=2, warps=4, stages=3)
 _TB1 = {**_TB2, "tb": 1, "stages": 4}
 _SPLIT = {**_TB1, "split": True, "stages": 3, "lone_pairs": True}
 ATTEND_CONFIGS = {
@@ -544,20 +527,17 @@ def attend_triton(q, k, v, mask, config, kept: KeptBlocks | None = None, tile: s
         return _attend_steps(q, k, v, split_steps, config, cfg, qk8, scales, out_dtype=v.dtype)
     if steps is not None:
         raise ValueError(f"tile {tile!r} reads the kept lists, not step lists: pass kept (or the mask), not steps")
-    tb, heads_first, maxnreg = cfg["tb"], cfg["heads_first"], cfg["maxnreg"]
     num_warps, num_stages = _warps_and_stages(cfg, bq)
     nqb, nkb = num_blocks(seq_len, bq), num_blocks(seq_len, bk)
     out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
-    grid = (batch * hq, nqb) if heads_first else (nqb, batch * hq)
-    _attend_kernel[grid](
+    _attend_kernel[(nqb, batch * hq)](
         q, k, v, out, kept.counts, kept.indices, *scales,
         seq_len, hq, hq // k.shape[1], nqb, nkb, num_blocks(seq_len, 2 * bk),
         config.scale_for(head_dim) * math.log2(math.e),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=tb, DIAG=pow2(bq // bk), INTERPRET=interpreting(), HEADS_FIRST=heads_first,
-        FOLD=cfg["fold"], QK8=qk8,
-        num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg and not interpreting() else {}))
+        HEAD_DIM=head_dim, BQ=bq, BK=bk, TB=cfg["tb"], DIAG=pow2(bq // bk), INTERPRET=interpreting(), QK8=qk8,
+        num_warps=num_warps, num_stages=num_stages)
     return out
 
 
