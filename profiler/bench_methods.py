@@ -41,11 +41,6 @@ KNOBS = {   # the knob grid of each method (its knob's name, values)
 }
 
 
-def selector(method: str, config: sale.SaleConfig):
-    """(q, k, knob) -> block mask."""
-    return method_selector(method, config)
-
-
 def relative_l2(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out.float() - ref.float()).norm() / ref.float().norm().clamp(min=1e-30))
 
@@ -60,7 +55,7 @@ def bench_inputs(q, k, v, methods, knobs, device, reps, base, out_path, calibrat
         raise RuntimeError(f"no dense baseline runs here: {errors}")
     fastest = min(timings, key=lambda b: timings[b]["median_ms"])
     dense_ms = timings[fastest]["median_ms"]
-    points = [(method, KNOBS[method][0], knob, selector(method, config))
+    points = [(method, KNOBS[method][0], knob, method_selector(method, config))
               for method in methods for knob in knobs.get(method, KNOBS[method][1])]
     if calibrated is not None:
         taus = calibrated.to(q.device)

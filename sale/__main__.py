@@ -192,9 +192,9 @@ def compare_methods_cmd(args) -> int:
     model = _load_model(args, device, torch.bfloat16 if config.backend == "triton" else torch.float32)
     bar = tqdm(total=len(methods) * len(args.lengths) * len(args.depths), desc="needles", unit="prompt")
     records = compare_methods(model, methods, args.budget, args.seq_len, args.lengths, args.depths, config,
-                              args.held_out_len, progress=lambda: bar.update(1))
+                              args.held_out_len, progress=lambda: bar.update(1),
+                              on_method=lambda recs: write_records(out, recs))   # each finished method survives
     bar.close()
-    write_records(out, records)
     for r in records:
         what = (f"needle N={r['seq_len']} depth={r['depth']:.2f}: {'ok' if r['sale_correct'] else 'MISS'} "
                 f"(dense {'ok' if r['dense_correct'] else 'MISS'})" if r["kind"] == "needle" else

@@ -44,12 +44,5 @@ def gguf_path() -> str:
 @functools.lru_cache(maxsize=2)
 def load_gemma3(device: str = "cpu", dtype: torch.dtype = torch.float32):
     """The model (``sale.hf.CausalLM``), loaded once per (device, dtype)."""
-    try:
-        from .hf import CausalLM
-    except ImportError as exc:
-        raise ImportError(f"Gemma 3 runs through transformers, which is not installed ({exc}): "
-                          "pip install -e '.[hf]'") from exc
-    path = gguf_path()
-    model = CausalLM(os.path.dirname(path), os.path.basename(path), dtype, device)
-    model.name = NAME
-    return model
+    from .llm_eval import load_gguf_model
+    return load_gguf_model(gguf_path, NAME, dtype, device)

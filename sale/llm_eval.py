@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 
 import torch
 
@@ -26,6 +27,29 @@ from .prompts import HELD_OUT_MODULES, held_out_text, kv_retrieval, needle
 
 
 ACCURACY_SCHEMA = "sale-accuracy/1"
+
+
+def load_gguf_model(gguf_path, name: str, dtype: torch.dtype, device):
+    """The model in the GGUF file ``gguf_path()`` names, loaded by transformers as ``sale.hf.CausalLM`` and named
+    `name`; an ImportError that says what to install where transformers is missing (checked first)."""
+    try:
+        from .hf import CausalLM
+    except ImportError as exc:
+        raise ImportError(f"{name} runs through transformers, which is not installed ({exc}): "
+                          "pip install -e '.[hf]'") from exc
+    path = gguf_path()
+    model = CausalLM(os.path.dirname(path), os.path.basename(path), dtype, device)
+    model.name = name
+    return model
+
+
+def _global_layers(layers, captured) -> None:
+    """Refuse layers that were not captured: only layers with global attention are (SALE's layers; sliding-window
+    layers stay dense)."""
+    local = [layer for layer in layers if layer not in captured]
+    if local:
+        raise ValueError(f"layers {local} do not attend globally (sliding-window attention runs dense); SALE runs in "
+                         f"layers {sorted(captured)}")
 
 
 def sale_attention_fn(thresholds_per_layer, config=None, stats: dict | None = None):
@@ -60,13 +84,8 @@ def calibrate_model(model, theta: float, method: str, seq_len: int, layers=None,
         cap = {}
         model(ids, capture=cap, layers=None if layers is None else max(layers) + 1)
         captures.append(cap)
-    # only layers with global attention are captured (SALE's layers; sliding-window layers stay dense)
-    captured = sorted(captures[0])
-    layers = captured if layers is None else list(layers)
-    local = [layer for layer in layers if layer not in captured]
-    if local:
-        raise ValueError(f"layers {local} do not attend globally (sliding-window attention runs dense); SALE runs in "
-                         f"layers {captured}")
+    layers = sorted(captures[0]) if layers is None else list(layers)
+    _global_layers(layers, captures[0])
     per_layer = [[HeadCalibration(0.0, 0.0, 1.0, 0)] * cfg.num_q_heads for _ in range(cfg.num_layers)]
     done = []
     for layer in layers:
@@ -210,10 +229,12 @@ def calibrate_knob(captures: list[dict], method: str, budget: float, config: Sal
 
 
 def compare_methods(model, methods, budget: float, seq_len: int, lengths, depths, config: SaleConfig | None = None,
-                    held_out_len: int = 2048, progress=None) -> list[dict]:
+                    held_out_len: int = 2048, progress=None, on_method=None) -> list[dict]:
     """Each method calibrated to the same output-error budget on the calibration prompts at `seq_len` (one knob
     for the model, ``calibrate_knob``), then evaluated against dense as ``evaluate_model`` does: accuracy
-    records (sale-accuracy/1) with the method ("selection"), its knob and its calibration error."""
+    records (sale-accuracy/1) with the method ("selection"), its knob and its calibration error.
+    `on_method(records)` receives each method's records as soon as they are made (the CLI writes them there, so
+    an interrupted comparison keeps every finished method)."""
     config = config or SaleConfig()
     captures = []
     for _, ids in calibration_prompts(model, seq_len):
@@ -226,10 +247,12 @@ def compare_methods(model, methods, budget: float, seq_len: int, lengths, depths
         recs = evaluate_model(model, None, lengths, depths, config, held_out_len, progress=progress,
                               attention_for=lambda stats: method_attention_fn(method, knob["knob"], config, stats))
         # "selection", not "method": accuracy records already use "method" for the thresholds' calibration method
-        records += [r | {"selection": method, "knob_name": knob["knob_name"], "knob": knob["knob"], "theta": None,
-                         "budget": budget,
-                         "calibration_error": knob["error"], "calibration_density": knob["density"],
-                         "calibration_len": seq_len} for r in recs]
+        recs = [r | {"selection": method, "knob_name": knob["knob_name"], "knob": knob["knob"], "theta": None,
+                     "budget": budget, "calibration_error": knob["error"], "calibration_density": knob["density"],
+                     "calibration_len": seq_len} for r in recs]
+        if on_method is not None:
+            on_method(recs)
+        records += recs
     return records
 
 
@@ -267,10 +290,7 @@ def capture_qkv(model, prompt: str, seq_len: int, layers, path: str) -> dict:
         raise ValueError(f"layers must be in [0, {model.config.num_layers}), got {bad}")
     cap = {}
     model(ids, capture=cap, layers=layers[-1] + 1)
-    local = [l for l in layers if l not in cap]
-    if local:
-        raise ValueError(f"layers {local} do not attend globally (sliding-window attention, not captured); layers "
-                         f"with global attention: {sorted(cap)}")
+    _global_layers(layers, cap)
     tensors = {f"layer{l}.{name}": t.float().contiguous().cpu() for l in layers for name, t in zip("qkv", cap[l])}
     meta = {"schema": "sale-qkv/1", "model": getattr(model, "name", "causal LM"), "prompt": prompt,
             "seq_len": len(ids), "layers": layers, "num_q_heads": model.config.num_q_heads,

@@ -76,13 +76,7 @@ def gguf_tokenizer(path: str | None = None):
 @functools.lru_cache(maxsize=2)
 def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32):
     """The model (``sale.hf.CausalLM``), loaded once per (device, dtype)."""
-    try:
-        from .hf import CausalLM
-    except ImportError as exc:
-        raise ImportError(f"SmolLM2 runs through transformers, which is not installed ({exc}): "
-                          "pip install -e '.[hf]'") from exc
-    path = gguf_path()
-    model = CausalLM(os.path.dirname(path), os.path.basename(path), dtype, device)
-    model.tokenizer = gguf_tokenizer(path)
-    model.name = NAME
+    from .llm_eval import load_gguf_model
+    model = load_gguf_model(gguf_path, NAME, dtype, device)
+    model.tokenizer = gguf_tokenizer()
     return model

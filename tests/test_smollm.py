@@ -181,3 +181,22 @@ def test_compare_methods_cli_records_each_method_at_its_calibrated_knob(model, t
     from dashboard.data import record_problem
     assert all(record_problem(r) is None for r in recs)
     assert main(["compare-methods", "--methods", "bogus", "--out", str(out)]) == 2
+
+
+def test_compare_methods_cli_keeps_finished_methods_when_interrupted(model, tmp_path, monkeypatch):
+    import sale.llm_eval
+    monkeypatch.setattr("sale.smollm.load_smollm2", lambda *a, **k: model)
+    real = sale.llm_eval.calibrate_knob
+
+    def fail_on_pooled(captures, method, *args, **kwargs):
+        if method == "pooled":
+            raise KeyboardInterrupt
+        return real(captures, method, *args, **kwargs)
+    monkeypatch.setattr(sale.llm_eval, "calibrate_knob", fail_on_pooled)
+    from sale.__main__ import main
+    out = tmp_path / "methods.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        main(["compare-methods", "--methods", "sale", "pooled", "--budget", "0.1", "--seq-len", "320",
+              "--lengths", "320", "--depths", "0.5", "--held-out-len", "256", "--device", "cpu", "--out", str(out)])
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["selection"], r["kind"]) for r in recs] == [("sale", "needle"), ("sale", "held_out")]
