@@ -47,13 +47,13 @@ from .gpu_context import git_commit, nvml_snapshot, software_versions
 from .timing import time_cuda
 
 
-def mask_at_density(density, batch, heads, n, cfg, seed):
+def mask_at_density(density, batch, heads, n, cfg, seed, device="cuda"):
     """Sink and local blocks, plus candidate blocks drawn independently so the expected share of
     causal blocks kept is `density` (the always-computed share is a floor)."""
-    causal, always, cand = (f(n, cfg, "cuda") for f in (causal_blocks, always_computed_blocks, candidate_blocks))
+    causal, always, cand = (f(n, cfg, device) for f in (causal_blocks, always_computed_blocks, candidate_blocks))
     extra = max(0.0, density * causal.sum().item() - always.sum().item()) / max(1, cand.sum().item())
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    drawn = torch.rand(batch, heads, *causal.shape, generator=g, device="cuda") < extra
+    g = torch.Generator(device=device).manual_seed(seed)
+    drawn = torch.rand(batch, heads, *causal.shape, generator=g, device=device) < extra
     return (drawn & cand) | always
 
 

@@ -66,15 +66,11 @@ def random_block_mask(n: int, density: float, batch: int, heads: int, block: int
     """[B, H, nb, nb] bool on block x block tiles: causal, the first key block and the diagonal kept, the other
     causal blocks drawn independently so that the expected share of causal blocks kept is `density` (the
     always-kept share is a floor)."""
-    causal = grid_causal(n, block, block, device)
-    nb = causal.shape[0]
-    idx = torch.arange(nb, device=device)
-    always = causal & ((idx[None, :] == 0) | (idx[None, :] == idx[:, None]))
-    cand = causal & ~always
-    extra = max(0.0, density * causal.sum().item() - always.sum().item()) / max(1, cand.sum().item())
-    g = torch.Generator(device=device).manual_seed(seed)
-    drawn = torch.rand(batch, heads, nb, nb, generator=g, device=device) < extra
-    return (drawn & cand) | always
+    from .bench_attend import mask_at_density
+    # SALE's always-computed blocks on block x block tiles, one sink block and no local window: the first key block
+    # and the diagonal
+    cfg = sale.SaleConfig(block_q=block, block_k=block, local_window=0, sink_blocks=1)
+    return mask_at_density(density, batch, heads, n, cfg, seed, device)
 
 
 def regrain(mask: torch.Tensor, n: int, grain: tuple[int, int], to: tuple[int, int]) -> torch.Tensor:
