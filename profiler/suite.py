@@ -146,9 +146,11 @@ PRESETS = {
         "what": "Gemma 3 270M at 32K through sale.hf (head dim 256, SALE in its 3 global layers): thresholds "
                 "calibrated at 16K and 32K, accuracy against dense (needles at 8K-32K, held-out text), captures of "
                 "the global layers at 32K, the estimate's options and every selection method on them (SALE at "
-                "the calibrated thresholds too), attention maps; the model's packages carried in parts "
+                "the calibrated thresholds too), attention maps, every method calibrated to one output-error budget and "
+                "evaluated like SALE; the model's packages carried in parts "
                 "(docs/models.md)",
         "traces": ["thresholds_gemma3_*.json", "accuracy_gemma3_*.jsonl", "*_bench_methods_gemma3*.jsonl",
+                   "accuracy_methods_gemma3_*.jsonl",
                    "estimate_tradeoff_gemma3_*.jsonl", "maps/gemma3_*"],
         "commands": {
             **{f"calibrate_{n // 1024}k": [PY, "-m", "sale", "calibrate", "--model", "gemma3", "--theta", "0.4",
@@ -171,7 +173,10 @@ PRESETS = {
                               "--out", "{out}/{gpu}_bench_methods_gemma3_N32768.jsonl"],
             "capture_maps": [PY, "-m", "profiler", "capture-maps", "--from-capture",
                              "{out}/gemma3_held_out_N32768.safetensors", "--layer", "17",
-                             "--out", "{out}/maps/gemma3_held_out_N32768_layer17.safetensors"]},
+                             "--out", "{out}/maps/gemma3_held_out_N32768_layer17.safetensors"],
+            "compare_methods": [PY, "-m", "sale", "compare-methods", "--model", "gemma3", "--budget", "0.05",
+                                "--seq-len", "16384", "--lengths", "8192", "16384", "32768", "--depths", "0.1", "0.5",
+                                "0.9", "--held-out-len", "32768", "--out", "{out}/accuracy_methods_gemma3_budget0.05_16k.jsonl"]},
     },
     "captures": {
         "what": "a torch.profiler capture of one point (32K, tau 0.01) and block-level attention maps",
