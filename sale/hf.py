@@ -240,11 +240,11 @@ class _ModelConfig:
 
 class CausalLM:
     """A transformers causal LM behind the interface the toolkit's calibration, evaluation and capture use:
-    ``encode``, ``decode``, ``chat``, ``config`` (num_layers, num_q_heads,
-    num_kv_heads, head_dim, context), and ``model(ids, attention=None, capture=None)`` -> logits [N, vocab]
-    (float32) where ``attention(layer, q, k, v)`` (q [1, Hq, N, D], k, v [1, Hkv, N, D], after rotary) replaces
-    each global-attention layer's attention and ``capture`` receives each such layer's (q, k, v). Sliding-window
-    layers always run their own (dense, windowed) attention."""
+    ``encode``, ``decode``, ``chat``, ``config`` (num_layers, num_q_heads, num_kv_heads, head_dim, context), and
+    ``model(ids, attention=None, capture=None)`` -> logits [N, vocab] (float32; the model's dtype with
+    ``float32=False``) where ``attention(layer, q, k, v)`` (q [1, Hq, N, D], k, v [1, Hkv, N, D], after rotary)
+    replaces each global-attention layer's attention and ``capture`` receives each such layer's (q, k, v).
+    Sliding-window layers always run their own (dense, windowed) attention."""
 
     def __init__(self, path: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32, device="cpu",
                  device_map: str | None = None):
@@ -278,7 +278,8 @@ class CausalLM:
         return user + "\n"
 
     @torch.no_grad()
-    def __call__(self, ids, attention=None, capture: dict | None = None, layers: int | None = None):
+    def __call__(self, ids, attention=None, capture: dict | None = None, layers: int | None = None,
+                 float32: bool = True):
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         if ids.dim() != 1 or ids.numel() < 1:
             raise ValueError(f"ids must be a non-empty 1-d sequence of token ids, got shape {tuple(ids.shape)}")
@@ -288,7 +289,8 @@ class CausalLM:
         for module in modules:
             module.sale_adapter = (attention, capture)
         try:
-            return self.hf(ids[None]).logits[0].float()
+            logits = self.hf(ids[None]).logits[0]
+            return logits.float() if float32 else logits
         finally:
             for module in modules:
                 module.sale_adapter = None

@@ -117,6 +117,25 @@ def _teacher_forced(logits: torch.Tensor, start: int, answer: list[int]) -> tupl
     return correct, float(torch.log_softmax(rows, -1).gather(-1, target[:, None]).mean())
 
 
+def _held_out_metrics(dense: torch.Tensor, sparse: torch.Tensor, ids: list[int],
+                      rows_per_chunk: int = 2048) -> dict:
+    """Next-token agreement, KL(dense || sparse) per token and both perplexities from logits [N, vocab], a chunk of
+    rows at a time: at 32K tokens and a 262K vocabulary one float32 log-softmax is 34 GB."""
+    n = dense.shape[0]
+    target = torch.as_tensor(ids[1:], device=dense.device)
+    agree = kl = nll_d = nll_s = 0.0
+    for r0 in range(0, n, rows_per_chunk):
+        d, s = dense[r0:r0 + rows_per_chunk].float(), sparse[r0:r0 + rows_per_chunk].float()
+        agree += float((d.argmax(-1) == s.argmax(-1)).sum())
+        lp_d, lp_s = torch.log_softmax(d, -1), torch.log_softmax(s, -1)
+        kl += float((lp_d.exp() * (lp_d - lp_s)).sum(-1).sum())
+        t = target[r0:r0 + rows_per_chunk]  # the last row has no next token
+        nll_d -= float(lp_d[:len(t)].gather(-1, t[:, None]).sum())
+        nll_s -= float(lp_s[:len(t)].gather(-1, t[:, None]).sum())
+    return {"next_token_agreement": agree / n, "kl_dense_sale": kl / n,
+            "perplexity_dense": math.exp(nll_d / max(n - 1, 1)), "perplexity_sale": math.exp(nll_s / max(n - 1, 1))}
+
+
 def evaluate_model(model, thresholds, lengths, depths, config: SaleConfig | None = None,
                    held_out_len: int = 2048, seed: int = 0, progress=None, attention_for=None) -> list[dict]:
     """Accuracy records (schema sale-accuracy/1) of SALE at `thresholds` against dense attention; with
@@ -150,15 +169,13 @@ def evaluate_model(model, thresholds, lengths, depths, config: SaleConfig | None
                 progress()
     ids = model.encode(held_out_text())[:held_out_len]
     stats = {}
-    dense = model(ids).float()
-    sparse = model(ids, attention=attention_for(stats)).float()
-    logp_d, logp_s = torch.log_softmax(dense, -1), torch.log_softmax(sparse, -1)
-    kl = float((logp_d.exp() * (logp_d - logp_s)).sum(-1).mean())
-    target = torch.as_tensor(ids[1:], device=dense.device)
-    ppl = lambda lp: float(torch.exp(-lp[:-1].gather(-1, target[:, None]).mean()))
+    # in the model's dtype: two float32 copies of 32K x 262K logits would not fit beside the model's own
+    dense = model(ids, float32=False)
+    sparse = model(ids, attention=attention_for(stats), float32=False)
+    metrics = _held_out_metrics(dense, sparse, ids)
+    del dense, sparse
     records.append(base | {"kind": "held_out", "seq_len": len(ids), "text": "Python stdlib sources: " + ", ".join(f"{m}.py" for m in HELD_OUT_MODULES),
-                           "next_token_agreement": float((dense.argmax(-1) == sparse.argmax(-1)).float().mean()),
-                           "kl_dense_sale": kl, "perplexity_dense": ppl(logp_d), "perplexity_sale": ppl(logp_s),
+                           **metrics,
                            "density": _mean_density(stats), "density_per_layer": _per_layer(stats)})
     return records
 

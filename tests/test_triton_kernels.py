@@ -546,7 +546,7 @@ def test_attend_gluon_persistent_grid_of_few_programs(programs):
 
     def attend(q, k, v, mask):
         kept = sale.mask_to_kept(mask & causal_blocks(q.shape[2], TRITON, DEVICE))
-        return attend_union_gluon(q, k, v, kept_to_union(kept, TRITON, 4, True), TRITON, split=True,
+        return attend_union_gluon(q, k, v, kept_to_union(kept, TRITON, 4, True), TRITON,
                                   persistent=True, programs=programs)
     check_attend_on_random_masks(2999, 4, 2, 128, None, seed=programs, batch=2, attend=attend)
 
