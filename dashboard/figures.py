@@ -338,32 +338,46 @@ def run_context(points: list) -> dict:
 
 
 def accuracy_rows(accuracy) -> tuple[list[dict], list[dict]]:
-    """(held-out rows, needle rows) of real-model accuracy records, sorted by theta."""
-    held = sorted((r for r in accuracy if r["kind"] == "held_out"), key=lambda r: (r["theta"], r["seq_len"]))
-    needles = sorted((r for r in accuracy if r["kind"] == "needle"), key=lambda r: (r["theta"], r["seq_len"], r["depth"]))
-    return ([{"theta": r["theta"], "method": r.get("method"), "estimate_rows": r.get("estimate_rows"),
-              "tokens": r["seq_len"], "density": r["density"],
+    """(held-out rows, needle rows) of real-model accuracy records of SALE at calibrated thresholds (the methods
+    comparison's records, which carry `selection`, are left to the methods page), sorted by model and theta."""
+    own = [r for r in accuracy if not r.get("selection")]
+    key = lambda r: (_short_model(r.get("model")), r.get("theta") if r.get("theta") is not None else -1.0, r["seq_len"],
+                     r.get("depth") or 0.0)
+    held = sorted((r for r in own if r["kind"] == "held_out"), key=key)
+    needles = sorted((r for r in own if r["kind"] == "needle"), key=key)
+    return ([{"model": _short_model(r.get("model")), "theta": r["theta"], "method": r.get("method"),
+              "estimate_rows": r.get("estimate_rows"), "tokens": r["seq_len"], "density": r["density"],
               "next_token_agreement": r["next_token_agreement"], "kl_dense_sale": r["kl_dense_sale"],
               "perplexity_dense": r["perplexity_dense"], "perplexity_sale": r["perplexity_sale"],
               "backend": r.get("backend")} for r in held],
-            [{"theta": r["theta"], "tokens": r["seq_len"], "depth": r["depth"], "dense_correct": r["dense_correct"],
-              "sale_correct": r["sale_correct"], "dense_answer_logprob": r.get("dense_answer_logprob"),
+            [{"model": _short_model(r.get("model")), "theta": r["theta"], "tokens": r["seq_len"], "depth": r["depth"],
+              "dense_correct": r["dense_correct"], "sale_correct": r["sale_correct"],
+              "dense_answer_logprob": r.get("dense_answer_logprob"),
               "sale_answer_logprob": r.get("sale_answer_logprob"), "density": r["density"]} for r in needles])
 
 
+def _short_model(name) -> str:
+    """The model's name without its file details ("SmolLM2-135M-Instruct (Q4_1 GGUF, ...)" -> "SmolLM2-135M-Instruct")."""
+    return str(name).split(" (")[0] if name else "model"
+
+
 def accuracy_figure(accuracy) -> go.Figure:
-    """Real-model accuracy against density: next-token agreement and KL(dense || SALE) on held-out text."""
+    """Real-model accuracy against density at calibrated thresholds: next-token agreement and KL(dense || SALE)
+    on held-out text, one colour per model (each at its own held-out length)."""
     held, _ = accuracy_rows(accuracy)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[r["density"] for r in held], y=[r["next_token_agreement"] for r in held],
-                             mode="markers+text", text=[f"theta={r['theta']:g}" + (f", rows={r['estimate_rows']}" if
-                                                        r["estimate_rows"] else "") for r in held], textposition="top center",
-                             name="next-token agreement"))
-    fig.add_trace(go.Scatter(x=[r["density"] for r in held], y=[r["kl_dense_sale"] for r in held], mode="markers",
-                             name="KL(dense || SALE)", yaxis="y2", marker=dict(symbol="diamond")))
-    fig.update_layout(title="SmolLM2 with calibrated thresholds: accuracy against density (held-out text)",
+    for model in dict.fromkeys(r["model"] for r in held):
+        rows = [r for r in held if r["model"] == model]
+        n = max(r["tokens"] for r in rows)
+        fig.add_trace(go.Scatter(x=[r["density"] for r in rows], y=[r["next_token_agreement"] for r in rows],
+                                 mode="markers+text", text=[f"theta={r['theta']:g}" + (f", rows={r['estimate_rows']}" if
+                                                            r["estimate_rows"] else "") for r in rows],
+                                 textposition="top center", name=f"{model}, {n // 1024}K: agreement"))
+        fig.add_trace(go.Scatter(x=[r["density"] for r in rows], y=[r["kl_dense_sale"] for r in rows], mode="markers",
+                                 name=f"{model}, {n // 1024}K: KL", yaxis="y2", marker=dict(symbol="diamond")))
+    fig.update_layout(title="Calibrated thresholds on real models: accuracy against density (held-out text)",
                       xaxis_title="density", yaxis=dict(title="next-token agreement with dense"),
-                      yaxis2=dict(title="KL", overlaying="y", side="right"))
+                      yaxis2=dict(title="KL(dense || SALE)", overlaying="y", side="right"))
     return fig
 
 

@@ -138,7 +138,7 @@ def _compile_gluon_select(tile: str, head_dim: int, estimate_rows: int | None):
     vec = desc("fp32", [1, cfg["block_n"]], gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2))
     constexprs = dict(HEAD_DIM=head_dim, BQ=64, BQS=64 // (64 // estimate_rows if estimate_rows else 1), BK=32,
                       ROWS=cfg["rows"], BLOCK_N=cfg["block_n"], STAGES=cfg["stages"], CONSUMER_REGS=cfg["consumer_regs"],
-                      num_warps=4, PROBE=cfg.get("probe", 0), TURNS=cfg.get("turns", False))
+                      num_warps=4, PROBE=cfg.get("probe", 0))
     sig, attrs = _signature(fn, constexprs, {"desc_q": fp8[0], "desc_k": fp8[1], "desc_sk": vec, "desc_qmk": vec,
                                              "mask_ptr": "*i8"})
     return triton.compile(GluonASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 128),

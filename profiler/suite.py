@@ -31,7 +31,7 @@ PRESETS = {
                 "default beside the Gluon estimate, estimate_rows 16 and 8, masks against the reference",
         "traces": ["*_bench_select.jsonl", "h100_bench_select_mask_check.jsonl"],
         "commands": {"bench_select": [PY, "-m", "profiler", "bench-select", "--lengths", "8192", *LENGTHS,
-                                      "--tiles", "default", "--gluon-tiles", "gluon", "gluon_turns", "probe_vote_only",
+                                      "--tiles", "default", "--gluon-tiles", "gluon", "probe_vote_only",
                                       "--estimate-rows", "16", "8", "--out", "{out}/{gpu}_bench_select.jsonl"]},
     },
     "select-estimate-rows": {
@@ -130,8 +130,9 @@ PRESETS = {
     },
     "smollm2": {
         "what": "SmolLM2-135M: per-layer, per-head thresholds calibrated at 8K (theta 0.1 and 0.4), then accuracy "
-                "against dense (needles at 2K-8K, held-out text)",
-        "traces": ["thresholds_smollm2_*.json", "accuracy_smollm2_*.jsonl"],
+                "against dense (needles at 2K-8K, held-out text), and every selection method calibrated to one output-error "
+                "budget at 8K and evaluated the same way",
+        "traces": ["thresholds_smollm2_*.json", "accuracy_smollm2_*.jsonl", "accuracy_methods_smollm2_*.jsonl"],
         "commands": {
             **{f"calibrate_theta{t}": [PY, "-m", "sale", "calibrate", "--theta", t, "--method", "bisection",
                                        "--seq-len", "8192", "--out", f"{{out}}/thresholds_smollm2_theta{t}_bisection_8k.json"]
@@ -140,7 +141,10 @@ PRESETS = {
                                       f"{{out}}/thresholds_smollm2_theta{t}_bisection_8k.json", "--lengths", "2048",
                                       "4096", "8192", "--depths", "0.1", "0.5", "0.9", "--held-out-len", "8192",
                                       "--out", f"{{out}}/accuracy_smollm2_theta{t}_bisection_8k.jsonl"]
-               for t in ("0.1", "0.4")}},
+               for t in ("0.1", "0.4")},
+            "compare_methods": [PY, "-m", "sale", "compare-methods", "--budget", "0.05", "--seq-len", "8192",
+                                "--lengths", "2048", "4096", "8192", "--depths", "0.1", "0.5", "0.9",
+                                "--held-out-len", "8192", "--out", "{out}/accuracy_methods_smollm2_budget0.05_8k.jsonl"]},
     },
     "gemma3": {
         "what": "Gemma 3 270M at 32K through sale.hf (head dim 256, SALE in its 3 global layers): thresholds "

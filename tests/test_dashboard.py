@@ -45,12 +45,19 @@ def test_committed_traces_load_cleanly(committed):
 
 def test_accuracy_rows(committed):
     held, needles = figures.accuracy_rows(committed.accuracy)
-    assert [r["theta"] for r in held] == sorted(r["theta"] for r in held) and len(held) >= 3
+    own = [r for r in committed.accuracy if not r.get("selection")]   # the methods comparison has its own page
+    assert len(held) == sum(r["kind"] == "held_out" for r in own) and len(needles) == sum(r["kind"] == "needle" for r in own)
+    models = list(dict.fromkeys(r["model"] for r in held))
+    assert {"SmolLM2-135M-Instruct", "Gemma 3 270M"} <= set(models)
+    for model in models:
+        thetas = [r["theta"] for r in held if r["model"] == model]
+        assert thetas == sorted(thetas)
     control = next(r for r in held if r["theta"] == 0.0)
     assert control["density"] == 1.0
     assert all(isinstance(r["sale_correct"], bool) for r in needles)
     fig = figures.accuracy_figure(committed.accuracy)
-    assert list(fig.data[0].x) == [r["density"] for r in held]
+    assert list(fig.data[0].x) == [r["density"] for r in held if r["model"] == models[0]]
+    assert len(fig.data) == 2 * len(models)   # agreement and KL per model
 
 
 def test_overhead_figure_data(committed):

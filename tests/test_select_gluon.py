@@ -25,8 +25,7 @@ def _sass_loop(*args):
     return out.stdout
 
 
-@pytest.mark.parametrize("tile, head_dim, rows", [("gluon", 128, None), ("gluon", 64, 16), ("gluon", 64, None),
-                                                   ("gluon_turns", 128, None), ("gluon_turns", 64, 16)])
+@pytest.mark.parametrize("tile, head_dim, rows", [("gluon", 128, None), ("gluon", 64, 16), ("gluon", 64, None)])
 def test_gluon_estimate_compiles_for_hopper_without_spills(tile, head_dim, rows):
     args = ["--kernel", "select-gluon", "--tile", tile, "--head-dim", str(head_dim)]
     stdout = _sass_loop(*args, *(("--estimate-rows", str(rows)) if rows else ()))
@@ -61,9 +60,6 @@ def _hopper():
     (8192, 8, 1, 128, 1, 8, "per_token", "gluon"),
     (8191, 8, 2, 128, 1, None, "per_token", "gluon"),
     (8192, 8, 2, 64, 1, 16, "per_token", "gluon"),
-    (8191, 8, 2, 128, 1, None, "per_token", "gluon_turns"),
-    (4500, 4, 2, 128, 2, None, "per_group", "gluon_turns"),
-    (16384, 8, 2, 128, 1, 16, "per_token", "gluon_turns"),
 ])
 def test_gluon_estimate_gives_the_triton_mask(n, hq, hkv, d, batch, rows, granularity, tile):
     cfg = sale.SaleConfig(backend="triton", estimate_rows=rows, granularity=granularity)

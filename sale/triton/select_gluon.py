@@ -123,24 +123,6 @@ def _issue(k_smem, sk_smem, qmk_smem, k_full, q_t, dead, u, acc_l: gl.constexpr,
 
 
 @gluon.jit
-def _await_turn(turns, u, LEAD: gl.constexpr, TURNS: gl.constexpr):
-    """The two consumer groups (0, 1 and 2, 3) take turns on the tensor cores: the lead group's MMA of K tile u
-    waits for the other group's MMA of tile u - 1 to be issued, the other group's for the lead's of tile u, so one
-    group votes while the other's MMAs run (FlashAttention-3's ping-pong, by groups). turns.index(g): arrived on
-    by both consumers of group g after each issue; a group cannot run two issues ahead of the other, so the
-    phase parity names the tile."""
-    if TURNS:
-        j = u - 1 if LEAD else u
-        mbarrier.wait(turns.index(1 if LEAD else 0), j & 1, pred=j >= 0)
-
-
-@gluon.jit
-def _end_turn(turns, LEAD: gl.constexpr, TURNS: gl.constexpr):
-    if TURNS:
-        mbarrier.arrive(turns.index(0 if LEAD else 1))
-
-
-@gluon.jit
 def _retire(tok, k_empty, u, STAGES: gl.constexpr):
     """The dot products of K tile u, its stage released."""
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(tok,))
@@ -149,19 +131,18 @@ def _retire(tok, k_empty, u, STAGES: gl.constexpr):
 
 
 @gluon.jit
-def _estimate_consumer(q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_full, q_empty, turns, sq_ptr, t_ptr,
+def _estimate_consumer(q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_full, q_empty, sq_ptr, t_ptr,
                        mask_ptr, N, HQ, NQB, NKB, NR, WINDOW, n_work, NQT, ROW_STRIDE, C: gl.constexpr,
                        CONSUMERS: gl.constexpr, ROWS: gl.constexpr, BQ: gl.constexpr, BQS: gl.constexpr,
                        BK: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr,
-                       PROBE: gl.constexpr, TURNS: gl.constexpr):
+                       PROBE: gl.constexpr):
     """Consumer C: the estimate of its ROWS rows of every work item this program takes, K tile by K tile: one
     accumulator, so that each tile's vote runs while the other consumers' MMAs hold the tensor cores (a second
     accumulator in flight does not fit the 168 registers a thread of a 12-warp program has: ptxas then spills
-    and serializes the MMAs). TURNS: consumers 0, 1 and 2, 3 take turns issuing (``_await_turn``)."""
+    and serializes the MMAs)."""
     acc_l: gl.constexpr = _acc_layout(ROWS, num_warps)
     col_l: gl.constexpr = gl.SliceLayout(0, acc_l)
     ITEM_ROWS: gl.constexpr = CONSUMERS * ROWS
-    LEAD: gl.constexpr = C < CONSUMERS // 2    # the turn-taking group (with TURNS)
     BH = n_work // NQT
     # each held flag's offset from the consumer's first (query block, key block): built once, folded like the scores
     kr = gl.arange(0, 64, layout=gl.SliceLayout(1, acc_l))
@@ -182,15 +163,11 @@ def _estimate_consumer(q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_ful
             mbarrier.wait(q_full.index(slot), (it // 2) & 1)
             q_t = q_smem.index(CONSUMERS * slot + C).permute((1, 0))   # [D, ROWS], D contiguous: K-major
             for i in range(n_tiles - 1):
-                _await_turn(turns, g + i, LEAD, TURNS)
                 tok, sk, qmk = _issue(k_smem, sk_smem, qmk_smem, k_full, q_t, acc, g + i, acc_l, STAGES, PROBE)
-                _end_turn(turns, LEAD, TURNS)
                 acc = _retire(tok, k_empty, g + i, STAGES)
                 _vote(acc, sq, t, sk, qmk, i * BLOCK_N, flag_base, NKB, kb_rel, ROWS, BQS, BK, PROBE)
             last = n_tiles - 1
-            _await_turn(turns, g + last, LEAD, TURNS)
             tok, sk, qmk = _issue(k_smem, sk_smem, qmk_smem, k_full, q_t, acc, g + last, acc_l, STAGES, PROBE)
-            _end_turn(turns, LEAD, TURNS)
             acc = _retire(tok, k_empty, g + last, STAGES)
             mbarrier.arrive(q_empty.index(slot))
             _vote(acc, sq, t, sk, qmk, last * BLOCK_N, flag_base, NKB, kb_rel, ROWS, BQS, BK, PROBE, True)
@@ -237,7 +214,7 @@ def _estimate_gluon_kernel(
     N, HQ, GROUP, NQB, NKB, NR, WINDOW, n_work, NQT, ROW_STRIDE,
     HEAD_DIM: gl.constexpr, BQ: gl.constexpr, BQS: gl.constexpr, BK: gl.constexpr, ROWS: gl.constexpr,
     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    num_warps: gl.constexpr, PROBE: gl.constexpr = 0, TURNS: gl.constexpr = False,
+    num_warps: gl.constexpr, PROBE: gl.constexpr = 0,
 ):
     CONSUMERS: gl.constexpr = 4
     """Flags (int8 1) in mask [B * Hq, NQB, NKB] (zero before the launch) for every candidate (query block, key
@@ -259,9 +236,6 @@ def _estimate_gluon_kernel(
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(2):
-        mbarrier.init(turns.index(i), count=CONSUMERS // 2)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_full.index(i), count=1)
         mbarrier.init(k_empty.index(i), count=CONSUMERS)
@@ -272,18 +246,18 @@ def _estimate_gluon_kernel(
         (_estimate_producer, (desc_q, desc_k, desc_sk, desc_qmk, q_boxes, k_boxes, sk_boxes, qmk_boxes, k_full, k_empty,
                               q_full, q_empty, N, HQ, GROUP, NR, WINDOW, n_work, NQT, CONSUMERS, ROWS, BQ, BQS, BK,
                               BLOCK_N, STAGES)),
-        (_estimate_consumer, (q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_full, q_empty, turns, sq_ptr,
+        (_estimate_consumer, (q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_full, q_empty, sq_ptr,
                               t_ptr, mask_ptr, N, HQ, NQB, NKB, NR, WINDOW, n_work, NQT, ROW_STRIDE, 0, CONSUMERS,
-                              ROWS, BQ, BQS, BK, BLOCK_N, STAGES, num_warps, PROBE, TURNS)),
-        (_estimate_consumer, (q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_full, q_empty, turns, sq_ptr,
+                              ROWS, BQ, BQS, BK, BLOCK_N, STAGES, num_warps, PROBE)),
+        (_estimate_consumer, (q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_full, q_empty, sq_ptr,
                               t_ptr, mask_ptr, N, HQ, NQB, NKB, NR, WINDOW, n_work, NQT, ROW_STRIDE, 1, CONSUMERS,
-                              ROWS, BQ, BQS, BK, BLOCK_N, STAGES, num_warps, PROBE, TURNS)),
-        (_estimate_consumer, (q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_full, q_empty, turns, sq_ptr,
+                              ROWS, BQ, BQS, BK, BLOCK_N, STAGES, num_warps, PROBE)),
+        (_estimate_consumer, (q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_full, q_empty, sq_ptr,
                               t_ptr, mask_ptr, N, HQ, NQB, NKB, NR, WINDOW, n_work, NQT, ROW_STRIDE, 2, CONSUMERS,
-                              ROWS, BQ, BQS, BK, BLOCK_N, STAGES, num_warps, PROBE, TURNS)),
-        (_estimate_consumer, (q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_full, q_empty, turns, sq_ptr,
+                              ROWS, BQ, BQS, BK, BLOCK_N, STAGES, num_warps, PROBE)),
+        (_estimate_consumer, (q_smem, k_smem, sk_smem, qmk_smem, k_full, k_empty, q_full, q_empty, sq_ptr,
                               t_ptr, mask_ptr, N, HQ, NQB, NKB, NR, WINDOW, n_work, NQT, ROW_STRIDE, 3, CONSUMERS,
-                              ROWS, BQ, BQS, BK, BLOCK_N, STAGES, num_warps, PROBE, TURNS)),
+                              ROWS, BQ, BQS, BK, BLOCK_N, STAGES, num_warps, PROBE)),
     ], [num_warps, num_warps, num_warps, num_warps], [CONSUMER_REGS, CONSUMER_REGS, CONSUMER_REGS, CONSUMER_REGS])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(k_full.index(i))
@@ -291,20 +265,17 @@ def _estimate_gluon_kernel(
     for i in gl.static_range(2):
         mbarrier.invalidate(q_full.index(i))
         mbarrier.invalidate(q_empty.index(i))
-        mbarrier.invalidate(turns.index(i))
 
 
 # Configurations kept as data. rows: estimated query rows per consumer warpgroup (the MMA's N; the four
 # consumers share each K tile); block_n: keys per K tile (the MMA's M, one warpgroup's 64); stages: K tiles in
 # the ring; consumer_regs: registers per consumer thread (setmaxnreg; ptxas compiles every role within the 96
 # registers a thread of a 20-warp program has). Measured on the H200 at 64K (2026-12-02): 21.5 ms against 23.0
-# for two consumers of 128 rows (232 registers, removed) and 20.4 for the Triton default.
+# for two consumers of 128 rows (232 registers, removed) and 20.4 for the Triton default; two groups of two
+# consumers taking turns on the tensor cores (FlashAttention-3's ping-pong, removed) 21.78 against 21.47
+# (traces/h200_bench_select_gluon_turns.txt, 2026-12-03).
 GLUON_SELECT_CONFIGS = {
     "gluon": dict(rows=64, block_n=64, stages=6, consumer_regs=112),
-    # the same with consumers 0, 1 and 2, 3 taking turns on the tensor cores (not yet measured): without turns
-    # the four consumers' MMAs of a tile run interleaved and end together, then all four vote while the tensor
-    # cores idle (21.5 ms, about the MMAs' time plus the votes' 12.7)
-    "gluon_turns": dict(rows=64, block_n=64, stages=6, consumer_regs=112, turns=True),
 }
 # Timing probes (wrong masks): the MMAs alone, the votes alone.
 GLUON_PROBES = {"probe_dot_only": {**GLUON_SELECT_CONFIGS["gluon"], "probe": 1},
@@ -404,7 +375,7 @@ def select_gluon(q, k, tau, config, quant, tile: str | None = None, return_kept:
         seq_len, hq, hq // hkv, nqb, nkb, nr, config.local_window, n_work, nqt, stride,
         HEAD_DIM=head_dim, BQ=config.block_q, BQS=bqs, BK=config.block_k, ROWS=cfg["rows"], BLOCK_N=cfg["block_n"],
         STAGES=cfg["stages"], CONSUMER_REGS=cfg["consumer_regs"], num_warps=4,
-        PROBE=cfg.get("probe", 0), TURNS=cfg.get("turns", False))
+        PROBE=cfg.get("probe", 0))
 
     _select_kernel[grid](*pointers, *common, PHASE=2, **consts)
     out = (mask.view(torch.bool), None)
