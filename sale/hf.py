@@ -243,7 +243,8 @@ class CausalLM:
     ``encode``, ``decode``, ``chat``, ``config`` (num_layers, num_q_heads, num_kv_heads, head_dim, context), and
     ``model(ids, attention=None, capture=None)`` -> logits [N, vocab] (float32; the model's dtype with
     ``float32=False``) where ``attention(layer, q, k, v)`` (q [1, Hq, N, D], k, v [1, Hkv, N, D], after rotary)
-    replaces each global-attention layer's attention and ``capture`` receives each such layer's (q, k, v).
+    replaces each global-attention layer's attention and ``capture`` receives each such layer's (q, k, v); with
+    ``capture`` and ``layers=L`` the forward stops once layer L - 1 has its q, k, v and returns None.
     Sliding-window layers always run their own (dense, windowed) attention."""
 
     def __init__(self, path: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32, device="cpu",
@@ -285,25 +286,38 @@ class CausalLM:
             raise ValueError(f"ids must be a non-empty 1-d sequence of token ids, got shape {tuple(ids.shape)}")
         if ids.numel() > self.config.context:
             raise ValueError(f"ids hold {ids.numel()} tokens; the model's context is {self.config.context}")
+        if layers is not None and capture is None:
+            raise ValueError("layers (stop the forward after the first `layers` layers) goes with capture")
+        # with a capture of the first `layers` layers, the forward stops after the last of them: at 32K tokens
+        # and a 262K vocabulary the rest would end in 34 GB of float32 logits nobody reads
+        stop = layers - 1 if layers is not None and layers < self.config.num_layers else None
         modules = _attention_modules(self.hf)
         for module in modules:
-            module.sale_adapter = (attention, capture)
+            module.sale_adapter = (attention, capture, stop)
         try:
             logits = self.hf(ids[None]).logits[0]
             return logits.float() if float32 else logits
+        except _ForwardStopped:
+            return None
         finally:
             for module in modules:
                 module.sale_adapter = None
 
 
+class _ForwardStopped(Exception):
+    """Raised by the adapter after the last layer a capture asked for (``CausalLM.__call__(..., layers=)``)."""
+
+
 def _adapter_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """The attention function of ``CausalLM``: the caller's attention (and capture) on global-attention prefill
     layers, SDPA elsewhere."""
-    attention, capture = getattr(module, "sale_adapter", None) or (None, None)
+    attention, capture, stop = getattr(module, "sale_adapter", None) or (None, None, None)
     global_prefill = (kwargs.get("sliding_window") is None and query.shape[2] == key.shape[2]
                       and attention_mask is None)
     if global_prefill and capture is not None:
         capture[module.layer_idx] = (query.detach(), key.detach(), value.detach())
+    if stop is not None and module.layer_idx >= stop:
+        raise _ForwardStopped
     if global_prefill and attention is not None:
         d = query.shape[-1]
         if scaling is not None and abs(scaling * d ** 0.5 - 1) > 1e-6:   # the model's scale, not 1/sqrt(D)

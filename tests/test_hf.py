@@ -136,6 +136,14 @@ def test_any_model_behind_the_toolkit_interface_matches_the_smollm2_default(adap
     cap = {}
     adapter(ids, capture=cap)
     assert sorted(cap) == list(range(SMOLLM2_LAYERS)) and cap[3][0].shape == (1, SMOLLM2_Q_HEADS, len(ids), 64)
+    # a capture of the first 4 layers stops the forward there (no logits) and captures the same tensors
+    first = {}
+    assert adapter(ids, capture=first, layers=4) is None
+    assert sorted(first) == [0, 1, 2, 3]
+    assert all(torch.equal(a, b) for layer in first for a, b in zip(first[layer], cap[layer]))
+    with pytest.raises(ValueError, match="goes with capture"):
+        adapter(ids, layers=4)
+    assert torch.equal(adapter(ids), out)   # the adapter is clean again after a stopped forward
 
 
 def test_calibrate_and_evaluate_any_model(adapter):
