@@ -23,13 +23,13 @@ LENGTHS = ["16384", "32768", "65536", "131072"]
 PRESETS = {
     "gpu-tests": {
         "what": "every GPU test (kernels against the reference on 8K-32K, odd lengths, poisoned outputs)",
-        "traces": ["h100_gpu_tests*.txt", "h200_gpu_tests.txt"],
+        "traces": ["h100_gpu_tests*.txt", "h200_gpu_tests.txt", "h200_gpu_tests_select_gluon.txt"],
         "commands": {"gpu_tests": [PY, "-m", "pytest", "-q", "-rs", "tests", "-m", "cuda"]},
     },
     "select": {
         "what": "the estimate's cost (quantize + select) against every dense baseline, 8K-128K, the Triton "
                 "default beside the Gluon estimate, estimate_rows 16 and 8, masks against the reference",
-        "traces": ["*_bench_select.jsonl", "h100_bench_select_mask_check.jsonl"],
+        "traces": ["*_bench_select.jsonl", "h100_bench_select_mask_check.jsonl", "h200_bench_select_gluon_turns.jsonl"],
         "commands": {"bench_select": [PY, "-m", "profiler", "bench-select", "--lengths", "8192", *LENGTHS,
                                       "--tiles", "default", "--gluon-tiles", "gluon", "probe_vote_only",
                                       "--estimate-rows", "16", "8", "--out", "{out}/{gpu}_bench_select.jsonl"]},

@@ -12,6 +12,7 @@ import inspect
 import json
 import random
 import uuid
+import warnings
 
 HAYSTACK_MODULES = ("collections", "functools", "itertools", "textwrap", "string", "json", "argparse", "pathlib",
                     "datetime", "statistics", "fractions", "decimal", "heapq", "bisect", "shutil", "subprocess",
@@ -31,7 +32,9 @@ def stdlib_prose() -> str:
         for attr in sorted(dir(mod)):
             if attr.startswith("_"):
                 continue
-            doc = getattr(getattr(mod, attr, None), "__doc__", None)
+            with warnings.catch_warnings():   # typing.io and typing.re warn on access; their text is unchanged
+                warnings.simplefilter("ignore", DeprecationWarning)
+                doc = getattr(getattr(mod, attr, None), "__doc__", None)
             if isinstance(doc, str) and len(doc) > 200 and doc not in parts:
                 parts.append(inspect.cleandoc(doc))
     return "\n\n".join(parts)
