@@ -341,8 +341,7 @@ def accuracy_rows(accuracy) -> tuple[list[dict], list[dict]]:
     """(held-out rows, needle rows) of real-model accuracy records of SALE at calibrated thresholds (the methods
     comparison's records, which carry `selection`, are left to the methods page), sorted by model and theta."""
     own = [r for r in accuracy if not r.get("selection")]
-    key = lambda r: (_short_model(r.get("model")), r.get("theta") if r.get("theta") is not None else -1.0, r["seq_len"],
-                     r.get("depth") or 0.0)
+    key = lambda r: (_short_model(r.get("model")), r["theta"], r["seq_len"], r.get("depth") or 0.0)
     held = sorted((r for r in own if r["kind"] == "held_out"), key=key)
     needles = sorted((r for r in own if r["kind"] == "needle"), key=key)
     return ([{"model": _short_model(r.get("model")), "theta": r["theta"], "method": r.get("method"),

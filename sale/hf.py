@@ -244,7 +244,8 @@ class CausalLM:
     ``model(ids, attention=None, capture=None)`` -> logits [N, vocab] (float32; the model's dtype with
     ``float32=False``) where ``attention(layer, q, k, v)`` (q [1, Hq, N, D], k, v [1, Hkv, N, D], after rotary)
     replaces each global-attention layer's attention and ``capture`` receives each such layer's (q, k, v); with
-    ``capture`` and ``layers=L`` the forward stops once layer L - 1 has its q, k, v and returns None.
+    ``capture`` and ``layers=L`` below the layer count the forward stops once layer L - 1 has its q, k, v and
+    returns None.
     Sliding-window layers always run their own (dense, windowed) attention."""
 
     def __init__(self, path: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32, device="cpu",

