@@ -289,6 +289,8 @@ class CausalLM:
             raise ValueError(f"ids hold {ids.numel()} tokens; the model's context is {self.config.context}")
         if layers is not None and capture is None:
             raise ValueError("layers (stop the forward after the first `layers` layers) goes with capture")
+        if layers is not None and not (isinstance(layers, int) and layers >= 1):
+            raise ValueError(f"layers must be a positive number of layers, got {layers!r}")
         # with a capture of the first `layers` layers, the forward stops after the last of them: at 32K tokens
         # and a 262K vocabulary the rest would end in 34 GB of float32 logits nobody reads
         stop = layers - 1 if layers is not None and layers < self.config.num_layers else None

@@ -143,6 +143,8 @@ def test_any_model_behind_the_toolkit_interface_matches_the_smollm2_default(adap
     assert all(torch.equal(a, b) for layer in first for a, b in zip(first[layer], cap[layer]))
     with pytest.raises(ValueError, match="goes with capture"):
         adapter(ids, layers=4)
+    with pytest.raises(ValueError, match="layers must be a positive number"):
+        adapter(ids, capture={}, layers=0)
     assert torch.equal(adapter(ids), out)   # the adapter is clean again after a stopped forward
 
 
